@@ -1,0 +1,95 @@
+"""Shared fixtures: a passphrase, throwaway key files and repositories."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tufwaves.bootstrap import create_repository
+from tufwaves.keys import PASSPHRASE_ENV, KeyRef, generate_key, load_key_ref, write_key_pair
+from tufwaves.repository import Repository
+
+PASSPHRASE = "correct horse battery staple"
+
+
+@pytest.fixture(autouse=True)
+def _passphrase(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(PASSPHRASE_ENV, PASSPHRASE)
+    monkeypatch.setenv("TUFWAVES_LOCK_TIMEOUT", "30")
+
+
+@dataclass
+class KeyStore:
+    directory: Path
+
+    def make(self, name: str, key_type: str = "ed25519") -> Path:
+        if not (self.directory / f"{name}.key").exists():
+            write_key_pair(name, self.directory, generate_key(key_type), PASSPHRASE.encode())
+        return self.directory / f"{name}.key"
+
+    def ref(self, name: str) -> KeyRef:
+        return load_key_ref(str(self.make(name)))
+
+    def pub(self, name: str) -> KeyRef:
+        self.make(name)
+        return load_key_ref(str(self.directory / f"{name}.pub"))
+
+
+@pytest.fixture
+def keystore(tmp_path: Path) -> KeyStore:
+    return KeyStore(tmp_path / "keys")
+
+
+RepoFactory = Callable[..., Repository]
+
+
+@pytest.fixture
+def make_repo(tmp_path: Path, keystore: KeyStore) -> RepoFactory:
+    """A published repository with root 1-of-1 and targets n-of-m offline keys."""
+
+    def factory(threshold: int = 1, signers: int = 1, name: str = "repo") -> Repository:
+        targets = [keystore.ref(f"t{i}") for i in range(1, signers + 1)]
+        repo, _ = create_repository(
+            tmp_path / name,
+            root_keys=[keystore.ref("root")],
+            root_threshold=1,
+            targets_keys=targets,
+            targets_threshold=threshold,
+        )
+        assert repo.is_published()
+        return repo
+
+    return factory
+
+
+@pytest.fixture
+def artifact(tmp_path: Path) -> Path:
+    path = tmp_path / "fw-1.img"
+    path.write_bytes(b"firmware " * 100)
+    return path
+
+
+def tree_digest(path: Path) -> dict[str, str]:
+    """Every file under ``path`` (but the lock) and its sha256: a byte-for-byte fingerprint."""
+    return {
+        str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(path.rglob("*"))
+        if p.is_file() and p.name != ".lock"
+    }
+
+
+@pytest.fixture
+def unchanged() -> Iterator[Callable[[Path], None]]:
+    """Assert a tree is byte-for-byte unchanged at the end of the test."""
+    watched: list[tuple[Path, dict[str, str]]] = []
+
+    def watch(path: Path) -> None:
+        watched.append((path, tree_digest(path)))
+
+    yield watch
+    for path, before in watched:
+        assert tree_digest(path) == before, f"{path} changed"

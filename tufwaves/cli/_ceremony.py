@@ -1,0 +1,110 @@
+"""Ceremony sub-commands shared by ``waves ceremony`` and ``repo ceremony``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from tufwaves.ceremony import Ceremony
+from tufwaves.cli._common import info
+from tufwaves.errors import InputError, RefusedError
+from tufwaves.keys import load_key_ref
+from tufwaves.repository import Repository, atomic_write
+from tufwaves.waves import import_ceremony, load_ceremony
+
+
+def add_ceremony_commands(
+    parent: argparse.ArgumentParser,
+    *,
+    noun: str,
+    ceremony_id: Callable[[argparse.Namespace], str],
+    id_arg: str | None,
+    example_id: str,
+) -> None:
+    csub = parent.add_subparsers(dest="ceremony_command", required=True)
+    exp = csub.add_parser(
+        "export",
+        help=f"write the pending {noun} to a file for air-gapped signers",
+        epilog=f"example:\n  tufwaves {example_id} export {'WAVE ' if id_arg else ''}"
+        "ceremony.json --repo repo",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    if id_arg:
+        exp.add_argument(id_arg, metavar=id_arg.upper())
+    exp.add_argument("file", type=Path, metavar="FILE")
+    exp.add_argument("--repo", required=True, type=Path)
+    exp.add_argument("--force", action="store_true", help="overwrite FILE")
+    exp.set_defaults(func=lambda a: _export(a, ceremony_id(a)))
+
+    sign = csub.add_parser(
+        "sign",
+        help="add one signature to a ceremony file (no repository needed)",
+        description=(
+            "Print exactly what is being signed, ask for confirmation (unless "
+            "--yes), sign every role of the file that KEY may sign, and write "
+            "the file back."
+        ),
+        epilog=f"example:\n  tufwaves {example_id} sign ceremony.json --key alice.key",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sign.add_argument("file", type=Path, metavar="FILE")
+    sign.add_argument("--key", required=True, help="private key file or URI")
+    sign.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    sign.set_defaults(func=_sign_file)
+
+    imp = csub.add_parser(
+        "import",
+        help="merge the signatures of a ceremony file; publish when complete",
+        epilog=f"example:\n  tufwaves {example_id} import ceremony.json --repo repo",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    imp.add_argument("file", type=Path, metavar="FILE")
+    imp.add_argument("--repo", required=True, type=Path)
+    imp.set_defaults(func=_import)
+
+
+def _export(args: argparse.Namespace, cid: str) -> int:
+    repo = Repository.open(args.repo)
+    ceremony = load_ceremony(repo, cid)
+    if args.file.exists() and not args.force:
+        raise InputError(f"{args.file} exists; pass --force to overwrite it")
+    atomic_write(args.file, ceremony.to_bytes())
+    info(f"wrote {args.file}")
+    for line in ceremony.status_lines():
+        info(line)
+    return 0
+
+
+def _sign_file(args: argparse.Namespace) -> int:
+    ceremony = Ceremony.read(args.file)
+    ref = load_key_ref(args.key)
+    if ref.signer is None:
+        raise InputError(f"--key {args.key} is a public key; pass the .key file or a URI")
+    print(ceremony.summary())
+    print(f"\nSigning as {ref.name} ({ref.key.keyid[:16]}...)")
+    if not args.yes:
+        if not sys.stdin.isatty():
+            raise InputError("no terminal to confirm at; check the summary and pass --yes")
+        if input("Sign? [y/N] ").strip().lower() not in {"y", "yes"}:
+            raise RefusedError("not signed: you did not confirm")
+    roles = ceremony.sign(ref.key.keyid, ref.signer)
+    atomic_write(args.file, ceremony.to_bytes())
+    print(f"signed {', '.join(roles)}; now import the file with 'import'")
+    for line in ceremony.status_lines():
+        print(line)
+    return 0
+
+
+def _import(args: argparse.Namespace) -> int:
+    repo = Repository.open(args.repo)
+    ceremony, added = import_ceremony(repo, args.file)
+    for role, keyid in added:
+        print(f"added signature by {ceremony.name_of(keyid)} on {role}")
+    if ceremony.complete:
+        print(f"{ceremony.id}: every role met its threshold; published")
+    else:
+        for line in ceremony.status_lines():
+            print(line)
+    return 0

@@ -1,0 +1,73 @@
+"""Shared pieces of the command line: output, progress, passphrases."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+__all__ = [
+    "Progress",
+    "add_json_flag",
+    "emit_json",
+    "example_epilog",
+    "info",
+]
+
+
+def example_epilog(*lines: str) -> str:
+    """Format an ``--help`` epilog that shows examples."""
+    return "example:\n" + "\n".join(f"  {line}" for line in lines)
+
+
+def add_json_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print one JSON object for scripts")
+
+
+def emit_json(obj: Any) -> None:
+    sys.stdout.write(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def info(message: str) -> None:
+    """A line for people, on stderr (stdout stays clean for data)."""
+    sys.stderr.write(message + "\n")
+
+
+class Progress:
+    """Progress on stderr when it is a terminal; silent otherwise."""
+
+    def __init__(self, label: str, total: int | None = None) -> None:
+        self.label = label
+        self.total = total
+        self.enabled = sys.stderr.isatty() and not os.environ.get("TUFWAVES_QUIET")
+        self._last = -1
+
+    def update(self, done: int) -> None:
+        if not self.enabled:
+            return
+        if self.total:
+            pct = done * 100 // self.total
+            if pct == self._last:
+                return
+            self._last = pct
+            sys.stderr.write(f"\r{self.label}: {done:,}/{self.total:,} ({pct}%)")
+        else:
+            sys.stderr.write(f"\r{self.label}: {done:,}")
+        sys.stderr.flush()
+
+    def done(self) -> None:
+        if self.enabled:
+            sys.stderr.write("\n")
+
+
+@contextmanager
+def progress(label: str, total: int | None = None) -> Iterator[Progress]:
+    bar = Progress(label, total)
+    try:
+        yield bar
+    finally:
+        bar.done()

@@ -1,0 +1,90 @@
+"""``tufwaves keys``: generate key pairs, record keys held behind a URI."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from tufwaves.cli._common import add_json_flag, emit_json, example_epilog, info
+from tufwaves.errors import StorageError
+from tufwaves.keys import (
+    KEY_TYPES,
+    PASSPHRASE_ENV,
+    generate_key,
+    import_uri_key,
+    passphrase,
+    write_key_pair,
+)
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    keys = sub.add_parser("keys", help="generate and import signing keys")
+    ksub = keys.add_subparsers(dest="keys_command", required=True)
+
+    gen = ksub.add_parser(
+        "generate",
+        help="generate a key pair: NAME.pub and encrypted NAME.key",
+        description=(
+            "Write DIR/NAME.pub (TUF key JSON with keyid) and DIR/NAME.key "
+            "(PKCS#8 PEM encrypted with the passphrase, mode 0600, never "
+            f"overwritten). The passphrase comes from {PASSPHRASE_ENV} or a prompt."
+        ),
+        epilog=example_epilog("tufwaves keys generate alice --dir ~/offline-keys --type ecdsa"),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    gen.add_argument("name", metavar="NAME")
+    gen.add_argument("--dir", required=True, type=Path, metavar="DIR")
+    gen.add_argument("--type", choices=KEY_TYPES, default="ed25519")
+    add_json_flag(gen)
+    gen.set_defaults(func=_generate)
+
+    imp = ksub.add_parser(
+        "import-uri",
+        help="record a key whose private half is behind a signer URI (HSM, KMS)",
+        description=(
+            "Write DIR/NAME.pub naming a securesystemslib private-key URI, so "
+            "every command that takes --key can sign with it."
+        ),
+        epilog=example_epilog(
+            "tufwaves keys import-uri hsm1 --dir keys --uri hsm: --public-key hsm1.pem"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    imp.add_argument("name", metavar="NAME")
+    imp.add_argument("--dir", required=True, type=Path, metavar="DIR")
+    imp.add_argument("--uri", required=True, help="securesystemslib private key URI")
+    imp.add_argument("--public-key", required=True, type=Path, metavar="PEM")
+    imp.set_defaults(func=_import_uri)
+
+
+def _generate(args: argparse.Namespace) -> int:
+    for suffix in (".pub", ".key"):
+        if (args.dir / f"{args.name}{suffix}").exists():
+            raise StorageError(
+                f"{args.dir / (args.name + suffix)} already exists; key files are never overwritten"
+            )
+    secret = passphrase(f"new key {args.name}", confirm=True)
+    signer = generate_key(args.type)
+    pub, priv = write_key_pair(args.name, args.dir, signer, secret)
+    if args.json:
+        emit_json(
+            {
+                "name": args.name,
+                "keyid": signer.public_key.keyid,
+                "public": str(pub),
+                "private": str(priv),
+            }
+        )
+    else:
+        print(f"{pub}\n{priv}")
+        info(f"keyid {signer.public_key.keyid}")
+    return 0
+
+
+def _import_uri(args: argparse.Namespace) -> int:
+    try:
+        pem = args.public_key.read_bytes()
+    except OSError as e:
+        raise StorageError(f"cannot read {args.public_key}: {e.strerror}") from None
+    print(import_uri_key(args.name, args.dir, args.uri, pem))
+    return 0

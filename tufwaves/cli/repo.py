@@ -1,0 +1,171 @@
+"""``tufwaves repo``: create a repository, finish its ceremony, refresh, show."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from tufwaves.bootstrap import CEREMONY_ID, ONLINE_ROLES, create_repository
+from tufwaves.cli._ceremony import add_ceremony_commands
+from tufwaves.cli._common import add_json_flag, emit_json, example_epilog
+from tufwaves.errors import InputError
+from tufwaves.keys import PASSPHRASE_ENV, load_key_ref
+from tufwaves.metadata import expiry
+from tufwaves.repository import Repository
+from tufwaves.waves import load_ceremony, pending_ids, sign_ceremony
+
+KEY_HELP = "a private key file or URI (signs now) or a .pub file (signs later)"
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    repo = sub.add_parser("repo", help="create and maintain a repository")
+    rsub = repo.add_subparsers(dest="repo_command", required=True)
+
+    init = rsub.add_parser(
+        "init",
+        help="create a repository",
+        description=(
+            "Create root (offline root keys), targets (offline targets keys), "
+            "snapshot and timestamp (online keys) and a default online rollout "
+            "key. Online keys are generated into REPO/keys, encrypted with the "
+            f"passphrase from {PASSPHRASE_ENV} or a prompt, unless --online-key "
+            "names existing ones. With fewer signing keys than a threshold the "
+            "first root and targets wait in a ceremony ('repo sign', "
+            "'repo ceremony ...')."
+        ),
+        epilog=example_epilog(
+            "tufwaves repo init repo --root-key root1.key --targets-key t1.key "
+            "--targets-key t2.pub --targets-key t3.pub --targets-threshold 2"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    init.add_argument("repo", type=Path, metavar="REPO")
+    init.add_argument("--root-key", action="append", required=True, metavar="KEY", help=KEY_HELP)
+    init.add_argument("--root-threshold", type=int, default=1, metavar="N")
+    init.add_argument("--targets-key", action="append", required=True, metavar="KEY", help=KEY_HELP)
+    init.add_argument("--targets-threshold", type=int, default=1, metavar="N")
+    init.add_argument(
+        "--online-key",
+        action="append",
+        default=[],
+        metavar="ROLE=PUB",
+        help=f"use an existing key for one of {', '.join(ONLINE_ROLES)} (its .key beside it)",
+    )
+    init.add_argument("--expires-days", type=int, default=None, metavar="N")
+    add_json_flag(init)
+    init.set_defaults(func=_init)
+
+    sign = rsub.add_parser(
+        "sign",
+        help="add a signature to the pending repository ceremony",
+        epilog=example_epilog("tufwaves repo sign --repo repo --key t2.key"),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sign.add_argument("--repo", required=True, type=Path)
+    sign.add_argument("--key", required=True, help="private key file or URI")
+    sign.set_defaults(func=_sign)
+
+    cer = rsub.add_parser("ceremony", help="air-gapped signing of the first root/targets")
+    add_ceremony_commands(
+        cer,
+        noun="repository ceremony",
+        ceremony_id=lambda a: CEREMONY_ID,
+        id_arg=None,
+        example_id="repo ceremony",
+    )
+
+    refresh = rsub.add_parser(
+        "refresh",
+        help="re-sign snapshot and timestamp with fresh expiry (run from cron)",
+        epilog=example_epilog("tufwaves repo refresh --repo repo"),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    refresh.add_argument("--repo", required=True, type=Path)
+    refresh.set_defaults(func=_refresh)
+
+    show = rsub.add_parser(
+        "show",
+        help="published versions and pending ceremonies",
+        epilog=example_epilog("tufwaves repo show --repo repo --json"),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    show.add_argument("--repo", required=True, type=Path)
+    add_json_flag(show)
+    show.set_defaults(func=_show)
+
+
+def _init(args: argparse.Namespace) -> int:
+    online: dict[str, Path] = {}
+    for item in args.online_key:
+        role, sep, path = item.partition("=")
+        if not sep or role not in ONLINE_ROLES:
+            raise InputError(f"--online-key {item!r}: use ROLE=PUB with ROLE one of {ONLINE_ROLES}")
+        online[role] = Path(path)
+    repo, ceremony = create_repository(
+        args.repo,
+        root_keys=[load_key_ref(k) for k in args.root_key],
+        root_threshold=args.root_threshold,
+        targets_keys=[load_key_ref(k) for k in args.targets_key],
+        targets_threshold=args.targets_threshold,
+        online_keys=online or None,
+        expires=expiry(days=args.expires_days),
+    )
+    published = repo.is_published()
+    if args.json:
+        emit_json(
+            {
+                "repo": str(repo.path),
+                "published": published,
+                "signatures": ceremony.status_lines(),
+            }
+        )
+        return 0
+    print(f"created {repo.path}")
+    if published:
+        print("root and targets met their thresholds: published")
+    else:
+        print("waiting for signatures ('tufwaves repo sign' or 'repo ceremony'):")
+        for line in ceremony.status_lines():
+            print(f"  {line}")
+    return 0
+
+
+def _sign(args: argparse.Namespace) -> int:
+    repo = Repository.open(args.repo)
+    ceremony = sign_ceremony(repo, CEREMONY_ID, load_key_ref(args.key))
+    print("published" if repo.is_published() else "\n".join(ceremony.status_lines()))
+    return 0
+
+
+def _refresh(args: argparse.Namespace) -> int:
+    state = Repository.open(args.repo).refresh()
+    print(
+        f"snapshot {state.snapshot.signed.version} and timestamp "
+        f"{state.timestamp.signed.version} published"
+    )
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    repo = Repository.open(args.repo)
+    pending = {cid: load_ceremony(repo, cid).status_lines() for cid in pending_ids(repo)}
+    doc: dict[str, object] = {"repo": str(repo.path), "pending": pending}
+    if repo.is_published():
+        state = repo.state()
+        doc.update(
+            root=state.root_version,
+            timestamp=state.timestamp.signed.version,
+            snapshot=state.snapshot.signed.version,
+            roles={r: state.version_of(r) for r in state.roles()},
+        )
+    if args.json:
+        emit_json(doc)
+        return 0
+    for key, value in doc.items():
+        if isinstance(value, dict):
+            print(f"{key}:")
+            for k, v in value.items():
+                print(f"  {k}: {v}")
+        else:
+            print(f"{key}: {value}")
+    return 0

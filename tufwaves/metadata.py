@@ -1,0 +1,334 @@
+"""Domain values <-> TUF metadata: names, versions, expiry, and the tufwaves roles.
+
+Everything here follows ``specs/metadata.md``; the functions build and read
+ordinary python-tuf ``Metadata`` objects and keep tufwaves data in
+``x-tufwaves-*`` fields and target ``custom``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from securesystemslib.signer import Key
+from tuf.api.metadata import (
+    DelegatedRole,
+    Delegations,
+    Metadata,
+    TargetFile,
+    Targets,
+)
+
+from tufwaves.errors import InputError
+
+__all__ = [
+    "PREFIX",
+    "ROLLOUT_STATES",
+    "Policy",
+    "WaveInfo",
+    "build_ripple",
+    "build_rollout",
+    "build_wave",
+    "check_hardware_id",
+    "check_tag",
+    "check_wave_name",
+    "expiry",
+    "parse_version",
+    "ripple_role",
+    "rollout_info",
+    "rollout_role",
+    "wave_info",
+    "wave_role",
+]
+
+PREFIX = "x-tufwaves-"
+WAVE_FIELD = "x-tufwaves-wave"
+ROLLOUT_FIELD = "x-tufwaves-rollout"
+RIPPLE_FIELD = "x-tufwaves-ripple"
+ROLLOUT_STATES = ("active", "cancelled", "complete")
+
+_WAVE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+_LABEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$")
+_VERSION_RE = re.compile(r"^(0|[1-9][0-9]{0,17})$")
+_BASENAME_RE = re.compile(r"^[A-Za-z0-9_.+-][A-Za-z0-9_.+@-]{0,127}$")
+
+
+def check_wave_name(name: str) -> str:
+    if not _WAVE_RE.match(name):
+        raise InputError(
+            f"bad wave name {name!r}: use 1-64 letters, digits, '_' or '-', "
+            "starting with a letter or digit"
+        )
+    return name
+
+
+def check_tag(tag: str) -> str:
+    if not _LABEL_RE.match(tag):
+        raise InputError(f"bad tag {tag!r}: use 1-64 of [A-Za-z0-9_.+-]")
+    return tag
+
+
+def check_hardware_id(hw: str) -> str:
+    if not _LABEL_RE.match(hw):
+        raise InputError(f"bad hardware id {hw!r}: use 1-64 of [A-Za-z0-9_.+-]")
+    return hw
+
+
+def check_basename(name: str) -> str:
+    if not _BASENAME_RE.match(name) or name in {".", ".."}:
+        raise InputError(f"bad artifact name {name!r}: use 1-128 of [A-Za-z0-9_.+@-], no '/'")
+    return name
+
+
+def parse_version(text: str) -> int:
+    """A release version: decimal integer string, no leading zeros."""
+    if not isinstance(text, str) or not _VERSION_RE.match(text):
+        raise InputError(f"bad version {text!r}: use a non-negative integer without leading zeros")
+    return int(text)
+
+
+def wave_role(wave: str) -> str:
+    return f"wave.{wave}"
+
+
+def rollout_role(wave: str) -> str:
+    return f"rollout.{wave}"
+
+
+def ripple_role(wave: str, index: int) -> str:
+    return f"ripple.{wave}.{index}"
+
+
+def now() -> datetime:
+    return datetime.now(UTC).replace(microsecond=0)
+
+
+def expiry(
+    *,
+    days: int | None = None,
+    at: datetime | str | None = None,
+    start: datetime | None = None,
+) -> datetime:
+    """An expiry time: whole seconds, UTC, in the future (refused otherwise)."""
+    base = start or now()
+    if at is not None:
+        if isinstance(at, str):
+            try:
+                parsed = datetime.fromisoformat(at.replace("Z", "+00:00"))
+            except ValueError:
+                raise InputError(
+                    f"bad time {at!r}: use RFC 3339, e.g. 2027-01-31T12:00:00Z"
+                ) from None
+            if parsed.tzinfo is None:
+                raise InputError(f"time {at!r} needs a time zone, e.g. a trailing Z")
+            at = parsed
+        result = at.astimezone(UTC).replace(microsecond=0)
+    else:
+        if days is not None and days <= 0:
+            raise InputError(f"--expires-days must be positive, not {days}")
+        result = base + timedelta(days=365 if days is None else days)
+    if result <= base:
+        raise InputError(f"expiry {result:%Y-%m-%dT%H:%M:%SZ} is in the past; choose a later time")
+    return result
+
+
+@dataclass(frozen=True)
+class Policy:
+    """The rollout policy the offline ceremony signs into a wave."""
+
+    max_ripple_size: int | None = None
+    online_complete: bool = True
+    fraction_salt: str = field(default_factory=lambda: secrets.token_hex(32))
+
+    def __post_init__(self) -> None:
+        if self.max_ripple_size is not None and (
+            isinstance(self.max_ripple_size, bool) or self.max_ripple_size < 1
+        ):
+            raise InputError("max ripple size must be a positive integer")
+        if not re.fullmatch(r"[0-9a-f]{64}", self.fraction_salt):
+            raise InputError("fraction salt must be 64 lowercase hex characters")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "max_ripple_size": self.max_ripple_size,
+            "online_complete": self.online_complete,
+            "fraction_salt": self.fraction_salt,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Policy:
+        if set(data) != {"max_ripple_size", "online_complete", "fraction_salt"}:
+            raise InputError(f"unexpected policy fields {sorted(data)}")
+        size = data["max_ripple_size"]
+        if size is not None and (not isinstance(size, int) or isinstance(size, bool)):
+            raise InputError("policy.max_ripple_size must be an integer or null")
+        if not isinstance(data["online_complete"], bool):
+            raise InputError("policy.online_complete must be a boolean")
+        if not isinstance(data["fraction_salt"], str):
+            raise InputError("policy.fraction_salt must be a string")
+        return cls(size, data["online_complete"], data["fraction_salt"])
+
+
+@dataclass(frozen=True)
+class WaveInfo:
+    """The ``x-tufwaves-wave`` field of a wave role."""
+
+    name: str
+    tag: str
+    version: int
+    policy: Policy
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "tag": self.tag,
+            "version": str(self.version),
+            "policy": self.policy.to_dict(),
+        }
+
+
+def wave_info(md: Metadata[Targets]) -> WaveInfo:
+    raw = md.signed.unrecognized_fields.get(WAVE_FIELD)
+    if not isinstance(raw, dict) or set(raw) != {"name", "tag", "version", "policy"}:
+        raise InputError(f"{WAVE_FIELD} is missing or malformed")
+    if not isinstance(raw["policy"], dict):
+        raise InputError("wave policy is malformed")
+    return WaveInfo(
+        check_wave_name(raw["name"]),
+        check_tag(raw["tag"]),
+        parse_version(raw["version"]),
+        Policy.from_dict(raw["policy"]),
+    )
+
+
+@dataclass(frozen=True)
+class RolloutInfo:
+    wave: str
+    state: str
+    ripples: int
+
+
+def rollout_info(md: Metadata[Targets]) -> RolloutInfo:
+    raw = md.signed.unrecognized_fields.get(ROLLOUT_FIELD)
+    if not isinstance(raw, dict) or set(raw) != {"wave", "state", "ripples"}:
+        raise InputError(f"{ROLLOUT_FIELD} is missing or malformed")
+    if raw["state"] not in ROLLOUT_STATES or not isinstance(raw["ripples"], int):
+        raise InputError(f"{ROLLOUT_FIELD} has a bad state or ripple count")
+    return RolloutInfo(raw["wave"], raw["state"], raw["ripples"])
+
+
+def artifact_target(
+    path: str,
+    data: bytes,
+    *,
+    hardware_ids: Sequence[str],
+    tag: str,
+    version: int,
+    name: str,
+) -> TargetFile:
+    return TargetFile(
+        length=len(data),
+        hashes={
+            "sha256": hashlib.sha256(data).hexdigest(),
+            "sha512": hashlib.sha512(data).hexdigest(),
+        },
+        path=path,
+        unrecognized_fields={
+            "custom": {
+                "hardwareIds": list(hardware_ids),
+                "tags": [tag],
+                "version": str(version),
+                "name": name,
+            }
+        },
+    )
+
+
+def build_wave(
+    info: WaveInfo,
+    targets: Iterable[TargetFile],
+    rollout_keys: Sequence[Key],
+    rollout_threshold: int,
+    expires: datetime,
+) -> Metadata[Targets]:
+    """The wave role (version 1) delegating its rollout role to the rollout keys."""
+    if not rollout_keys:
+        raise InputError("a wave needs at least one rollout key")
+    if not 1 <= rollout_threshold <= len({k.keyid for k in rollout_keys}):
+        raise InputError(
+            f"rollout threshold {rollout_threshold} must be between 1 and the "
+            f"number of distinct rollout keys ({len(rollout_keys)})"
+        )
+    delegations = Delegations(
+        keys={k.keyid: k for k in rollout_keys},
+        roles={
+            rollout_role(info.name): DelegatedRole(
+                rollout_role(info.name),
+                sorted({k.keyid for k in rollout_keys}),
+                rollout_threshold,
+                True,
+                paths=[],
+            )
+        },
+    )
+    signed = Targets(
+        version=1,
+        expires=expires,
+        targets={t.path: t for t in targets},
+        delegations=delegations,
+        unrecognized_fields={WAVE_FIELD: info.to_dict()},
+    )
+    return Metadata(signed)
+
+
+def build_rollout(
+    wave: str,
+    state: str,
+    ripple_count: int,
+    keyids: Sequence[str],
+    keys: Mapping[str, Key],
+    threshold: int,
+    version: int,
+    expires: datetime,
+) -> Metadata[Targets]:
+    """The rollout role: state and one delegation per ripple, in order."""
+    if state not in ROLLOUT_STATES:
+        raise InputError(f"bad rollout state {state!r}")
+    roles = {
+        ripple_role(wave, k): DelegatedRole(
+            ripple_role(wave, k), sorted(keyids), threshold, True, paths=[]
+        )
+        for k in range(1, ripple_count + 1)
+    }
+    delegations = (
+        Delegations(keys={kid: keys[kid] for kid in keyids}, roles=roles) if roles else None
+    )
+    signed = Targets(
+        version=version,
+        expires=expires,
+        targets={},
+        delegations=delegations,
+        unrecognized_fields={
+            ROLLOUT_FIELD: {"wave": wave, "state": state, "ripples": ripple_count}
+        },
+    )
+    return Metadata(signed)
+
+
+def build_ripple(
+    wave: str, index: int, membership: Mapping[str, Any], expires: datetime
+) -> Metadata[Targets]:
+    signed = Targets(
+        version=1,
+        expires=expires,
+        targets={},
+        unrecognized_fields={
+            RIPPLE_FIELD: {"wave": wave, "index": index, "membership": dict(membership)}
+        },
+    )
+    return Metadata(signed)

@@ -1,0 +1,452 @@
+"""Waves: create a release in an offline threshold ceremony, sign, publish, list.
+
+A wave is created as a ceremony (``tufwaves.ceremony``) holding the new
+top-level ``targets`` and the wave role; it is published, together with the
+first version of its rollout role, only when both reach their thresholds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from securesystemslib.signer import Key
+from tuf.api.metadata import DelegatedRole, Delegations, Metadata, TargetFile, Targets
+
+from tufwaves.ceremony import Ceremony, PendingRole
+from tufwaves.errors import InputError, RefusedError, StorageError
+from tufwaves.keys import KeyRef
+from tufwaves.metadata import (
+    Policy,
+    WaveInfo,
+    artifact_target,
+    build_rollout,
+    build_wave,
+    check_basename,
+    check_hardware_id,
+    check_tag,
+    check_wave_name,
+    parse_version,
+    rollout_info,
+    rollout_role,
+    wave_info,
+    wave_role,
+)
+from tufwaves.repository import PublishedState, Repository, atomic_write
+
+__all__ = [
+    "WaveSummary",
+    "import_ceremony",
+    "init_wave",
+    "list_waves",
+    "load_ceremony",
+    "publish_if_complete",
+    "sign_ceremony",
+    "wave_summary",
+]
+
+MAX_ARTIFACT = 4 * 1024**3
+
+
+@dataclass(frozen=True)
+class WaveSummary:
+    name: str
+    tag: str
+    version: int
+    status: str  # pending | active | cancelled | complete
+    expires: datetime
+    artifacts: tuple[TargetFile, ...]
+    ripples: int
+    rollout_keyids: tuple[str, ...]
+    rollout_threshold: int
+    policy: Policy
+    signatures: tuple[str, ...]  # status lines while pending
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "tag": self.tag,
+            "version": str(self.version),
+            "status": self.status,
+            "expires": f"{self.expires:%Y-%m-%dT%H:%M:%SZ}",
+            "artifacts": [
+                {
+                    "path": t.path,
+                    "length": t.length,
+                    "hashes": t.hashes,
+                    "custom": t.custom,
+                }
+                for t in self.artifacts
+            ],
+            "ripples": self.ripples,
+            "rollout_keyids": list(self.rollout_keyids),
+            "rollout_threshold": self.rollout_threshold,
+            "policy": self.policy.to_dict(),
+            "signatures": list(self.signatures),
+        }
+
+
+def _ceremony_path(repo: Repository, ceremony_id: str) -> Path:
+    return repo.staging_dir / f"{ceremony_id}.json"
+
+
+def _local_path(repo: Repository, ceremony_id: str) -> Path:
+    return repo.staging_dir / f"{ceremony_id}.local.json"
+
+
+def load_ceremony(repo: Repository, ceremony_id: str) -> Ceremony:
+    path = _ceremony_path(repo, ceremony_id)
+    if not path.is_file():
+        raise InputError(
+            f"no pending ceremony {ceremony_id!r} in {repo.path} "
+            "('tufwaves waves list --status pending' shows them)"
+        )
+    return Ceremony.read(path)
+
+
+def pending_ids(repo: Repository) -> list[str]:
+    if not repo.staging_dir.is_dir():
+        return []
+    return sorted(
+        p.name.removesuffix(".json")
+        for p in repo.staging_dir.glob("*.json")
+        if not p.name.endswith(".local.json")
+    )
+
+
+def _published_waves(repo: Repository, state: PublishedState) -> list[str]:
+    return sorted(r.removeprefix("wave.") for r in state.roles() if r.startswith("wave."))
+
+
+def _tag_versions(
+    repo: Repository, state: PublishedState | None, tag: str
+) -> list[tuple[str, int]]:
+    """Every version ever used for ``tag``: waves (any state) and production."""
+    found: list[tuple[str, int]] = []
+    if state is not None:
+        targets = repo.load_targets("targets", state)
+        for t in targets.signed.targets.values():
+            if tag in t.custom.get("tags", []):
+                found.append(("production", int(t.custom.get("version", "0"))))
+        for name in _published_waves(repo, state):
+            info = wave_info(repo.load_targets(wave_role(name), state))
+            if info.tag == tag:
+                found.append((f"wave {name}", info.version))
+    for cid in pending_ids(repo):
+        if not cid.startswith("wave."):
+            continue
+        for role in load_ceremony(repo, cid).roles:
+            if role.name == cid:
+                info = wave_info(role.metadata)
+                if info.tag == tag:
+                    found.append((f"pending wave {info.name}", info.version))
+    return found
+
+
+def _read_artifact(path: Path) -> bytes:
+    try:
+        if path.stat().st_size > MAX_ARTIFACT:
+            raise InputError(f"artifact {path} is larger than {MAX_ARTIFACT} bytes")
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise InputError(f"artifact {path} does not exist") from None
+    except IsADirectoryError:
+        raise InputError(f"artifact {path} is a directory, not a file") from None
+    except OSError as e:
+        raise StorageError(f"cannot read artifact {path}: {e.strerror}") from None
+
+
+def _targets_file_entries(
+    path: Path, wave: str, tag: str, version: int, hardware_ids: Sequence[str]
+) -> list[TargetFile]:
+    """Targets given as TUF JSON (``{"name": {"length":..,"hashes":..,"custom":..}}``)."""
+    try:
+        doc = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        raise InputError(f"targets file {path} does not exist") from None
+    except ValueError as e:
+        raise InputError(f"targets file {path} is not JSON: {e}") from None
+    if isinstance(doc, dict) and isinstance(doc.get("targets"), dict):
+        doc = doc["targets"]
+    if not isinstance(doc, dict) or not doc:
+        raise InputError(f"targets file {path}: expected a non-empty object of targets")
+    out = []
+    for name, entry in doc.items():
+        check_basename(name)
+        try:
+            tf = TargetFile.from_dict(json.loads(json.dumps(entry)), f"waves/{wave}/{name}")
+        except Exception as e:
+            raise InputError(f"targets file {path}: entry {name!r} is malformed: {e}") from None
+        if set(tf.hashes) < {"sha256"}:
+            raise InputError(f"targets file {path}: entry {name!r} needs a sha256 hash")
+        custom = dict(tf.custom)
+        hw = custom.get("hardwareIds") or list(hardware_ids)
+        if not isinstance(hw, list) or not hw:
+            raise InputError(
+                f"targets file {path}: entry {name!r} names no hardware ids; "
+                "add custom.hardwareIds or pass --hardware-id"
+            )
+        for h in hw:
+            check_hardware_id(h)
+        custom.update({"hardwareIds": hw, "tags": [tag], "version": str(version)})
+        custom.setdefault("name", name)
+        tf.unrecognized_fields["custom"] = custom
+        out.append(tf)
+    return out
+
+
+def init_wave(
+    repo: Repository,
+    name: str,
+    version: str,
+    tag: str,
+    *,
+    artifacts: Sequence[Path] = (),
+    hardware_ids: Sequence[str] = (),
+    targets_file: Path | None = None,
+    rollout_keys: Sequence[Key] = (),
+    rollout_threshold: int = 1,
+    policy: Policy | None = None,
+    expires: datetime,
+    keys: Sequence[KeyRef] = (),
+    dry_run: bool = False,
+) -> Ceremony:
+    """Create wave ``name``: build, sign with ``keys``; publish if complete."""
+    check_wave_name(name)
+    check_tag(tag)
+    number = parse_version(version)
+    for hw in hardware_ids:
+        check_hardware_id(hw)
+    if artifacts and not hardware_ids:
+        raise InputError("--artifact needs at least one --hardware-id")
+    if not artifacts and targets_file is None:
+        raise InputError("a wave needs --artifact FILE or --targets-file JSON")
+    blobs: dict[str, bytes] = {}
+    entries: list[TargetFile] = []
+    for art in artifacts:
+        data = _read_artifact(art)
+        base = check_basename(art.name)
+        for hw in hardware_ids:
+            path = f"waves/{name}/{hw}/{base}"
+            entries.append(
+                artifact_target(path, data, hardware_ids=[hw], tag=tag, version=number, name=base)
+            )
+            blobs[path] = data
+    if targets_file is not None:
+        entries.extend(_targets_file_entries(targets_file, name, tag, number, hardware_ids))
+    if len({t.path for t in entries}) != len(entries):
+        raise InputError("two artifacts have the same name for the same hardware id")
+    if not rollout_keys:
+        rollout_keys = [repo.online_key("rollout")]
+        rollout_threshold = 1
+    with repo.locked():
+        state = repo.state()
+        cid = wave_role(name)
+        if name in _published_waves(repo, state) or cid in pending_ids(repo):
+            raise RefusedError(
+                f"wave {name} already exists; wave names are never reused, choose another"
+            )
+        for what, used in _tag_versions(repo, state, tag):
+            if number <= used:
+                raise RefusedError(
+                    f"version {number} is not greater than {what}'s version {used} "
+                    f"for tag {tag}; choose a version above {used}"
+                )
+        wave_md = build_wave(
+            WaveInfo(name, tag, number, policy or Policy()),
+            entries,
+            rollout_keys,
+            rollout_threshold,
+            expires,
+        )
+        root = repo.root().signed
+        targets_role = root.roles["targets"]
+        offline_keys = {kid: root.keys[kid] for kid in targets_role.keyids}
+        new_targets = repo.load_targets("targets", state)
+        new_targets.signatures.clear()
+        new_targets.signed.version += 1
+        new_targets.signed.expires = max(new_targets.signed.expires, expires)
+        if new_targets.signed.delegations is None:
+            new_targets.signed.delegations = Delegations(keys={}, roles={})
+        delegations = new_targets.signed.delegations
+        assert delegations.roles is not None  # noqa: S101 - built with roles above
+        delegations.keys.update(offline_keys)
+        delegations.roles[cid] = DelegatedRole(
+            cid,
+            sorted(offline_keys),
+            targets_role.threshold,
+            True,
+            paths=[f"waves/{name}/*", f"waves/{name}/*/*"],
+        )
+        names = dict(repo.config.get("key_names", {}))
+        ceremony = Ceremony(
+            cid,
+            [
+                PendingRole("targets", new_targets, offline_keys, targets_role.threshold),
+                PendingRole(cid, wave_md, offline_keys, targets_role.threshold),
+            ],
+            {
+                k: v
+                for k, v in names.items()
+                if k in offline_keys or k in {r.keyid for r in rollout_keys}
+            },
+        )
+        for ref in keys:
+            if ref.signer is None:
+                raise InputError(f"--key {ref.name} is a public key; it cannot sign")
+            ceremony.sign(ref.key.keyid, ref.signer)
+        if dry_run:
+            return ceremony
+        local = {"artifacts": {p: hashlib.sha256(d).hexdigest() for p, d in blobs.items()}}
+        for data in blobs.values():
+            atomic_write(
+                repo.staging_dir / f"{cid}.artifacts" / hashlib.sha256(data).hexdigest(),
+                data,
+            )
+        atomic_write(_local_path(repo, cid), json.dumps(local, indent=2).encode())
+        atomic_write(_ceremony_path(repo, cid), ceremony.to_bytes())
+        publish_if_complete(repo, ceremony)
+    return ceremony
+
+
+def _rollout_v1(repo: Repository, wave_md: Metadata[Targets]) -> Metadata[Targets] | None:
+    """The first rollout role, signed by the repository's rollout key if it may."""
+    info = wave_info(wave_md)
+    delegations = wave_md.signed.delegations
+    assert delegations is not None and delegations.roles is not None  # noqa: S101
+    drole = delegations.roles[rollout_role(info.name)]
+    default = repo.online_key("rollout")
+    if drole.threshold != 1 or default.keyid not in drole.keyids:
+        return None
+    md = build_rollout(
+        info.name,
+        "active",
+        0,
+        drole.keyids,
+        delegations.keys,
+        drole.threshold,
+        1,
+        wave_md.signed.expires,
+    )
+    md.sign(repo.online_signer("rollout"))
+    return md
+
+
+def publish_if_complete(repo: Repository, ceremony: Ceremony) -> bool:
+    """Publish a ceremony whose roles all meet their thresholds."""
+    if not ceremony.complete:
+        return False
+    with repo.locked():
+        roles: dict[str, Metadata[Any]] = {}
+        root = None
+        artifacts: dict[str, bytes] = {}
+        for pending in ceremony.roles:
+            if pending.name == "root":
+                root = pending.metadata
+            else:
+                roles[pending.name] = pending.metadata
+        if ceremony.id.startswith("wave."):
+            local = json.loads(_local_path(repo, ceremony.id).read_bytes())
+            for path, digest in local["artifacts"].items():
+                data = (repo.staging_dir / f"{ceremony.id}.artifacts" / digest).read_bytes()
+                directory, _, base = path.rpartition("/")
+                artifacts[f"{directory}/{hashlib.sha256(data).hexdigest()}.{base}"] = data
+                artifacts[f"{directory}/{hashlib.sha512(data).hexdigest()}.{base}"] = data
+            rollout = _rollout_v1(repo, roles[ceremony.id])
+            if rollout is not None:
+                roles[rollout_role(ceremony.id.removeprefix("wave."))] = rollout
+        repo.publish(roles, root=root, artifacts=artifacts)
+        _discard_ceremony(repo, ceremony.id)
+    return True
+
+
+def _discard_ceremony(repo: Repository, cid: str) -> None:
+    for path in (_ceremony_path(repo, cid), _local_path(repo, cid)):
+        path.unlink(missing_ok=True)
+    blobs = repo.staging_dir / f"{cid}.artifacts"
+    if blobs.is_dir():
+        for f in blobs.iterdir():
+            f.unlink()
+        blobs.rmdir()
+
+
+def sign_ceremony(repo: Repository, ceremony_id: str, ref: KeyRef) -> Ceremony:
+    if ref.signer is None:
+        raise InputError(f"--key {ref.name} is a public key; pass the .key file or a URI")
+    with repo.locked():
+        ceremony = load_ceremony(repo, ceremony_id)
+        ceremony.sign(ref.key.keyid, ref.signer)
+        if not publish_if_complete(repo, ceremony):
+            atomic_write(_ceremony_path(repo, ceremony_id), ceremony.to_bytes())
+    return ceremony
+
+
+def import_ceremony(repo: Repository, path: Path) -> tuple[Ceremony, list[tuple[str, str]]]:
+    incoming = Ceremony.read(path)
+    with repo.locked():
+        ceremony = load_ceremony(repo, incoming.id)
+        added = ceremony.merge(incoming)
+        if not publish_if_complete(repo, ceremony):
+            atomic_write(_ceremony_path(repo, ceremony.id), ceremony.to_bytes())
+    return ceremony, added
+
+
+def _summary_from(
+    wave_md: Metadata[Targets], status: str, ripples: int, signatures: Sequence[str]
+) -> WaveSummary:
+    info = wave_info(wave_md)
+    delegations = wave_md.signed.delegations
+    assert delegations is not None and delegations.roles is not None  # noqa: S101
+    drole = delegations.roles[rollout_role(info.name)]
+    return WaveSummary(
+        info.name,
+        info.tag,
+        info.version,
+        status,
+        wave_md.signed.expires,
+        tuple(wave_md.signed.targets.values()),
+        ripples,
+        tuple(drole.keyids),
+        drole.threshold,
+        info.policy,
+        tuple(signatures),
+    )
+
+
+def wave_summary(repo: Repository, name: str, state: PublishedState | None = None) -> WaveSummary:
+    check_wave_name(name)
+    cid = wave_role(name)
+    if cid in pending_ids(repo):
+        ceremony = load_ceremony(repo, cid)
+        wave_md = next(r.metadata for r in ceremony.roles if r.name == cid)
+        return _summary_from(wave_md, "pending", 0, ceremony.status_lines())
+    state = state or repo.state()
+    if state.version_of(cid) is None:
+        raise InputError(f"no wave {name} in {repo.path} ('tufwaves waves list' shows them)")
+    wave_md = repo.load_targets(cid, state)
+    if state.version_of(rollout_role(name)) is None:
+        return _summary_from(wave_md, "active", 0, [])
+    info = rollout_info(repo.load_targets(rollout_role(name), state))
+    return _summary_from(wave_md, info.state, info.ripples, [])
+
+
+def list_waves(
+    repo: Repository, *, tag: str | None = None, status: str | None = None
+) -> list[WaveSummary]:
+    state = repo.state() if repo.is_published() else None
+    names = set(_published_waves(repo, state)) if state else set()
+    names |= {c.removeprefix("wave.") for c in pending_ids(repo) if c.startswith("wave.")}
+    out = []
+    for name in sorted(names):
+        summary = wave_summary(repo, name, state)
+        if tag is not None and summary.tag != tag:
+            continue
+        if status is not None and summary.status != status:
+            continue
+        out.append(summary)
+    return out
