@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import sqlite3
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,11 +75,22 @@ def artifact(tmp_path: Path) -> Path:
 
 
 def tree_digest(path: Path) -> dict[str, str]:
-    """Every file under ``path`` (but the lock) and its sha256: a byte-for-byte fingerprint."""
+    """Every file under ``path`` and its sha256: a byte-for-byte fingerprint.
+
+    SQLite databases are checkpointed first, so their main file holds every
+    committed change; the WAL and shared-memory index files (which change on
+    reads) and the lock file are left out.
+    """
+    for db in path.rglob("*.sqlite"):
+        conn = sqlite3.connect(db)
+        try:
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        finally:
+            conn.close()
     return {
         str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest()
         for p in sorted(path.rglob("*"))
-        if p.is_file() and p.name != ".lock"
+        if p.is_file() and p.name != ".lock" and not p.name.endswith(("-wal", "-shm"))
     }
 
 
