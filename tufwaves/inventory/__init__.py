@@ -1,0 +1,648 @@
+"""The fleet inventory: which devices exist, what they run, which ripple took them.
+
+The rollout code talks to an :class:`Inventory`, a protocol with no database in
+it; :mod:`tufwaves.inventory.sqlite` is the embedded default (one file per
+repository) and a PostgreSQL implementation is meant to be a second class with
+the same methods. Everything an implementation must agree on -- UUID
+normalisation, the ring position, the name rules, the device file formats --
+lives here so that two implementations select the same devices.
+
+See ``specs/inventory.md`` for the normative description.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import re
+import struct
+import uuid as uuid_mod
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal, NamedTuple, Protocol, Self
+
+from tufwaves.errors import InputError
+
+__all__ = [
+    "MAX_VERSION",
+    "AuditEntry",
+    "Device",
+    "DeviceRow",
+    "Eligibility",
+    "GroupStatus",
+    "ImportResult",
+    "Inventory",
+    "ProgressCallback",
+    "RippleRecord",
+    "ring_position",
+]
+
+MAX_VERSION = 2**63 - 1
+"""Largest installed or wave version an inventory stores (a signed 64-bit int)."""
+
+ProgressCallback = Callable[[int], None]
+"""Called now and then during an import with the number of rows read so far."""
+
+CSV_HEADER = ("uuid", "hardware_id", "tag", "groups", "installed_version")
+
+
+# -- domain values -----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DeviceRow:
+    """One device as an import states it.
+
+    ``installed_version`` ``None`` means "this row does not know"; an import
+    then keeps whatever version the inventory already has for the device.
+    """
+
+    uuid: str
+    hardware_id: str
+    tag: str
+    groups: frozenset[str] = frozenset()
+    installed_version: int | None = None
+
+
+@dataclass(frozen=True)
+class Device:
+    """One device as the inventory knows it."""
+
+    uuid: str
+    hardware_id: str
+    tag: str
+    groups: frozenset[str]
+    installed_version: int | None
+    last_seen: datetime | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "uuid": self.uuid,
+            "hardware_id": self.hardware_id,
+            "tag": self.tag,
+            "groups": sorted(self.groups),
+            "installed_version": self.installed_version,
+            "last_seen": _format_time(self.last_seen),
+        }
+
+
+@dataclass(frozen=True)
+class Eligibility:
+    """Which devices a wave may still pick.
+
+    A device is eligible when its tag is ``tag``, its hardware id is one of
+    ``hardware_ids``, its installed version is unknown or below ``version``,
+    no earlier ripple of ``wave`` selected it and, if ``group`` is set, it is
+    in that group.
+    """
+
+    wave: str
+    tag: str
+    hardware_ids: frozenset[str]
+    version: int
+    group: str | None = None
+
+    def __post_init__(self) -> None:
+        check_wave(self.wave)
+        check_name("tag", self.tag)
+        if not isinstance(self.hardware_ids, frozenset) or not self.hardware_ids:
+            raise InputError("a wave needs a non-empty frozenset of hardware ids")
+        for hardware_id in self.hardware_ids:
+            check_name("hardware id", hardware_id)
+        check_version("wave version", self.version)
+        if self.group is not None:
+            check_name("group", self.group)
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    """What one ``import_file`` did."""
+
+    path: str
+    format: Literal["csv", "jsonl"]
+    rows: int
+    added: int
+    updated: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "format": self.format,
+            "rows": self.rows,
+            "added": self.added,
+            "updated": self.updated,
+        }
+
+
+@dataclass(frozen=True)
+class RippleRecord:
+    """A ripple as the inventory recorded it (the signed ripple role is canon)."""
+
+    wave: str
+    index: int
+    created: datetime
+    selector: str  # canonical JSON text of how the devices were chosen
+    devices: int
+    encoding: str
+
+    @property
+    def selector_data(self) -> dict[str, Any]:
+        data: dict[str, Any] = json.loads(self.selector)
+        return data
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "wave": self.wave,
+            "index": self.index,
+            "created": _format_time(self.created),
+            "selector": self.selector_data,
+            "devices": self.devices,
+            "encoding": self.encoding,
+        }
+
+
+@dataclass(frozen=True)
+class GroupStatus:
+    """Counts for one group of a wave's status.
+
+    ``kind`` is ``"group"`` (``group`` names it), ``"ungrouped"`` (devices in
+    no group) or ``"total"`` (every device once, whatever its groups).
+    """
+
+    kind: Literal["group", "ungrouped", "total"]
+    group: str | None
+    total: int
+    eligible: int
+    selected: int
+    updated: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "group": self.group,
+            "total": self.total,
+            "eligible": self.eligible,
+            "selected": self.selected,
+            "updated": self.updated,
+        }
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    """One line of the append-only audit log."""
+
+    id: int
+    at: datetime
+    action: str
+    key_ids: tuple[str, ...]
+    arguments: str  # canonical JSON text of an object
+
+    @property
+    def arguments_data(self) -> dict[str, Any]:
+        data: dict[str, Any] = json.loads(self.arguments)
+        return data
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "at": _format_time(self.at),
+            "action": self.action,
+            "key_ids": list(self.key_ids),
+            "arguments": self.arguments_data,
+        }
+
+
+# -- the protocol ------------------------------------------------------------
+
+
+class Inventory(Protocol):
+    """The fleet inventory and rollout history of one repository.
+
+    Every method that writes is atomic on its own; :meth:`transaction` makes a
+    larger unit (select devices, record the ripple, publish metadata) that two
+    processes can never interleave. UUID arguments are validated and
+    normalised; bad input raises :class:`~tufwaves.errors.InputError`, a
+    database that cannot be used raises :class:`~tufwaves.errors.StorageError`.
+    """
+
+    def transaction(self) -> AbstractContextManager[None]:
+        """Hold the inventory's write lock until the block ends; roll back on error.
+
+        Nested uses join the outer transaction (and roll back only their part).
+        """
+        ...
+
+    def close(self) -> None: ...
+
+    def __enter__(self) -> Self: ...
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+    # devices
+
+    def import_rows(
+        self, rows: Iterable[DeviceRow], progress: ProgressCallback | None = None
+    ) -> int:
+        """Insert or update every row (groups are replaced); all or nothing."""
+        ...
+
+    def import_file(self, path: Path, progress: ProgressCallback | None = None) -> ImportResult:
+        """Import a CSV or JSON-lines device file; a bad line imports nothing."""
+        ...
+
+    def report(self, uuid: str, installed_version: int, at: datetime | None = None) -> Device:
+        """Record what a device reported: its installed version, seen ``at``."""
+        ...
+
+    def get(self, uuid: str) -> Device | None: ...
+
+    def list_devices(
+        self,
+        group: str | None = None,
+        tag: str | None = None,
+        limit: int | None = None,
+    ) -> Iterator[Device]:
+        """Devices in UUID order, optionally only one group and/or tag."""
+        ...
+
+    # selection
+
+    def count_eligible(self, e: Eligibility) -> int: ...
+
+    def select_ring(
+        self,
+        e: Eligibility,
+        k: int,
+        start: int,
+        within: Sequence[str] | None = None,
+    ) -> list[str]:
+        """The first ``k`` eligible devices on the ring from ``start``, in ring order.
+
+        With ``within``, only devices of that UUID list are considered.
+        """
+        ...
+
+    def select_all(self, e: Eligibility) -> list[str]:
+        """Every eligible device, sorted by UUID."""
+        ...
+
+    def explain_ineligible(self, e: Eligibility, uuids: Sequence[str]) -> dict[str, str]:
+        """For each listed device that ``e`` does not allow: why not (canonical UUID keys)."""
+        ...
+
+    # rollout history
+
+    def record_ripple(
+        self,
+        wave: str,
+        index: int,
+        uuids_sorted: Sequence[str],
+        selector: Mapping[str, Any],
+        encoding: str,
+        key_ids: Sequence[str],
+        at: datetime,
+    ) -> None:
+        """Record a ripple and its devices, and audit it; a device already
+        selected by this wave aborts the whole ripple (RefusedError)."""
+        ...
+
+    def ripples(self, wave: str) -> list[RippleRecord]: ...
+
+    def ripple_members(self, wave: str, index: int) -> Iterator[str]:
+        """The UUIDs a ripple selected, sorted."""
+        ...
+
+    def selected_ripple(self, wave: str, uuid: str) -> int | None: ...
+
+    def device_selections(self, uuid: str) -> list[tuple[str, int]]:
+        """Every (wave, ripple index) that selected the device, sorted."""
+        ...
+
+    def status(self, e: Eligibility) -> list[GroupStatus]:
+        """Per-group counts for a wave (``e.group`` is ignored): one row per
+        group in name order, then the ungrouped row, then the total row."""
+        ...
+
+    # audit
+
+    def audit(
+        self,
+        action: str,
+        key_ids: Sequence[str],
+        arguments: Mapping[str, Any],
+        at: datetime | None = None,
+    ) -> AuditEntry: ...
+
+    def audit_log(self, limit: int | None = None) -> list[AuditEntry]:
+        """The newest ``limit`` entries (all without a limit), oldest first."""
+        ...
+
+
+# -- rules shared by every implementation ------------------------------------
+
+_UUID_RE = re.compile(
+    r"[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}"
+)
+_NAME_PATTERN = "^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$"
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}")
+_WAVE_PATTERN = "^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
+_WAVE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+_VERSION_RE = re.compile(r"0|[1-9][0-9]{0,18}")
+_RING = struct.Struct(">q")
+_sha256 = hashlib.sha256
+
+
+def canonical_uuid(value: object) -> str:
+    """``value`` as a lowercase 8-4-4-4-12 UUID; InputError for anything else."""
+    if not isinstance(value, str) or _UUID_RE.fullmatch(value) is None:
+        raise InputError(
+            f"{value!r} is not a device UUID; expected 8-4-4-4-12 hex digits "
+            "such as 123e4567-e89b-12d3-a456-426614174000"
+        )
+    return str(uuid_mod.UUID(value))
+
+
+def ring_position(uuid: str) -> int:
+    """The device's place on the selection ring.
+
+    The first 8 bytes of SHA-256 over the UUID's 16 raw bytes, read as a
+    big-endian signed 64-bit integer.
+    """
+    raw = uuid_mod.UUID(canonical_uuid(uuid)).bytes
+    return int.from_bytes(hashlib.sha256(raw).digest()[:8], "big", signed=True)
+
+
+def _ring_of_canonical(uuid: str) -> int:
+    # Same as ring_position for an already canonical UUID, without re-checking
+    # (imports call this a million times).
+    ring: int = _RING.unpack_from(_sha256(bytes.fromhex(uuid.replace("-", ""))).digest())[0]
+    return ring
+
+
+def check_name(what: str, value: object) -> str:
+    """A tag, hardware id or group name, or InputError."""
+    if not isinstance(value, str) or _NAME_RE.fullmatch(value) is None:
+        raise InputError(f"{what} {value!r} must match {_NAME_PATTERN}")
+    return value
+
+
+def check_wave(value: object) -> str:
+    """A wave name, or InputError."""
+    if not isinstance(value, str) or _WAVE_RE.fullmatch(value) is None:
+        raise InputError(f"wave name {value!r} must match {_WAVE_PATTERN}")
+    return value
+
+
+def check_version(what: str, value: object) -> int:
+    """A non-negative integer version that fits a signed 64-bit integer."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_VERSION:
+        raise InputError(f"{what} {value!r} must be an integer from 0 to {MAX_VERSION}")
+    return value
+
+
+def check_time(at: datetime) -> int:
+    """A timezone-aware time as whole UTC seconds since the epoch."""
+    if not isinstance(at, datetime) or at.tzinfo is None:
+        raise InputError(f"time {at!r} must be a timezone-aware datetime")
+    return int(at.timestamp() // 1)
+
+
+def from_epoch(seconds: int) -> datetime:
+    return datetime.fromtimestamp(seconds, UTC)
+
+
+def _format_time(at: datetime | None) -> str | None:
+    if at is None:
+        return None
+    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def canonical_json(obj: Mapping[str, Any] | Sequence[Any]) -> str:
+    try:
+        return json.dumps(obj, sort_keys=True, separators=(",", ":"))
+    except (TypeError, ValueError) as e:
+        raise InputError(f"cannot store {obj!r} as JSON: {e}") from e
+
+
+class NormalRow(NamedTuple):
+    """A validated row, ready to store: canonical UUID plus its ring position.
+
+    A named tuple rather than a dataclass: imports build a million of them.
+    """
+
+    uuid: str
+    ring: int
+    hardware_id: str
+    tag: str
+    groups: tuple[str, ...]
+    installed_version: int | None
+
+
+def normalise_row(row: DeviceRow) -> NormalRow:
+    """Validate a DeviceRow (InputError says which field) and normalise it."""
+    uuid = canonical_uuid(row.uuid)
+    check_name("hardware_id", row.hardware_id)
+    check_name("tag", row.tag)
+    if isinstance(row.groups, str):
+        raise InputError("groups must be a collection of group names, not a string")
+    groups = tuple(sorted({check_name("group", g) for g in row.groups}))
+    version = row.installed_version
+    if version is not None:
+        check_version("installed_version", version)
+    return NormalRow(uuid, _ring_of_canonical(uuid), row.hardware_id, row.tag, groups, version)
+
+
+# -- device files ------------------------------------------------------------
+
+_JSON_KEYS = frozenset(CSV_HEADER)
+_REQUIRED_JSON_KEYS = ("uuid", "hardware_id", "tag")
+
+
+def detect_format(path: Path) -> Literal["csv", "jsonl"]:
+    """``csv`` or ``jsonl`` from the extension, else from the first line."""
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        return "csv"
+    if suffix in (".jsonl", ".ndjson"):
+        return "jsonl"
+    try:
+        with path.open("r", encoding="utf-8-sig", newline="") as f:
+            for line in f:
+                if not line.strip():
+                    continue
+                if line.lstrip().startswith("{"):
+                    return "jsonl"
+                if line.rstrip("\r\n") == ",".join(CSV_HEADER):
+                    return "csv"
+                break
+    except (OSError, UnicodeDecodeError) as e:
+        raise InputError(f"cannot read {path}: {e}") from e
+    raise InputError(
+        f"{path}: cannot tell the format; name it .csv (header "
+        f"{','.join(CSV_HEADER)}) or .jsonl (one JSON object per line)"
+    )
+
+
+def read_device_file(path: Path, fmt: Literal["csv", "jsonl"]) -> Iterator[tuple[int, NormalRow]]:
+    """Validated rows of a device file with their line numbers.
+
+    Raises InputError naming the file and line at the first bad row; the
+    caller must not keep anything it stored from this file (one transaction).
+    """
+    try:
+        with path.open("r", encoding="utf-8-sig", newline="") as f:
+            if fmt == "csv":
+                yield from _read_csv(path, f)
+            else:
+                yield from _read_jsonl(path, f)
+    except UnicodeDecodeError as e:
+        raise InputError(f"{path}: not UTF-8 text ({e})") from e
+    except OSError as e:
+        raise InputError(f"cannot read {path}: {e}") from e
+
+
+def _bad(path: Path, line: int, what: str) -> InputError:
+    return InputError(
+        f"{path} line {line}: {what}; nothing from this file was imported "
+        "(fix the line and import the file again)"
+    )
+
+
+# A well-formed CSV data line in one match: no valid field can contain a
+# quote, comma or newline, so every line of a good file matches this and only
+# lines that do not are handed to the csv module (quoted fields) or rejected.
+_CSV_LINE_RE = re.compile(
+    r"(?P<uuid>[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-"
+    r"[0-9A-Fa-f]{12}),"
+    r"(?P<hw>[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}),"
+    r"(?P<tag>[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}),"
+    r"(?P<groups>(?:[A-Za-z0-9][A-Za-z0-9_.+-]{0,63})"
+    r"(?:;[A-Za-z0-9][A-Za-z0-9_.+-]{0,63})*)?,"
+    r"(?P<version>0|[1-9][0-9]{0,18})?"
+    r"\r?\n?"
+)
+
+
+def _read_csv(path: Path, f: Iterable[str]) -> Iterator[tuple[int, NormalRow]]:
+    lines = iter(f)
+    first = next(lines, "")
+    if first.rstrip("\r\n") != ",".join(CSV_HEADER):
+        raise _bad(
+            path,
+            1,
+            f"the header must be exactly {','.join(CSV_HEADER)} "
+            f"(found {first.rstrip(chr(10) + chr(13))!r})",
+        )
+    match = _CSV_LINE_RE.fullmatch
+    ring = _ring_of_canonical
+    row = NormalRow
+    for line, text in enumerate(lines, start=2):
+        m = match(text)
+        if m is not None:
+            uuid, hardware_id, tag, groups_text, version_text = m.groups()
+            uuid = uuid.lower()
+            if groups_text is None:
+                groups: tuple[str, ...] = ()
+            elif ";" in groups_text:
+                groups = tuple(sorted(set(groups_text.split(";"))))
+            else:
+                groups = (groups_text,)
+            version = None if version_text is None else int(version_text)
+            if version is not None and version > MAX_VERSION:
+                raise _bad(path, line, _version_problem(version_text))
+            yield line, row(uuid, ring(uuid), hardware_id, tag, groups, version)
+        elif text.strip():
+            yield line, _slow_csv_row(path, line, text)
+
+
+def _version_problem(text: str) -> str:
+    return (
+        f"installed_version {text!r} must be empty (unknown) or an integer "
+        f"from 0 to {MAX_VERSION} without leading zeros"
+    )
+
+
+def _slow_csv_row(path: Path, line: int, text: str) -> NormalRow:
+    """Parse a line the fast pattern refused: accept quoting, or say what is wrong."""
+    try:
+        parsed = list(csv.reader([text], strict=True))
+    except csv.Error as e:
+        raise _bad(path, line, f"bad CSV ({e})") from e
+    fields = parsed[0] if parsed else []
+    if len(fields) != len(CSV_HEADER):
+        raise _bad(path, line, f"expected 5 fields, found {len(fields)}")
+    raw_uuid, hardware_id, tag, groups_text, version_text = fields
+    if _UUID_RE.fullmatch(raw_uuid) is None:
+        raise _bad(path, line, f"uuid {raw_uuid!r} is not an 8-4-4-4-12 UUID")
+    for what, value in (("hardware_id", hardware_id), ("tag", tag)):
+        if _NAME_RE.fullmatch(value) is None:
+            raise _bad(path, line, f"{what} {value!r} must match {_NAME_PATTERN}")
+    groups = groups_text.split(";") if groups_text else []
+    for group in groups:
+        if _NAME_RE.fullmatch(group) is None:
+            raise _bad(path, line, f"group {group!r} must match {_NAME_PATTERN}")
+    version: int | None = None
+    if version_text:
+        if _VERSION_RE.fullmatch(version_text) is None or (int(version_text) > MAX_VERSION):
+            raise _bad(path, line, _version_problem(version_text))
+        version = int(version_text)
+    uuid = raw_uuid.lower()
+    return NormalRow(
+        uuid,
+        _ring_of_canonical(uuid),
+        hardware_id,
+        tag,
+        tuple(sorted(set(groups))),
+        version,
+    )
+
+
+def _read_jsonl(path: Path, f: Iterable[str]) -> Iterator[tuple[int, NormalRow]]:
+    for line, text in enumerate(f, start=1):
+        if not text.strip():
+            continue
+        try:
+            obj = json.loads(text)
+        except ValueError as e:
+            raise _bad(path, line, f"not JSON ({e})") from e
+        if not isinstance(obj, dict):
+            raise _bad(path, line, "expected a JSON object")
+        unknown = sorted(set(obj) - _JSON_KEYS)
+        if unknown:
+            raise _bad(
+                path,
+                line,
+                f"unknown field {unknown[0]!r} (fields: {', '.join(CSV_HEADER)})",
+            )
+        for key in _REQUIRED_JSON_KEYS:
+            if key not in obj:
+                raise _bad(path, line, f"missing field {key!r}")
+        groups = obj.get("groups", [])
+        if not isinstance(groups, list) or not all(isinstance(g, str) for g in groups):
+            raise _bad(path, line, "groups must be a list of group-name strings")
+        version = obj.get("installed_version")
+        if version is not None and (isinstance(version, bool) or not isinstance(version, int)):
+            raise _bad(path, line, f"installed_version {version!r} must be an integer or null")
+        try:
+            row = normalise_row(
+                DeviceRow(
+                    obj["uuid"],
+                    obj["hardware_id"],
+                    obj["tag"],
+                    frozenset(groups),
+                    version,
+                )
+            )
+        except InputError as e:
+            raise _bad(path, line, str(e)) from e
+        yield line, row

@@ -1,0 +1,910 @@
+"""The embedded inventory: one SQLite file per repository (``REPO/inventory.sqlite``).
+
+Nothing to start or administer: WAL mode lets readers run while one writer
+works, ``BEGIN IMMEDIATE`` serialises writers across processes, and every
+statement is parameterised. See ``specs/inventory.md`` for the schema and the
+rules it enforces.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import json
+import sqlite3
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal, ParamSpec, Self, TypeVar
+
+from tufwaves.errors import InputError, RefusedError, StorageError
+from tufwaves.inventory import (
+    AuditEntry,
+    Device,
+    DeviceRow,
+    Eligibility,
+    GroupStatus,
+    ImportResult,
+    NormalRow,
+    ProgressCallback,
+    RippleRecord,
+    canonical_json,
+    canonical_uuid,
+    check_name,
+    check_time,
+    check_version,
+    check_wave,
+    detect_format,
+    from_epoch,
+    normalise_row,
+    read_device_file,
+)
+
+__all__ = ["FILENAME", "SCHEMA_VERSION", "SqliteInventory"]
+
+FILENAME = "inventory.sqlite"
+"""The inventory's file name inside a repository directory."""
+
+SCHEMA_VERSION = 1
+"""Stored in ``PRAGMA user_version``; 0 means a new, empty file."""
+
+_BATCH = 50_000
+
+_SCHEMA = (
+    """CREATE TABLE devices (
+        id INTEGER PRIMARY KEY,
+        uuid TEXT NOT NULL,
+        ring INTEGER NOT NULL,
+        hardware_id TEXT NOT NULL,
+        tag TEXT NOT NULL,
+        installed_version INTEGER CHECK (installed_version >= 0),
+        last_seen INTEGER
+    ) STRICT""",
+    "CREATE UNIQUE INDEX devices_uuid ON devices (uuid)",
+    "CREATE INDEX devices_tag_ring ON devices (tag, ring)",
+    """CREATE TABLE groups (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE
+    ) STRICT""",
+    """CREATE TABLE device_groups (
+        group_id INTEGER NOT NULL REFERENCES groups (id),
+        device_id INTEGER NOT NULL REFERENCES devices (id),
+        PRIMARY KEY (group_id, device_id)
+    ) STRICT, WITHOUT ROWID""",
+    "CREATE INDEX device_groups_device ON device_groups (device_id, group_id)",
+    """CREATE TABLE waves (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE
+    ) STRICT""",
+    """CREATE TABLE ripples (
+        wave_id INTEGER NOT NULL REFERENCES waves (id),
+        idx INTEGER NOT NULL CHECK (idx >= 1),
+        created INTEGER NOT NULL,
+        selector TEXT NOT NULL,
+        devices INTEGER NOT NULL CHECK (devices >= 0),
+        encoding TEXT NOT NULL,
+        PRIMARY KEY (wave_id, idx)
+    ) STRICT, WITHOUT ROWID""",
+    """CREATE TABLE selections (
+        wave_id INTEGER NOT NULL,
+        ripple INTEGER NOT NULL,
+        device_id INTEGER NOT NULL REFERENCES devices (id),
+        UNIQUE (wave_id, device_id),
+        FOREIGN KEY (wave_id, ripple) REFERENCES ripples (wave_id, idx)
+    ) STRICT""",
+    "CREATE INDEX selections_ripple ON selections (wave_id, ripple)",
+    "CREATE INDEX selections_device ON selections (device_id)",
+    """CREATE TABLE audit (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        at INTEGER NOT NULL,
+        action TEXT NOT NULL,
+        key_ids TEXT NOT NULL,
+        arguments TEXT NOT NULL
+    ) STRICT""",
+    """CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit
+    BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END""",
+    """CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
+    BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END""",
+    f"PRAGMA user_version = {SCHEMA_VERSION:d}",
+)
+
+
+def _query(*fragments: str) -> str:
+    """Join constant SQL fragments of this module into one statement.
+
+    Only the module's own literal fragments are ever joined; every value is a
+    bound parameter.
+    """
+    return " ".join(fragments)
+
+
+# -- statements --------------------------------------------------------------
+
+# An import first appends every validated row to a temporary table (rowid =
+# line number), indexes it by UUID in one sort (which also finds a UUID that
+# appears twice), then applies it with a few set-based statements: devices go
+# in in UUID order, which keeps the UUID index append-mostly, and group rows
+# need no per-row round trip from Python.
+_STAGE_CREATE = """
+CREATE TEMP TABLE import_rows (
+    line INTEGER PRIMARY KEY,
+    uuid TEXT NOT NULL,
+    ring INTEGER NOT NULL,
+    hardware_id TEXT NOT NULL,
+    tag TEXT NOT NULL,
+    installed_version INTEGER,
+    groups TEXT
+)
+"""
+_STAGE_DROP = "DROP TABLE IF EXISTS temp.import_rows"
+_STAGE_ROW = "INSERT INTO temp.import_rows VALUES (?, ?, ?, ?, ?, ?, ?)"
+_STAGE_INDEX = "CREATE UNIQUE INDEX temp.import_rows_uuid ON import_rows (uuid)"
+_STAGE_DUPLICATE = """
+SELECT a.line, b.line, a.uuid FROM temp.import_rows AS a
+JOIN temp.import_rows AS b ON b.uuid = a.uuid AND b.line > a.line
+ORDER BY b.line LIMIT 1
+"""
+_STAGE_CLEAR_GROUPS = """
+DELETE FROM device_groups WHERE device_id IN (
+    SELECT d.id FROM temp.import_rows AS r JOIN devices AS d ON d.uuid = r.uuid)
+"""
+_STAGE_UPSERT = """
+INSERT INTO devices (uuid, ring, hardware_id, tag, installed_version)
+SELECT uuid, ring, hardware_id, tag, installed_version
+FROM temp.import_rows INDEXED BY import_rows_uuid WHERE true ORDER BY uuid
+ON CONFLICT (uuid) DO UPDATE SET
+    hardware_id = excluded.hardware_id,
+    tag = excluded.tag,
+    installed_version = coalesce(excluded.installed_version, installed_version)
+"""
+_STAGE_GROUPS = """
+INSERT INTO groups (name)
+SELECT DISTINCT j.value FROM temp.import_rows AS r, json_each(r.groups) AS j
+WHERE r.groups IS NOT NULL
+ON CONFLICT (name) DO NOTHING
+"""
+_STAGE_MEMBERSHIPS = """
+INSERT OR IGNORE INTO device_groups (group_id, device_id)
+SELECT g.id, d.id
+FROM temp.import_rows AS r INDEXED BY import_rows_uuid
+JOIN devices AS d ON d.uuid = r.uuid
+JOIN json_each(r.groups) AS j
+JOIN groups AS g ON g.name = j.value
+WHERE r.groups IS NOT NULL
+ORDER BY r.uuid
+"""
+
+_DEVICE = """
+SELECT d.uuid, d.hardware_id, d.tag, d.installed_version, d.last_seen,
+    (SELECT group_concat(g.name, ';')
+     FROM device_groups AS dg JOIN groups AS g ON g.id = dg.group_id
+     WHERE dg.device_id = d.id)
+FROM devices AS d
+"""
+_GET = _query(_DEVICE, "WHERE d.uuid = ?")
+_LIST = _query(
+    _DEVICE,
+    """
+WHERE (:tag IS NULL OR d.tag = :tag)
+  AND (:group IS NULL OR d.id IN (
+      SELECT dg.device_id FROM device_groups AS dg
+      WHERE dg.group_id = (SELECT g.id FROM groups AS g WHERE g.name = :group)))
+ORDER BY d.uuid
+LIMIT coalesce(:limit, -1)
+""",
+)
+
+# Eligibility of a device ``d`` for a wave. Parameters: tag, hw (JSON array of
+# hardware ids), version, wave, group (NULL for any).
+_ELIGIBLE = """
+    d.tag = :tag
+    AND d.hardware_id IN (SELECT value FROM json_each(:hw))
+    AND (d.installed_version IS NULL OR d.installed_version < :version)
+    AND NOT EXISTS (
+        SELECT 1 FROM selections AS s
+        WHERE s.wave_id = (SELECT w.id FROM waves AS w WHERE w.name = :wave)
+          AND s.device_id = d.id)
+"""
+_IN_GROUP = """
+    AND d.id IN (
+        SELECT dg.device_id FROM device_groups AS dg
+        WHERE dg.group_id = (SELECT g.id FROM groups AS g WHERE g.name = :group))
+"""
+_GROUP_ID = "(SELECT g.id FROM groups AS g WHERE g.name = :group)"
+# Where the candidate devices come from. CROSS JOIN fixes the loop order.
+_FROM_DEVICES = "FROM devices AS d"
+_FROM_DEVICES_BY_UUID = "FROM devices AS d INDEXED BY devices_uuid"
+_FROM_DEVICES_SCAN = "FROM devices AS d NOT INDEXED"
+_FROM_GROUP = (
+    "FROM device_groups AS dg CROSS JOIN devices AS d ON d.id = dg.device_id "
+    "WHERE dg.group_id = " + _GROUP_ID + " AND"
+)
+_FROM_WITHIN = "FROM temp.within_devices AS w CROSS JOIN devices AS d ON d.id = w.id WHERE"
+_RING_FROM = "d.ring >= :start AND"
+_RING_BEFORE = "d.ring < :start AND"
+_BY_RING = "ORDER BY d.ring, d.uuid LIMIT :k"
+_BY_UUID = "ORDER BY d.uuid"
+_GROUP_SAMPLE = """
+SELECT count(*) FROM (
+    SELECT 1 FROM device_groups
+    WHERE group_id = (SELECT g.id FROM groups AS g WHERE g.name = :group)
+    LIMIT :cap)
+"""
+_TAG_SIZE = "SELECT count(*) FROM devices INDEXED BY devices_tag_ring WHERE tag = ?"
+_FLEET_SIZE = "SELECT coalesce(max(id), 0) FROM devices"
+
+# A group with fewer members than this is walked member by member (then
+# sorted) instead of walking the whole ring and probing membership.
+_SMALL_GROUP = 100_000
+
+
+_EXPLAIN = """
+SELECT d.tag, d.hardware_id, d.installed_version,
+    (SELECT s.ripple FROM selections AS s
+     WHERE s.wave_id = (SELECT w.id FROM waves AS w WHERE w.name = :wave)
+       AND s.device_id = d.id),
+    (:group IS NULL OR EXISTS (
+        SELECT 1 FROM device_groups AS dg JOIN groups AS g ON g.id = dg.group_id
+        WHERE g.name = :group AND dg.device_id = d.id))
+FROM devices AS d WHERE d.uuid = :uuid
+"""
+
+_SELECTED_RIPPLE = """
+SELECT s.ripple FROM selections AS s
+WHERE s.wave_id = (SELECT w.id FROM waves AS w WHERE w.name = ?)
+  AND s.device_id = (SELECT d.id FROM devices AS d WHERE d.uuid = ?)
+"""
+_DEVICE_SELECTIONS = """
+SELECT w.name, s.ripple FROM selections AS s JOIN waves AS w ON w.id = s.wave_id
+WHERE s.device_id = (SELECT d.id FROM devices AS d WHERE d.uuid = ?)
+ORDER BY w.name, s.ripple
+"""
+_ADD_SELECTION = """
+INSERT INTO selections (wave_id, ripple, device_id)
+SELECT ?, ?, id FROM devices WHERE uuid = ?
+"""
+_RIPPLES = """
+SELECT w.name, r.idx, r.created, r.selector, r.devices, r.encoding
+FROM ripples AS r JOIN waves AS w ON w.id = r.wave_id
+WHERE w.name = ? ORDER BY r.idx
+"""
+_MEMBERS = """
+SELECT d.uuid FROM selections AS s JOIN devices AS d ON d.id = s.device_id
+WHERE s.wave_id = (SELECT w.id FROM waves AS w WHERE w.name = ?) AND s.ripple = ?
+ORDER BY d.uuid
+"""
+
+# Per-group status. ``match`` = the wave's tag and one of its hardware ids.
+_STATUS_COLUMNS = """
+    count(*),
+    coalesce(sum(d.tag = :tag AND d.hardware_id IN (SELECT value FROM json_each(:hw))
+        AND (d.installed_version IS NULL OR d.installed_version < :version)
+        AND s.device_id IS NULL), 0),
+    coalesce(sum(s.device_id IS NOT NULL), 0),
+    coalesce(sum(d.tag = :tag AND d.hardware_id IN (SELECT value FROM json_each(:hw))
+        AND d.installed_version >= :version), 0)
+"""
+_STATUS_SELECTED = """
+    LEFT JOIN selections AS s
+        ON s.wave_id = (SELECT w.id FROM waves AS w WHERE w.name = :wave)
+       AND s.device_id = d.id
+"""
+_STATUS_GROUPS = _query(
+    "SELECT g.name,",
+    _STATUS_COLUMNS,
+    """
+FROM groups AS g
+JOIN device_groups AS dg ON dg.group_id = g.id
+JOIN devices AS d ON d.id = dg.device_id
+""",
+    _STATUS_SELECTED,
+    "GROUP BY g.name ORDER BY g.name",
+)
+_STATUS_UNGROUPED = _query(
+    "SELECT",
+    _STATUS_COLUMNS,
+    "FROM devices AS d",
+    _STATUS_SELECTED,
+    "WHERE NOT EXISTS (SELECT 1 FROM device_groups AS dg WHERE dg.device_id = d.id)",
+)
+_STATUS_TOTAL = _query("SELECT", _STATUS_COLUMNS, "FROM devices AS d", _STATUS_SELECTED)
+
+_AUDIT = """
+INSERT INTO audit (at, action, key_ids, arguments) VALUES (?, ?, ?, ?)
+RETURNING id
+"""
+_AUDIT_LOG = """
+SELECT id, at, action, key_ids, arguments FROM (
+    SELECT * FROM audit ORDER BY id DESC LIMIT coalesce(?, -1)
+) ORDER BY id
+"""
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _translated(func: Callable[_P, _R]) -> Callable[_P, _R]:
+    """Turn SQLite failures into StorageError (locks into a clear message)."""
+
+    @functools.wraps(func)
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        try:
+            return func(*args, **kwargs)
+        except sqlite3.Error as e:
+            raise _storage_error(e) from e
+
+    return wrapper
+
+
+def _storage_error(e: sqlite3.Error) -> StorageError:
+    text = str(e)
+    if "locked" in text or "busy" in text:
+        return StorageError(
+            f"the inventory is busy ({text}): another tufwaves process is "
+            "writing it; try again when it has finished"
+        )
+    return StorageError(f"the inventory database failed: {text}")
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _device(row: Sequence[Any]) -> Device:
+    uuid, hardware_id, tag, version, last_seen, groups = row
+    return Device(
+        uuid=uuid,
+        hardware_id=hardware_id,
+        tag=tag,
+        groups=frozenset(groups.split(";")) if groups else frozenset(),
+        installed_version=version,
+        last_seen=None if last_seen is None else from_epoch(last_seen),
+    )
+
+
+def _batches(
+    rows: Iterable[tuple[int, NormalRow]],
+) -> Iterator[list[tuple[Any, ...]]]:
+    """Rows as staging-table tuples, ``_BATCH`` at a time (groups as JSON text).
+
+    Group names cannot contain a quote or a backslash, so joining them is JSON.
+    """
+    batch: list[tuple[Any, ...]] = []
+    append = batch.append
+    for line, (uuid, ring, hardware_id, tag, groups, version) in rows:
+        groups_json = '["' + '","'.join(groups) + '"]' if groups else None
+        append((line, uuid, ring, hardware_id, tag, version, groups_json))
+        if len(batch) >= _BATCH:
+            yield batch
+            batch = []
+            append = batch.append
+    if batch:
+        yield batch
+
+
+def _eligibility_params(e: Eligibility) -> dict[str, Any]:
+    return {
+        "tag": e.tag,
+        "hw": json.dumps(sorted(e.hardware_ids)),
+        "version": e.version,
+        "wave": e.wave,
+        "group": e.group,
+    }
+
+
+class SqliteInventory:
+    """The :class:`~tufwaves.inventory.Inventory` in one SQLite file."""
+
+    def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
+        """Use :meth:`open`; this wraps an already configured connection."""
+        self._conn = conn
+        self.path = path
+        self._depth = 0
+
+    # -- lifecycle -------------------------------------------------------
+
+    @classmethod
+    def open(cls, path: Path | str, timeout: float = 30.0) -> SqliteInventory:
+        """Open (and on first use create) the inventory file at ``path``.
+
+        ``timeout`` is how many seconds a write waits for another process's
+        transaction before failing with StorageError.
+        """
+        path = Path(path)
+        if not path.parent.is_dir():
+            raise StorageError(f"cannot create {path}: directory {path.parent} does not exist")
+        try:
+            conn = sqlite3.connect(path, timeout=timeout, isolation_level=None)
+        except sqlite3.Error as e:
+            raise StorageError(f"cannot open the inventory {path}: {e}") from e
+        inventory = cls(conn, path)
+        try:
+            inventory._configure()
+        except sqlite3.Error as e:
+            conn.close()
+            if isinstance(e, sqlite3.DatabaseError) and "not a database" in str(e):
+                raise StorageError(f"{path} is not an SQLite database") from e
+            raise _storage_error(e) from e
+        except BaseException:
+            conn.close()
+            raise
+        return inventory
+
+    def _configure(self) -> None:
+        conn = self._conn
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        conn.execute("PRAGMA foreign_keys = ON")
+        conn.execute("PRAGMA cache_size = -131072")  # 128 MiB
+        conn.execute("PRAGMA temp.cache_size = -131072")  # imports stage rows there
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version == SCHEMA_VERSION:
+            return
+        with self._atomic():
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version == 0:
+                tables = conn.execute("SELECT count(*) FROM sqlite_schema").fetchone()
+                if tables[0]:
+                    raise StorageError(
+                        f"{self.path} is an SQLite database but not a tufwaves "
+                        "inventory; move it away"
+                    )
+                for statement in _SCHEMA:
+                    conn.execute(statement)
+            elif version != SCHEMA_VERSION:
+                raise StorageError(
+                    f"{self.path} has inventory schema {version}; this tufwaves "
+                    f"knows schema {SCHEMA_VERSION}: upgrade tufwaves"
+                )
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- transactions ----------------------------------------------------
+
+    @contextmanager
+    def _atomic(self) -> Iterator[None]:
+        conn = self._conn
+        if self._depth == 0:
+            conn.execute("BEGIN IMMEDIATE")
+            self._depth = 1
+            try:
+                yield
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            finally:
+                self._depth = 0
+        else:
+            conn.execute("SAVEPOINT tufwaves_nested")
+            self._depth += 1
+            try:
+                yield
+            except BaseException:
+                conn.execute("ROLLBACK TO tufwaves_nested")
+                conn.execute("RELEASE tufwaves_nested")
+                raise
+            else:
+                conn.execute("RELEASE tufwaves_nested")
+            finally:
+                self._depth -= 1
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        try:
+            with self._atomic():
+                yield
+        except sqlite3.Error as e:
+            raise _storage_error(e) from e
+
+    # -- devices ---------------------------------------------------------
+
+    def import_rows(
+        self, rows: Iterable[DeviceRow], progress: ProgressCallback | None = None
+    ) -> int:
+        def validated() -> Iterator[tuple[int, NormalRow]]:
+            for number, row in enumerate(rows, start=1):
+                try:
+                    yield number, normalise_row(row)
+                except InputError as e:
+                    raise InputError(f"row {number}: {e}; nothing was imported") from e
+
+        return self._store(validated(), progress, "", "row")
+
+    def import_file(self, path: Path, progress: ProgressCallback | None = None) -> ImportResult:
+        path = Path(path)
+        if not path.is_file():
+            raise InputError(f"{path} is not a file; give a .csv or .jsonl file")
+        fmt: Literal["csv", "jsonl"] = detect_format(path)
+        with self.transaction():
+            before = self._count_devices()
+            rows = self._store(read_device_file(path, fmt), progress, f"{path} ", "line")
+            added = self._count_devices() - before
+        return ImportResult(str(path), fmt, rows, added, rows - added)
+
+    def _count_devices(self) -> int:
+        count: int = self._conn.execute("SELECT count(*) FROM devices").fetchone()[0]
+        return count
+
+    @_translated
+    def _store(
+        self,
+        rows: Iterable[tuple[int, NormalRow]],
+        progress: ProgressCallback | None,
+        source: str,
+        unit: str,
+    ) -> int:
+        """Stage, check and apply numbered rows (``unit`` n of ``source``)."""
+        conn = self._conn
+        done = 0
+        with self._atomic():
+            conn.execute(_STAGE_DROP)
+            conn.execute(_STAGE_CREATE)
+            try:
+                for batch in _batches(rows):
+                    conn.executemany(_STAGE_ROW, batch)
+                    done += len(batch)
+                    if progress is not None:
+                        progress(done)
+                try:
+                    conn.execute(_STAGE_INDEX)
+                except sqlite3.IntegrityError:
+                    first, second, uuid = conn.execute(_STAGE_DUPLICATE).fetchone()
+                    raise InputError(
+                        f"{source}{unit} {second}: uuid {uuid} was already given "
+                        f"on {unit} {first} (a device may appear once); nothing "
+                        "was imported (fix it and import again)"
+                    ) from None
+                conn.execute(_STAGE_CLEAR_GROUPS)
+                conn.execute(_STAGE_UPSERT)
+                conn.execute(_STAGE_GROUPS)
+                conn.execute(_STAGE_MEMBERSHIPS)
+            finally:
+                conn.execute(_STAGE_DROP)
+        return done
+
+    @_translated
+    def report(self, uuid: str, installed_version: int, at: datetime | None = None) -> Device:
+        uuid = canonical_uuid(uuid)
+        check_version("installed version", installed_version)
+        seen = check_time(at if at is not None else _now())
+        with self._atomic():
+            device = self.get(uuid)
+            if device is None:
+                raise InputError(
+                    f"device {uuid} is not in the inventory; import it first "
+                    "(tufwaves fleet import FILE --repo REPO)"
+                )
+            self._conn.execute(
+                "UPDATE devices SET installed_version = ?, last_seen = ? WHERE uuid = ?",
+                (installed_version, seen, uuid),
+            )
+        return replace(device, installed_version=installed_version, last_seen=from_epoch(seen))
+
+    @_translated
+    def get(self, uuid: str) -> Device | None:
+        row = self._conn.execute(_GET, (canonical_uuid(uuid),)).fetchone()
+        return None if row is None else _device(row)
+
+    def list_devices(
+        self,
+        group: str | None = None,
+        tag: str | None = None,
+        limit: int | None = None,
+    ) -> Iterator[Device]:
+        if group is not None:
+            check_name("group", group)
+        if tag is not None:
+            check_name("tag", tag)
+        if limit is not None and (isinstance(limit, bool) or limit < 0):
+            raise InputError(f"limit {limit!r} must be a non-negative integer")
+        params = {"group": group, "tag": tag, "limit": limit}
+        return self._rows(_LIST, params, _device)
+
+    def _rows(
+        self,
+        sql: str,
+        params: Mapping[str, Any] | Sequence[Any],
+        make: Callable[[Sequence[Any]], _R],
+    ) -> Iterator[_R]:
+        try:
+            cursor = self._conn.execute(sql, params)
+            while True:
+                chunk = cursor.fetchmany(1000)
+                if not chunk:
+                    return
+                for row in chunk:
+                    yield make(row)
+        except sqlite3.Error as e:
+            raise _storage_error(e) from e
+
+    # -- selection -------------------------------------------------------
+
+    @_translated
+    def count_eligible(self, e: Eligibility) -> int:
+        source, restrict = self._source(e, None)
+        if source == _FROM_DEVICES + " WHERE" and self._common_tag(e.tag):
+            # Read the table in order rather than jump to each row from the index.
+            source = _FROM_DEVICES_SCAN + " WHERE"
+        sql = _query("SELECT count(*)", source, _ELIGIBLE, restrict)
+        count: int = self._conn.execute(sql, _eligibility_params(e)).fetchone()[0]
+        return count
+
+    @_translated
+    def select_ring(
+        self,
+        e: Eligibility,
+        k: int,
+        start: int,
+        within: Sequence[str] | None = None,
+    ) -> list[str]:
+        if isinstance(k, bool) or not isinstance(k, int) or k < 0:
+            raise InputError(f"k {k!r} must be a non-negative integer")
+        if isinstance(start, bool) or not isinstance(start, int) or not -(2**63) <= start < 2**63:
+            raise InputError(f"ring start {start!r} must be a signed 64-bit integer")
+        if k == 0:
+            return []
+        params = _eligibility_params(e) | {"start": start, "k": k}
+        conn = self._conn
+        with self._within(within):
+            source, restrict = self._source(e, within)
+            head = ("SELECT d.uuid", source)
+            sql = _query(*head, _RING_FROM, _ELIGIBLE, restrict, _BY_RING)
+            picked = [row[0] for row in conn.execute(sql, params)]
+            if len(picked) < k:
+                params["k"] = k - len(picked)
+                sql = _query(*head, _RING_BEFORE, _ELIGIBLE, restrict, _BY_RING)
+                picked += [row[0] for row in conn.execute(sql, params)]
+        return picked
+
+    def _source(self, e: Eligibility, within: Sequence[str] | None) -> tuple[str, str]:
+        """Which rows to walk for ``e``: (FROM fragment, extra condition).
+
+        An explicit list or a small group is walked member by member; anything
+        else walks an index of the devices table and probes the group.
+        """
+        in_group = _IN_GROUP if e.group is not None else ""
+        if within is not None:
+            return _FROM_WITHIN, in_group
+        if e.group is not None:
+            members = self._conn.execute(
+                _GROUP_SAMPLE, {"group": e.group, "cap": _SMALL_GROUP}
+            ).fetchone()[0]
+            if members < _SMALL_GROUP:
+                return _FROM_GROUP, ""
+        return _FROM_DEVICES + " WHERE", in_group
+
+    def _common_tag(self, tag: str) -> bool:
+        """Does at least a third of the fleet follow ``tag``?
+
+        Then a pass over the whole table beats jumping to each of the tag's
+        rows from the (tag, ring) index; for a minority tag the index wins.
+        """
+        conn = self._conn
+        tag_size: int = conn.execute(_TAG_SIZE, (tag,)).fetchone()[0]
+        fleet_size: int = conn.execute(_FLEET_SIZE).fetchone()[0]
+        return tag_size * 3 >= fleet_size
+
+    @contextmanager
+    def _within(self, within: Sequence[str] | None) -> Iterator[None]:
+        if within is None:
+            yield
+            return
+        uuids = [(canonical_uuid(u),) for u in within]
+        conn = self._conn
+        conn.execute("CREATE TEMP TABLE IF NOT EXISTS within_devices (id INTEGER PRIMARY KEY)")
+        conn.execute("DELETE FROM temp.within_devices")
+        try:
+            conn.executemany(
+                "INSERT OR IGNORE INTO temp.within_devices (id) "
+                "SELECT id FROM devices WHERE uuid = ?",
+                uuids,
+            )
+            yield
+        finally:
+            conn.execute("DELETE FROM temp.within_devices")
+
+    @_translated
+    def select_all(self, e: Eligibility) -> list[str]:
+        source, restrict = self._source(e, None)
+        if source == _FROM_DEVICES + " WHERE" and self._common_tag(e.tag):
+            # Walking the UUID index yields the answer already sorted and, as
+            # imports insert in UUID order, reads the table nearly in order.
+            source = _FROM_DEVICES_BY_UUID + " WHERE"
+        sql = _query("SELECT d.uuid", source, _ELIGIBLE, restrict, _BY_UUID)
+        return [row[0] for row in self._conn.execute(sql, _eligibility_params(e))]
+
+    @_translated
+    def explain_ineligible(self, e: Eligibility, uuids: Sequence[str]) -> dict[str, str]:
+        params = _eligibility_params(e)
+        reasons: dict[str, str] = {}
+        for raw in uuids:
+            uuid = canonical_uuid(raw)
+            row = self._conn.execute(_EXPLAIN, params | {"uuid": uuid}).fetchone()
+            reason = _reason(e, row)
+            if reason is not None:
+                reasons[uuid] = reason
+        return reasons
+
+    # -- rollout history -------------------------------------------------
+
+    @_translated
+    def record_ripple(
+        self,
+        wave: str,
+        index: int,
+        uuids_sorted: Sequence[str],
+        selector: Mapping[str, Any],
+        encoding: str,
+        key_ids: Sequence[str],
+        at: datetime,
+    ) -> None:
+        if isinstance(index, bool) or not isinstance(index, int) or index < 1:
+            raise InputError(f"ripple index {index!r} must be an integer >= 1")
+        uuids = [canonical_uuid(u) for u in uuids_sorted]
+        for before, after in itertools.pairwise(uuids):
+            if before >= after:
+                raise InputError(
+                    f"ripple devices must be sorted and unique; {after} follows {before}"
+                )
+        check_wave(wave)
+        created = check_time(at)
+        selector_text = canonical_json(selector)
+        conn = self._conn
+        with self._atomic():
+            conn.execute(
+                "INSERT INTO waves (name) VALUES (?) ON CONFLICT (name) DO NOTHING",
+                (wave,),
+            )
+            wave_id = conn.execute("SELECT id FROM waves WHERE name = ?", (wave,)).fetchone()[0]
+            try:
+                conn.execute(
+                    "INSERT INTO ripples "
+                    "(wave_id, idx, created, selector, devices, encoding) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    (wave_id, index, created, selector_text, len(uuids), encoding),
+                )
+            except sqlite3.IntegrityError as err:
+                raise RefusedError(
+                    f"ripple {index} of wave {wave} is already recorded; nothing "
+                    "was recorded (a rollout picks the next ripple number)"
+                ) from err
+            try:
+                inserted = conn.executemany(
+                    _ADD_SELECTION, [(wave_id, index, u) for u in uuids]
+                ).rowcount
+            except sqlite3.IntegrityError as err:
+                raise self._double_selection(wave, uuids) from err
+            if inserted != len(uuids):
+                missing = [u for u in uuids if self.get(u) is None]
+                raise InputError(
+                    f"{len(missing)} device(s) of ripple {index} are not in the "
+                    f"inventory (first: {missing[0] if missing else '?'}); "
+                    "nothing was recorded; import them first"
+                )
+            self.audit(
+                "ripple",
+                key_ids,
+                {
+                    "wave": wave,
+                    "ripple": index,
+                    "devices": len(uuids),
+                    "encoding": encoding,
+                    "selector": dict(selector),
+                },
+                at,
+            )
+
+    def _double_selection(self, wave: str, uuids: Sequence[str]) -> RefusedError:
+        for uuid in uuids:
+            ripple = self.selected_ripple(wave, uuid)
+            if ripple is not None:
+                return RefusedError(
+                    f"device {uuid} was already selected by ripple {ripple} of "
+                    f"wave {wave}; nothing was recorded (select again: the "
+                    "selection must skip devices earlier ripples took)"
+                )
+        return RefusedError(f"a device was selected twice in wave {wave}; nothing was recorded")
+
+    @_translated
+    def ripples(self, wave: str) -> list[RippleRecord]:
+        return [
+            RippleRecord(name, idx, from_epoch(created), selector, devices, encoding)
+            for name, idx, created, selector, devices, encoding in self._conn.execute(
+                _RIPPLES, (wave,)
+            )
+        ]
+
+    def ripple_members(self, wave: str, index: int) -> Iterator[str]:
+        return self._rows(_MEMBERS, (wave, index), lambda row: str(row[0]))
+
+    @_translated
+    def selected_ripple(self, wave: str, uuid: str) -> int | None:
+        row = self._conn.execute(_SELECTED_RIPPLE, (wave, canonical_uuid(uuid))).fetchone()
+        return None if row is None else int(row[0])
+
+    @_translated
+    def device_selections(self, uuid: str) -> list[tuple[str, int]]:
+        return [
+            (str(name), int(index))
+            for name, index in self._conn.execute(_DEVICE_SELECTIONS, (canonical_uuid(uuid),))
+        ]
+
+    @_translated
+    def status(self, e: Eligibility) -> list[GroupStatus]:
+        params = _eligibility_params(e)
+        del params["group"]
+        conn = self._conn
+        result = [
+            GroupStatus("group", name, *counts)
+            for name, *counts in conn.execute(_STATUS_GROUPS, params)
+        ]
+        ungrouped = conn.execute(_STATUS_UNGROUPED, params).fetchone()
+        result.append(GroupStatus("ungrouped", None, *ungrouped))
+        total = conn.execute(_STATUS_TOTAL, params).fetchone()
+        result.append(GroupStatus("total", None, *total))
+        return result
+
+    # -- audit -----------------------------------------------------------
+
+    @_translated
+    def audit(
+        self,
+        action: str,
+        key_ids: Sequence[str],
+        arguments: Mapping[str, Any],
+        at: datetime | None = None,
+    ) -> AuditEntry:
+        if not isinstance(action, str) or not action:
+            raise InputError("an audit action must be a non-empty string")
+        if isinstance(key_ids, str) or not all(isinstance(k, str) for k in key_ids):
+            raise InputError("audit key ids must be a list of strings")
+        when = check_time(at if at is not None else _now())
+        keys = tuple(key_ids)
+        arguments_text = canonical_json(dict(arguments))
+        with self._atomic():
+            entry_id = self._conn.execute(
+                _AUDIT, (when, action, canonical_json(list(keys)), arguments_text)
+            ).fetchone()[0]
+        return AuditEntry(entry_id, from_epoch(when), action, keys, arguments_text)
+
+    @_translated
+    def audit_log(self, limit: int | None = None) -> list[AuditEntry]:
+        return [
+            AuditEntry(entry_id, from_epoch(at), action, tuple(json.loads(keys)), arguments)
+            for entry_id, at, action, keys, arguments in self._conn.execute(_AUDIT_LOG, (limit,))
+        ]
+
+
+def _reason(e: Eligibility, row: Sequence[Any] | None) -> str | None:
+    """Why a device is not eligible (None when it is), checked in a fixed order."""
+    if row is None:
+        return "not in the inventory"
+    tag, hardware_id, version, ripple, in_group = row
+    if tag != e.tag:
+        return f"tag is {tag}, wave is for {e.tag}"
+    if hardware_id not in e.hardware_ids:
+        return f"hardware id {hardware_id} not in the wave"
+    if version is not None and version >= e.version:
+        return f"already runs version {version}"
+    if ripple is not None:
+        return f"selected by ripple {ripple}"
+    if not in_group:
+        return f"not in group {e.group}"
+    return None
