@@ -1,0 +1,215 @@
+"""The device-side verifier: may this device install an update, and if not, why.
+
+Usage::
+
+    verifier = Verifier.from_state_dir(Path("/var/lib/ota/trust"))
+    decision = verifier.decide(bundle_bytes, DeviceIdentity(uuid, hw, tag, 41))
+    if decision.allowed:
+        install(decision.artifact)
+    else:
+        log(decision.reason.value, decision.message)
+
+:meth:`Verifier.decide` runs the full TUF client workflow over the bundle's
+exact bytes (root rotation, timestamp, snapshot, targets, every delegation
+``targets -> wave.W -> rollout.W -> ripple.W.K``) at a reference time, then the
+tufwaves decision rules. It never raises for anything in the bundle: every
+problem is a denial with a :class:`Reason`. The trusted state is updated only
+after the metadata verified completely. ``specs/verifier.md`` is the normative
+description.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from pathlib import Path
+
+from tufwaves.bundle import Bundle, BundleError, BundleTooLargeError
+from tufwaves.errors import InputError, VerificationError
+from tufwaves.verify._client import (
+    BundleSource,
+    Chain,
+    ChainError,
+    TrustState,
+    load_role,
+    read_state_dir,
+    refresh,
+    write_state_dir,
+)
+from tufwaves.verify._rules import (
+    Artifact,
+    Decision,
+    DeviceIdentity,
+    Reason,
+    VerifiedMetadata,
+    VerifiedWave,
+    decide_rules,
+)
+
+__all__ = [
+    "Artifact",
+    "Decision",
+    "DeviceIdentity",
+    "Reason",
+    "Verifier",
+]
+
+logger = logging.getLogger(__name__)
+
+
+class Verifier:
+    """Decides for one device, keeping its TUF trust state between decisions.
+
+    Build one with :meth:`from_trusted_root` (state kept in memory only) or
+    :meth:`from_state_dir` (state persisted in a directory after each
+    decision whose metadata verified completely).
+    """
+
+    def __init__(self, state: TrustState, state_dir: Path | None = None) -> None:
+        """Use :meth:`from_trusted_root` or :meth:`from_state_dir` instead.
+
+        Raises:
+            VerificationError: the trusted root does not parse or is not
+                signed by its own threshold of root keys.
+        """
+        try:
+            chain = Chain(state, datetime.now(UTC))
+        except ChainError as e:
+            raise VerificationError(f"the trusted root is not usable: {e}") from None
+        self._state = state
+        self._root_version = chain.root.version
+        self._dir = state_dir
+
+    @classmethod
+    def from_trusted_root(cls, root_bytes: bytes) -> Verifier:
+        """A verifier that trusts ``root_bytes`` (exact bytes of a root.json).
+
+        Its state lives in memory: rollback protection holds across decisions
+        of this object only.
+
+        Raises:
+            VerificationError: the root is malformed or not self-signed.
+        """
+        if not isinstance(root_bytes, bytes):
+            raise InputError("the trusted root must be bytes")
+        return cls(TrustState(root_bytes))
+
+    @classmethod
+    def from_state_dir(cls, path: Path | str) -> Verifier:
+        """A verifier whose trust state lives in the directory ``path``.
+
+        A new directory holds just the provisioned trusted root as
+        ``root.json``; after a decision it also holds ``state.json`` and
+        ``roots/N.root.json`` (see ``specs/verifier.md``).
+
+        Raises:
+            StorageError: the directory or its files cannot be read or are
+                inconsistent.
+            VerificationError: the trusted root is malformed or not self-signed.
+        """
+        directory = Path(path)
+        return cls(read_state_dir(directory), directory)
+
+    @property
+    def trusted_root_version(self) -> int:
+        """The version of the root this verifier currently trusts."""
+        return self._root_version
+
+    def decide(
+        self,
+        bundle: Bundle | bytes,
+        device: DeviceIdentity,
+        at: datetime | None = None,
+    ) -> Decision:
+        """Decide whether ``device`` may install an artifact from ``bundle``.
+
+        ``at`` is the reference time for expiry (default: now, UTC). The trust
+        state is updated after every decision whose metadata verified
+        completely, allowed or not.
+
+        Raises:
+            InputError: ``at`` is not timezone-aware or ``device`` is not a
+                :class:`DeviceIdentity` (misuse of the API, not bad input).
+        """
+        if at is None:
+            at = datetime.now(UTC)
+        elif not isinstance(at, datetime) or at.tzinfo is None:
+            raise InputError("the reference time must be a timezone-aware datetime")
+        if not isinstance(device, DeviceIdentity):
+            raise InputError("device must be a DeviceIdentity")
+        try:
+            decision, new_state = self._decide(bundle, device, at)
+        except Exception:  # last resort: fail closed, never allow
+            logger.exception("verifier failed unexpectedly")
+            return Decision.deny(
+                Reason.INTERNAL_ERROR,
+                "the verifier failed unexpectedly; the bundle is refused",
+            )
+        if new_state is not None:
+            try:
+                self._commit(new_state)
+            except Exception as e:
+                logger.warning("trust state not saved: %s", e)
+                if decision.allowed:
+                    return Decision.deny(
+                        Reason.STATE_WRITE_FAILED,
+                        f"the metadata verified but the trust state could not be "
+                        f"saved ({e}); not installing",
+                    )
+        logger.debug("decision %s: %s", decision.reason.value, decision.message)
+        return decision
+
+    def _commit(self, state: TrustState) -> None:
+        if self._dir is not None:
+            write_state_dir(self._dir, state)
+        chain = Chain(state, datetime.now(UTC))
+        self._state = state
+        self._root_version = chain.root.version
+
+    def _decide(
+        self, raw: Bundle | bytes, device: DeviceIdentity, at: datetime
+    ) -> tuple[Decision, TrustState | None]:
+        if isinstance(raw, Bundle):
+            bundle = raw
+        elif isinstance(raw, bytes | bytearray | memoryview):
+            try:
+                bundle = Bundle.from_bytes(bytes(raw))
+            except BundleTooLargeError as e:
+                return Decision.deny(Reason.BUNDLE_TOO_LARGE, str(e)), None
+            except (BundleError, InputError) as e:
+                return Decision.deny(Reason.BUNDLE_MALFORMED, str(e)), None
+        else:
+            return Decision.deny(Reason.BUNDLE_MALFORMED, "not a bundle"), None
+        if bundle.device != device.uuid:
+            return (
+                Decision.deny(
+                    Reason.DEVICE_MISMATCH,
+                    f"the bundle was made for device {bundle.device}, not {device.uuid}",
+                ),
+                None,
+            )
+        try:
+            chain = Chain(self._state, at)
+            verified = _verify_bundle(chain, bundle)
+        except ChainError as e:
+            return Decision.deny(e.reason, e.message), None
+        return decide_rules(verified, device), chain.state()
+
+
+def _verify_bundle(chain: Chain, bundle: Bundle) -> VerifiedMetadata:
+    """Run the TUF workflow over every file of ``bundle``, in the bundle's order."""
+    for f in bundle.roots():
+        if f.version <= chain.root.version:
+            chain.check_known_root(f.data, f.version)
+    source = BundleSource(bundle, chain.root.version)
+    refresh(chain, source)
+    waves = []
+    for name in bundle.waves():
+        wave = load_role(chain, source, f"wave.{name}", "targets")
+        rollout = load_role(chain, source, f"rollout.{name}", f"wave.{name}")
+        ripples = tuple(
+            (k, load_role(chain, source, f"ripple.{name}.{k}", f"rollout.{name}"))
+            for k in bundle.ripples(name)
+        )
+        waves.append(VerifiedWave(name, wave, rollout, ripples))
+    return VerifiedMetadata(chain.role("targets"), tuple(waves), bundle.evidence)

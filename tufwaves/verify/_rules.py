@@ -1,0 +1,689 @@
+"""Decision values and the decision rules over verified metadata.
+
+Nothing here verifies signatures: the caller hands in python-tuf ``Targets``
+objects that the TUF workflow (:mod:`tufwaves.verify._client`) has already
+verified. This module reads the tufwaves profile (``x-tufwaves-*`` fields and
+target ``custom``, ``specs/metadata.md``) strictly and decides. See
+``specs/verifier.md`` for the rules in prose and every reason code.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Final, TypeGuard
+
+from tuf.api.metadata import DelegatedRole, TargetFile, Targets
+
+from tufwaves.errors import InputError
+from tufwaves.membership import (
+    FractionMembership,
+    ListMembership,
+    Membership,
+    MerkleEvidence,
+    MerkleMembership,
+    canonical_uuid,
+    fraction_member,
+    is_member,
+    membership_from_dict,
+    verify_inclusion,
+)
+
+__all__ = [
+    "Artifact",
+    "Decision",
+    "DeviceIdentity",
+    "Reason",
+    "VerifiedMetadata",
+    "VerifiedWave",
+    "decide_rules",
+]
+
+
+class Reason(enum.Enum):
+    """Why a device may or may not install: a closed list of codes.
+
+    The ``allowed_*`` values come with ``Decision.allowed`` true, every other
+    value with false. ``specs/verifier.md`` documents each one.
+    """
+
+    ALLOWED_PRODUCTION = "allowed_production"
+    ALLOWED_COMPLETE = "allowed_complete"
+    ALLOWED_RIPPLE = "allowed_ripple"
+    ALLOWED_FRACTION = "allowed_fraction"
+    BUNDLE_MALFORMED = "bundle_malformed"
+    BUNDLE_TOO_LARGE = "bundle_too_large"
+    DEVICE_MISMATCH = "device_mismatch"
+    ROOT_INVALID = "root_invalid"
+    ROOT_ROLLBACK = "root_rollback"
+    TIMESTAMP_INVALID = "timestamp_invalid"
+    SNAPSHOT_INVALID = "snapshot_invalid"
+    TARGETS_INVALID = "targets_invalid"
+    DELEGATION_INVALID = "delegation_invalid"
+    METADATA_EXPIRED = "metadata_expired"
+    ROLLBACK = "rollback"
+    WAVE_INVALID = "wave_invalid"
+    RIPPLE_INVALID = "ripple_invalid"
+    POLICY_UNSUPPORTED = "policy_unsupported"
+    POLICY_VIOLATION = "policy_violation"
+    EVIDENCE_INVALID = "evidence_invalid"
+    NO_MATCHING_ARTIFACT = "no_matching_artifact"
+    NOT_NEWER = "not_newer"
+    WAVE_CANCELLED = "wave_cancelled"
+    NOT_MEMBER = "not_member"
+    STATE_WRITE_FAILED = "state_write_failed"
+    INTERNAL_ERROR = "internal_error"
+
+    @property
+    def allowed(self) -> bool:
+        """True for the ``allowed_*`` codes."""
+        return self.value.startswith("allowed_")
+
+
+_LABEL_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}")
+_WAVE_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+_VERSION_RE: Final = re.compile(r"0|[1-9][0-9]{0,17}")
+_HEX64_RE: Final = re.compile(r"[0-9a-f]{64}")
+_POLICY_KEYS: Final = frozenset({"max_ripple_size", "online_complete", "fraction_salt"})
+_STATES: Final = frozenset({"active", "cancelled", "complete"})
+
+WAVE_FIELD: Final = "x-tufwaves-wave"
+ROLLOUT_FIELD: Final = "x-tufwaves-rollout"
+RIPPLE_FIELD: Final = "x-tufwaves-ripple"
+
+
+def _is_int(value: object) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _show(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _freeze(value: Any) -> Any:
+    """A read-only deep copy of JSON data (mappings become MappingProxyType)."""
+    if isinstance(value, Mapping):
+        return MappingProxyType({k: _freeze(v) for k, v in value.items()})
+    if isinstance(value, list | tuple):
+        return tuple(_freeze(v) for v in value)
+    return value
+
+
+# --------------------------------------------------------------------------
+# Public values
+
+
+@dataclass(frozen=True)
+class DeviceIdentity:
+    """Who is asking: UUID, hardware id, tag and the release version it runs.
+
+    The constructor canonicalises ``uuid`` and checks every field.
+
+    Raises:
+        InputError: a malformed UUID, hardware id or tag, or a negative or
+            non-integer installed version.
+    """
+
+    uuid: str
+    hardware_id: str
+    tag: str
+    installed_version: int
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "uuid", canonical_uuid(self.uuid))
+        for what, value in (("hardware id", self.hardware_id), ("tag", self.tag)):
+            if not isinstance(value, str) or not _LABEL_RE.fullmatch(value):
+                raise InputError(
+                    f"bad {what} {_show(value)}: use 1-64 of [A-Za-z0-9_.+-], "
+                    "starting with a letter or digit"
+                )
+        v = self.installed_version
+        if not _is_int(v) or not 0 <= v < 2**64:
+            raise InputError(f"installed version must be an integer 0..2**64-1, got {_show(v)}")
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """A target file the device may install: path, length, hashes, custom."""
+
+    name: str
+    length: int
+    hashes: Mapping[str, str]
+    custom: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "hashes", _freeze(self.hashes))
+        object.__setattr__(self, "custom", _freeze(self.custom))
+
+    @property
+    def version(self) -> int:
+        """The release version from ``custom.version``."""
+        return int(self.custom["version"])
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON data (for ``--json`` output)."""
+        return {
+            "name": self.name,
+            "length": self.length,
+            "hashes": dict(self.hashes),
+            "custom": _thaw(self.custom),
+        }
+
+
+def _thaw(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _thaw(v) for k, v in value.items()}
+    if isinstance(value, tuple):
+        return [_thaw(v) for v in value]
+    return value
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The outcome of :meth:`tufwaves.verify.Verifier.decide`.
+
+    ``allowed`` is true exactly when ``reason`` is an ``allowed_*`` code and
+    then ``artifact`` is set. ``wave`` and ``ripple`` name what allowed it (or,
+    on a denial, the wave concerned, when there is one).
+    """
+
+    allowed: bool
+    reason: Reason
+    message: str
+    artifact: Artifact | None = None
+    wave: str | None = None
+    ripple: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.allowed != self.reason.allowed:
+            raise ValueError("allowed must agree with the reason code")
+        if self.allowed and self.artifact is None:
+            raise ValueError("an allowed decision names its artifact")
+
+    @classmethod
+    def deny(cls, reason: Reason, message: str, *, wave: str | None = None) -> Decision:
+        """A denial with ``reason``."""
+        return cls(False, reason, message, None, wave, None)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON data (for ``--json`` output)."""
+        return {
+            "allowed": self.allowed,
+            "reason": self.reason.value,
+            "message": self.message,
+            "artifact": None if self.artifact is None else self.artifact.to_dict(),
+            "wave": self.wave,
+            "ripple": self.ripple,
+        }
+
+
+# --------------------------------------------------------------------------
+# Verified input
+
+
+@dataclass(frozen=True)
+class VerifiedWave:
+    """One wave's verified roles: ``wave.W``, ``rollout.W`` and its ripples."""
+
+    name: str
+    wave: Targets
+    rollout: Targets
+    ripples: tuple[tuple[int, Targets], ...]
+
+
+@dataclass(frozen=True)
+class VerifiedMetadata:
+    """Every role of a bundle after the TUF workflow verified it."""
+
+    targets: Targets
+    waves: tuple[VerifiedWave, ...]
+    evidence: tuple[MerkleEvidence, ...]
+
+
+class _Deny(Exception):
+    """A rule failed: carries the reason and the message for people."""
+
+    def __init__(self, reason: Reason, message: str, wave: str | None = None):
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+        self.wave = wave
+
+
+# --------------------------------------------------------------------------
+# Reading the profile
+
+
+@dataclass(frozen=True)
+class _Policy:
+    max_ripple_size: int | None
+    online_complete: bool
+    salt: bytes
+
+
+@dataclass(frozen=True)
+class _Ripple:
+    index: int
+    role: str
+    membership: Membership
+
+
+@dataclass(frozen=True)
+class _Wave:
+    name: str
+    tag: str
+    version: int
+    policy: _Policy
+    state: str
+    ripples: tuple[_Ripple, ...]
+    artifacts: tuple[tuple[str, TargetFile], ...]
+
+
+def _wave_info(w: VerifiedWave) -> tuple[str, int, _Policy]:
+    name = w.name
+    raw = w.wave.unrecognized_fields.get(WAVE_FIELD)
+    bad = f"wave.{name}: {WAVE_FIELD} "
+    if not isinstance(raw, Mapping) or set(raw) != {"name", "tag", "version", "policy"}:
+        raise _Deny(
+            Reason.WAVE_INVALID,
+            bad + "is missing or does not have exactly name, tag, version, policy",
+            name,
+        )
+    if raw["name"] != name:
+        raise _Deny(Reason.WAVE_INVALID, bad + f"names wave {_show(raw['name'])}", name)
+    tag, version, policy = raw["tag"], raw["version"], raw["policy"]
+    if not isinstance(tag, str) or not _LABEL_RE.fullmatch(tag):
+        raise _Deny(Reason.WAVE_INVALID, bad + f"has a bad tag {_show(tag)}", name)
+    if not isinstance(version, str) or not _VERSION_RE.fullmatch(version):
+        raise _Deny(Reason.WAVE_INVALID, bad + f"has a bad version {_show(version)}", name)
+    if not isinstance(policy, Mapping):
+        raise _Deny(Reason.WAVE_INVALID, bad + "has no policy object", name)
+    unknown = sorted(str(k) for k in policy if k not in _POLICY_KEYS)
+    if unknown:
+        raise _Deny(
+            Reason.POLICY_UNSUPPORTED,
+            f"wave.{name}: policy has members this verifier cannot enforce: "
+            + ", ".join(unknown)
+            + " (update the verifier)",
+            name,
+        )
+    if set(policy) != _POLICY_KEYS:
+        raise _Deny(Reason.WAVE_INVALID, bad + "policy is incomplete", name)
+    size, online, salt = (
+        policy["max_ripple_size"],
+        policy["online_complete"],
+        policy["fraction_salt"],
+    )
+    if size is not None and (not _is_int(size) or size < 1):
+        raise _Deny(Reason.WAVE_INVALID, bad + "policy.max_ripple_size is bad", name)
+    if not isinstance(online, bool):
+        raise _Deny(Reason.WAVE_INVALID, bad + "policy.online_complete is bad", name)
+    if not isinstance(salt, str) or not _HEX64_RE.fullmatch(salt):
+        raise _Deny(Reason.WAVE_INVALID, bad + "policy.fraction_salt is bad", name)
+    return tag, int(version), _Policy(size, online, bytes.fromhex(salt))
+
+
+def _same_keys(a: DelegatedRole, b: DelegatedRole) -> bool:
+    return set(a.keyids) == set(b.keyids) and a.threshold == b.threshold
+
+
+def _check_wave_delegation(w: VerifiedWave) -> DelegatedRole:
+    """``wave.W`` delegates exactly ``rollout.W``, terminating, no paths."""
+    name, rollout = w.name, f"rollout.{w.name}"
+    d = w.wave.delegations
+    roles = d.roles if d is not None and d.roles is not None else {}
+    if list(roles) != [rollout]:
+        raise _Deny(
+            Reason.WAVE_INVALID,
+            f"wave.{name} must delegate exactly one role, {rollout}",
+            name,
+        )
+    role = roles[rollout]
+    if not role.terminating or role.paths != []:
+        raise _Deny(
+            Reason.WAVE_INVALID,
+            f"wave.{name}: the {rollout} delegation must be terminating with no paths",
+            name,
+        )
+    return role
+
+
+def _rollout_info(w: VerifiedWave, delegation: DelegatedRole) -> tuple[str, int]:
+    name = w.name
+    raw = w.rollout.unrecognized_fields.get(ROLLOUT_FIELD)
+    bad = f"rollout.{name}: {ROLLOUT_FIELD} "
+    if not isinstance(raw, Mapping) or set(raw) != {"wave", "state", "ripples"}:
+        raise _Deny(
+            Reason.WAVE_INVALID,
+            bad + "is missing or does not have exactly wave, state, ripples",
+            name,
+        )
+    state, count = raw["state"], raw["ripples"]
+    if raw["wave"] != name:
+        raise _Deny(Reason.WAVE_INVALID, bad + f"names wave {_show(raw['wave'])}", name)
+    if not isinstance(state, str) or state not in _STATES:
+        raise _Deny(Reason.WAVE_INVALID, bad + f"has a bad state {_show(state)}", name)
+    if not _is_int(count) or count < 0:
+        raise _Deny(Reason.WAVE_INVALID, bad + "has a bad ripple count", name)
+    if w.rollout.targets:
+        raise _Deny(Reason.WAVE_INVALID, f"rollout.{name} must not list artifacts", name)
+    d = w.rollout.delegations
+    if d is not None and d.succinct_roles is not None:
+        raise _Deny(Reason.WAVE_INVALID, f"rollout.{name} uses hashed bins", name)
+    roles = d.roles if d is not None and d.roles is not None else {}
+    expected = [f"ripple.{name}.{k}" for k in range(1, count + 1)]
+    if list(roles) != expected:
+        raise _Deny(
+            Reason.WAVE_INVALID,
+            f"rollout.{name} says {count} ripples but delegates "
+            f"{len(roles)} roles that are not ripple.{name}.1..{count} in order",
+            name,
+        )
+    for role in roles.values():
+        if not role.terminating or role.paths != [] or not _same_keys(role, delegation):
+            raise _Deny(
+                Reason.WAVE_INVALID,
+                f"rollout.{name}: {role.name} must be delegated to the rollout keys "
+                "and threshold, terminating, with no paths",
+                name,
+            )
+    return state, count
+
+
+def _ripple(w: VerifiedWave, index: int, ripple: Targets, policy: _Policy) -> _Ripple:
+    name = w.name
+    role = f"ripple.{name}.{index}"
+    raw = ripple.unrecognized_fields.get(RIPPLE_FIELD)
+    if not isinstance(raw, Mapping) or set(raw) != {"wave", "index", "membership"}:
+        raise _Deny(
+            Reason.RIPPLE_INVALID,
+            f"{role}: {RIPPLE_FIELD} is missing or does not have exactly wave, index, membership",
+            name,
+        )
+    if raw["wave"] != name or not _is_int(raw["index"]) or raw["index"] != index:
+        raise _Deny(
+            Reason.RIPPLE_INVALID,
+            f"{role} says it is ripple {_show(raw['index'])} of wave "
+            f"{_show(raw['wave'])}: it does not match its role name",
+            name,
+        )
+    if ripple.targets or ripple.delegations is not None:
+        raise _Deny(
+            Reason.RIPPLE_INVALID,
+            f"{role} must not list artifacts or delegate",
+            name,
+        )
+    try:
+        membership = membership_from_dict(raw["membership"])
+    except InputError as e:
+        raise _Deny(Reason.RIPPLE_INVALID, f"{role}: {e}", name) from None
+    limit = policy.max_ripple_size
+    if limit is not None:
+        size = None
+        if isinstance(membership, ListMembership):
+            size = len(membership.uuids)
+        elif isinstance(membership, MerkleMembership):
+            size = membership.size
+        if size is not None and size > limit:
+            raise _Deny(
+                Reason.POLICY_VIOLATION,
+                f"{role} names {size} devices; the wave's policy allows at most {limit} per ripple",
+                name,
+            )
+    return _Ripple(index, role, membership)
+
+
+def _custom(target: TargetFile) -> tuple[frozenset[str], frozenset[str], int] | None:
+    """``(hardwareIds, tags, version)`` of a target, or None if not well formed."""
+    custom = target.custom
+    if not isinstance(custom, Mapping):
+        return None
+    hw, tags, version = (
+        custom.get("hardwareIds"),
+        custom.get("tags"),
+        custom.get("version"),
+    )
+    if not isinstance(hw, list) or not hw or not all(isinstance(h, str) for h in hw):
+        return None
+    if not isinstance(tags, list) or not tags:
+        return None
+    if not all(isinstance(t, str) for t in tags):
+        return None
+    if not isinstance(version, str) or not _VERSION_RE.fullmatch(version):
+        return None
+    return frozenset(hw), frozenset(tags), int(version)
+
+
+def _read_wave(w: VerifiedWave, wave_delegation: DelegatedRole | None) -> _Wave:
+    name = w.name
+    tag, version, policy = _wave_info(w)
+    rollout_delegation = _check_wave_delegation(w)
+    state, _count = _rollout_info(w, rollout_delegation)
+    ripples = tuple(_ripple(w, k, r, policy) for k, r in w.ripples)
+    artifacts = []
+    for path, target in w.wave.targets.items():
+        info = _custom(target)
+        if info is None or info[2] != version:
+            raise _Deny(
+                Reason.WAVE_INVALID,
+                f"wave.{name}: artifact {_show(path)} lacks well-formed custom "
+                f"hardwareIds, tags and version {version}",
+                name,
+            )
+        if wave_delegation is None or not wave_delegation.is_delegated_path(path):
+            raise _Deny(
+                Reason.WAVE_INVALID,
+                f"wave.{name}: artifact {_show(path)} is outside the paths "
+                "targets delegated to the wave",
+                name,
+            )
+        artifacts.append((path, target))
+    return _Wave(name, tag, version, policy, state, ripples, tuple(artifacts))
+
+
+# --------------------------------------------------------------------------
+# Deciding
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    reason: Reason
+    version: int
+    path: str
+    target: TargetFile
+    wave: str | None
+    ripple: int | None
+    message: str
+
+
+# When several candidates of the same (highest) version are denied, the
+# reason reported is the first of these.
+_DENIAL_ORDER: Final = (Reason.POLICY_VIOLATION, Reason.WAVE_CANCELLED, Reason.NOT_MEMBER)
+
+
+def _artifact(path: str, target: TargetFile) -> Artifact:
+    return Artifact(path, target.length, dict(target.hashes), dict(target.custom))
+
+
+def _membership_of(
+    wave: _Wave, device: DeviceIdentity, evidence: Mapping[str, MerkleEvidence]
+) -> tuple[Reason, int | None]:
+    for ripple in wave.ripples:
+        m = ripple.membership
+        if isinstance(m, FractionMembership):
+            if fraction_member(wave.policy.salt, device.uuid, m.parts_per_million):
+                return Reason.ALLOWED_FRACTION, ripple.index
+        elif is_member(m, device.uuid, salt=wave.policy.salt, evidence=evidence.get(ripple.role)):
+            return Reason.ALLOWED_RIPPLE, ripple.index
+    return Reason.NOT_MEMBER, None
+
+
+def _wave_outcome(
+    wave: _Wave,
+    path: str,
+    target: TargetFile,
+    device: DeviceIdentity,
+    evidence: Mapping[str, MerkleEvidence],
+) -> _Outcome:
+    v, name = wave.version, wave.name
+    if wave.state == "cancelled":
+        return _Outcome(
+            Reason.WAVE_CANCELLED,
+            v,
+            path,
+            target,
+            name,
+            None,
+            f"wave {name} (version {v}) was cancelled",
+        )
+    if wave.state == "complete":
+        if not wave.policy.online_complete:
+            return _Outcome(
+                Reason.POLICY_VIOLATION,
+                v,
+                path,
+                target,
+                name,
+                None,
+                f"rollout.{name} marks wave {name} complete, but its policy does "
+                "not let the rollout keys complete it",
+            )
+        return _Outcome(
+            Reason.ALLOWED_COMPLETE,
+            v,
+            path,
+            target,
+            name,
+            None,
+            f"wave {name} is complete: every device of its tag may install {path}",
+        )
+    reason, index = _membership_of(wave, device, evidence)
+    if reason is Reason.NOT_MEMBER:
+        return _Outcome(
+            reason,
+            v,
+            path,
+            target,
+            name,
+            None,
+            f"this device is in none of the {len(wave.ripples)} ripple(s) of wave "
+            f"{name} in the bundle",
+        )
+    how = "its fraction" if reason is Reason.ALLOWED_FRACTION else "its device set"
+    return _Outcome(
+        reason,
+        v,
+        path,
+        target,
+        name,
+        index,
+        f"ripple {index} of wave {name} names this device ({how})",
+    )
+
+
+def _check_evidence(
+    evidence: Sequence[MerkleEvidence], waves: Sequence[_Wave], uuid: str
+) -> dict[str, MerkleEvidence]:
+    ripples = {r.role: r for w in waves for r in w.ripples}
+    out: dict[str, MerkleEvidence] = {}
+    for e in evidence:
+        ripple = ripples.get(e.role)
+        if ripple is None or not isinstance(ripple.membership, MerkleMembership):
+            raise _Deny(
+                Reason.EVIDENCE_INVALID,
+                f"evidence for {e.role}, which is not a Merkle-committed ripple",
+            )
+        if not verify_inclusion(uuid, e, ripple.membership):
+            raise _Deny(
+                Reason.EVIDENCE_INVALID,
+                f"the inclusion proof for {e.role} does not prove this device "
+                "is in the signed commitment",
+            )
+        out[e.role] = e
+    return out
+
+
+def decide_rules(md: VerifiedMetadata, device: DeviceIdentity) -> Decision:
+    """Decide from verified metadata; see ``specs/verifier.md`` section 4."""
+    try:
+        return _decide(md, device)
+    except _Deny as d:
+        return Decision.deny(d.reason, d.message, wave=d.wave)
+
+
+def _decide(md: VerifiedMetadata, device: DeviceIdentity) -> Decision:
+    delegations = md.targets.delegations
+    wave_roles = delegations.roles if delegations is not None and delegations.roles else {}
+    waves = [_read_wave(w, wave_roles.get(f"wave.{w.name}")) for w in md.waves]
+    evidence = _check_evidence(md.evidence, waves, device.uuid)
+
+    matching: list[_Outcome] = []
+    candidates: list[tuple[str, TargetFile, _Wave | None]] = [
+        (p, t, None) for p, t in md.targets.targets.items()
+    ]
+    candidates += [(p, t, w) for w in waves for p, t in w.artifacts]
+    for path, target, wave in candidates:
+        info = _custom(target)
+        if info is None:
+            continue  # a production target outside the profile: not for devices
+        hardware_ids, tags, version = info
+        if device.hardware_id not in hardware_ids or device.tag not in tags:
+            continue
+        if version <= device.installed_version:
+            matching.append(_Outcome(Reason.NOT_NEWER, version, path, target, None, None, ""))
+            continue
+        if wave is None:
+            matching.append(
+                _Outcome(
+                    Reason.ALLOWED_PRODUCTION,
+                    version,
+                    path,
+                    target,
+                    None,
+                    None,
+                    f"{path} is a production release for this device",
+                )
+            )
+        else:
+            matching.append(_wave_outcome(wave, path, target, device, evidence))
+
+    if not matching:
+        return Decision.deny(
+            Reason.NO_MATCHING_ARTIFACT,
+            f"no artifact in the bundle is for hardware id {device.hardware_id} "
+            f"and tag {device.tag}",
+        )
+    newer = [o for o in matching if o.reason is not Reason.NOT_NEWER]
+    if not newer:
+        best = max(o.version for o in matching)
+        return Decision.deny(
+            Reason.NOT_NEWER,
+            f"the newest artifact for this device is version {best}; it runs "
+            f"version {device.installed_version}",
+        )
+    allowed = [o for o in newer if o.reason.allowed]
+    if allowed:
+        # Highest version; ties go to production, then wave name, then path.
+        best_o = min(
+            allowed,
+            key=lambda o: (-o.version, o.wave is not None, o.wave or "", o.path),
+        )
+        return Decision(
+            True,
+            best_o.reason,
+            best_o.message,
+            _artifact(best_o.path, best_o.target),
+            best_o.wave,
+            best_o.ripple,
+        )
+    top = max(o.version for o in newer)
+    denied = sorted(
+        (o for o in newer if o.version == top),
+        key=lambda o: (_DENIAL_ORDER.index(o.reason), o.wave or "", o.path),
+    )
+    first = denied[0]
+    return Decision.deny(first.reason, first.message, wave=first.wave)
