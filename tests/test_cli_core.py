@@ -131,7 +131,7 @@ def test_full_workflow_with_exit_codes(
     )
     assert code == 2 and "bad version" in err
     code, _, err = run(
-        capsys, "waves", "sign", "w2", "--repo", repo, "--key", str(tmp_path / "missing.key")
+        capsys, "waves", "ceremony", "sign", cfile, "--key", str(tmp_path / "missing.key")
     )
     assert code == 3 and "does not exist" in err
 

@@ -2,25 +2,33 @@
 
 Runs the real workflow, with real keys, signatures and files: keys, a
 repository with a 2-of-3 offline targets threshold, a wave signed through the
-export / sign / import ceremony, and python-tuf's own ngclient walking
-``targets -> wave`` to the artifact.
+export / sign / import ceremony, python-tuf's own ngclient walking
+``targets -> wave`` to the artifact, then a generated fleet in SQLite, signed
+ripples (canaries, a group percentage, a deterministic fraction), per-device
+bundles decided by the device verifier, and the wave completed.
 """
 
 from __future__ import annotations
 
 import os
+import random
 import secrets
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tufwaves.bootstrap import create_repository
+from tufwaves.bundles import build_bundle
 from tufwaves.ceremony import Ceremony
 from tufwaves.errors import StorageError
 from tufwaves.keys import PASSPHRASE_ENV, generate_key, load_key_ref, write_key_pair
+from tufwaves.membership import fraction_member
 from tufwaves.metadata import expiry, wave_role
 from tufwaves.ngcheck import ngclient_fetch
-from tufwaves.repository import atomic_write
+from tufwaves.repository import Repository, atomic_write
+from tufwaves.rollout import Selector, complete, load_wave, open_inventory, rollout
+from tufwaves.verify import DeviceIdentity, Verifier
 from tufwaves.waves import import_ceremony, init_wave, load_ceremony
 
 __all__ = ["DemoResult", "run_demo"]
@@ -36,7 +44,9 @@ class DemoResult:
     lines: list[str] = field(default_factory=list)
 
 
-def run_demo(directory: Path, *, say: Callable[[str], None] = print) -> DemoResult:
+def run_demo(
+    directory: Path, *, devices: int = 1000, say: Callable[[str], None] = print
+) -> DemoResult:
     """Run the demo in ``directory`` (must be new or empty)."""
     if directory.exists() and any(directory.iterdir()):
         raise StorageError(f"{directory} is not empty; give the demo a new directory")
@@ -51,13 +61,15 @@ def run_demo(directory: Path, *, say: Callable[[str], None] = print) -> DemoResu
     previous = os.environ.get(PASSPHRASE_ENV)
     os.environ.setdefault(PASSPHRASE_ENV, secrets.token_urlsafe(16))
     try:
-        return _run(directory, result, step)
+        return _run(directory, result, step, devices)
     finally:
         if previous is None:
             os.environ.pop(PASSPHRASE_ENV, None)
 
 
-def _run(directory: Path, result: DemoResult, step: Callable[[str], None]) -> DemoResult:
+def _run(
+    directory: Path, result: DemoResult, step: Callable[[str], None], devices: int
+) -> DemoResult:
     keys = directory / "keys"
     secret = os.environ[PASSPHRASE_ENV].encode()
     for name in ("root", "alice", "bob", "carol"):
@@ -117,4 +129,90 @@ def _run(directory: Path, result: DemoResult, step: Callable[[str], None]) -> De
         + " -> ".join(w.removeprefix("metadata/") for w in walked)
     )
     step(f"   downloaded and verified {len(data)} bytes")
+    _rollout_demo(directory, repo, result, step, devices)
     return result
+
+
+def _write_fleet(path: Path, devices: int) -> None:
+    """A generated fleet: mostly the demo hardware and tag, groups eu/us/lab."""
+    rng = random.Random(42)  # noqa: S311 - a reproducible demo fleet, not a secret
+    lines = ["uuid,hardware_id,tag,groups,installed_version"]
+    for i in range(devices):
+        uid = uuid.UUID(int=rng.getrandbits(128), version=4)
+        hw = HARDWARE if i % 20 else "rpi4"
+        groups = ("eu" if i % 2 else "us") + (";lab" if i % 50 == 0 else "")
+        lines.append(f"{uid},{hw},{TAG},{groups},{41 if i % 10 else 40}")
+    atomic_write(path, ("\n".join(lines) + "\n").encode())
+
+
+def _rollout_demo(
+    directory: Path,
+    repo: Repository,
+    result: DemoResult,
+    step: Callable[[str], None],
+    devices: int,
+) -> None:
+    fleet = directory / "fleet.csv"
+    _write_fleet(fleet, devices)
+    with open_inventory(repo) as inv:
+        imported = inv.import_file(fleet)
+        step(f"6. fleet: imported {imported.rows:,} devices from {fleet.name} into SQLite")
+
+        canaries = rollout(repo, inv, WAVE, Selector(limit=10))
+        atomic_write(directory / "canaries.txt", "".join(f"{u}\n" for u in canaries.uuids).encode())
+        step(
+            f"7. waves rollout {WAVE} --limit 10 --print-uuids > canaries.txt: ripple 1 "
+            f"signed ({canaries.encoding}): " + ", ".join(u[:8] for u in canaries.uuids)
+        )
+        eu = rollout(repo, inv, WAVE, Selector(group="eu", percent=10, seed="demo"))
+        step(
+            f"8. waves rollout {WAVE} --group eu --limit 10% --seed demo: ripple 2, "
+            f"{len(eu.uuids):,} devices ({eu.encoding})"
+        )
+        frac = rollout(repo, inv, WAVE, Selector(fraction_ppm=50_000))
+        step(
+            f"9. waves rollout {WAVE} --fraction 5%: ripple {frac.index}, no device list: "
+            f"each device checks H(salt, uuid) < 5% itself"
+        )
+
+        verifier = Verifier.from_trusted_root(repo.role_bytes("root", 1))
+        selected = set(canaries.uuids) | set(eu.uuids)
+        salt = bytes.fromhex(load_wave(repo, WAVE).policy.fraction_salt)
+        member = eu.uuids[0]
+        outsider = next(
+            d
+            for d in inv.list_devices(group="us")
+            if d.hardware_id == HARDWARE
+            and d.uuid not in selected
+            and not fraction_member(salt, d.uuid, 50_000)
+        )
+        bundles = directory / "bundles"
+        for label, uid in (("member", member), ("non-member", outsider.uuid)):
+            bundle = build_bundle(repo, inv, uid)
+            path = bundles / f"{label}-{uid}.json"
+            atomic_write(path, bundle.to_bytes())
+            device = inv.get(uid)
+            assert device is not None  # noqa: S101 - it was just selected from the inventory
+            decision = verifier.decide(
+                bundle,
+                DeviceIdentity(uid, device.hardware_id, device.tag, device.installed_version or 0),
+            )
+            step(
+                f"10. bundle {path.relative_to(directory)} ({len(bundle.to_bytes()):,} bytes): "
+                f"{'ALLOWED' if decision.allowed else 'DENIED'} {decision.reason.value}"
+            )
+
+        complete(repo, inv, WAVE)
+        bundle = build_bundle(repo, inv, outsider.uuid)
+        decision = verifier.decide(
+            bundle, DeviceIdentity(outsider.uuid, HARDWARE, TAG, outsider.installed_version or 0)
+        )
+        step(
+            f"11. waves complete {WAVE}: signed; the non-member is now "
+            f"{'ALLOWED' if decision.allowed else 'DENIED'} {decision.reason.value}"
+        )
+        step("\nrollout history:")
+        step(f"{'RIPPLE':>6}  {'DEVICES':>8}  {'ENCODING':14}  SELECTOR")
+        for r in inv.ripples(WAVE):
+            selector = ", ".join(f"{k}={v}" for k, v in r.selector_data.items())
+            step(f"{r.index:>6}  {r.devices:>8,}  {r.encoding:14}  {selector}")

@@ -83,6 +83,7 @@ class PublishedState:
     timestamp: Metadata[Timestamp]
     snapshot: Metadata[Snapshot]
     root_version: int
+    timestamp_bytes: bytes = b""
 
     def version_of(self, role: str) -> int | None:
         meta = self.snapshot.signed.meta.get(f"{role}.json")
@@ -205,13 +206,14 @@ class Repository:
                 "repository ceremony first ('tufwaves repo show')"
             )
         try:
-            ts = Metadata[Timestamp].from_bytes(self._read("timestamp.json"))
+            ts_bytes = self._read("timestamp.json")
+            ts = Metadata[Timestamp].from_bytes(ts_bytes)
             snap_version = ts.signed.snapshot_meta.version
             snap = Metadata[Snapshot].from_bytes(self._read(f"{snap_version}.snapshot.json"))
             root = Metadata[Root].from_bytes(self._read("root.json"))
         except DeserializationError as e:
             raise StorageError(f"published metadata is unreadable: {e}") from None
-        return PublishedState(ts, snap, root.signed.version)
+        return PublishedState(ts, snap, root.signed.version, ts_bytes)
 
     def role_bytes(self, role: str, version: int | None = None) -> bytes:
         if role == "timestamp":
@@ -316,7 +318,8 @@ class Repository:
                 )
             )
             timestamp.sign(timestamp_signer)
-            atomic_write(self.metadata_dir / "timestamp.json", timestamp.to_bytes())
+            ts_bytes = timestamp.to_bytes()
+            atomic_write(self.metadata_dir / "timestamp.json", ts_bytes)
         except BaseException:
             for path in reversed(written):
                 with contextlib.suppress(OSError):

@@ -41,6 +41,8 @@ from tufwaves.repository import PublishedState, Repository, atomic_write
 
 __all__ = [
     "WaveSummary",
+    "ceremony_for_wave",
+    "fold_into_production",
     "import_ceremony",
     "init_wave",
     "list_waves",
@@ -107,6 +109,17 @@ def load_ceremony(repo: Repository, ceremony_id: str) -> Ceremony:
             "('tufwaves waves list --status pending' shows them)"
         )
     return Ceremony.read(path)
+
+
+def ceremony_for_wave(repo: Repository, wave: str) -> str:
+    """The pending ceremony of ``wave``: its creation, else its production fold."""
+    pending = pending_ids(repo)
+    for cid in (wave_role(wave), f"production.{wave}"):
+        if cid in pending:
+            return cid
+    raise InputError(
+        f"wave {wave} has no pending ceremony ('tufwaves waves list --status pending')"
+    )
 
 
 def pending_ids(repo: Repository) -> list[str]:
@@ -360,9 +373,89 @@ def publish_if_complete(repo: Repository, ceremony: Ceremony) -> bool:
             rollout = _rollout_v1(repo, roles[ceremony.id])
             if rollout is not None:
                 roles[rollout_role(ceremony.id.removeprefix("wave."))] = rollout
+        if ceremony.id.startswith("production."):
+            name = ceremony.id.removeprefix("production.")
+            rollout = _rollout_complete(repo, name)
+            if rollout is not None:
+                roles[rollout_role(name)] = rollout
         repo.publish(roles, root=root, artifacts=artifacts)
         _discard_ceremony(repo, ceremony.id)
     return True
+
+
+def _rollout_complete(repo: Repository, name: str) -> Metadata[Targets] | None:
+    """The wave's rollout role marked complete, if the repository's key may sign it."""
+    state = repo.state()
+    wave_md = repo.load_targets(wave_role(name), state)
+    delegations = wave_md.signed.delegations
+    assert delegations is not None and delegations.roles is not None  # noqa: S101
+    drole = delegations.roles[rollout_role(name)]
+    default = repo.online_key("rollout")
+    if drole.threshold != 1 or default.keyid not in drole.keyids:
+        return None
+    current = state.version_of(rollout_role(name))
+    ripples = rollout_info(repo.load_targets(rollout_role(name), state)).ripples if current else 0
+    md = build_rollout(
+        name,
+        "complete",
+        ripples,
+        drole.keyids,
+        delegations.keys,
+        1,
+        (current or 0) + 1,
+        wave_md.signed.expires,
+    )
+    md.sign(repo.online_signer("rollout"))
+    return md
+
+
+def fold_into_production(repo: Repository, name: str, *, keys: Sequence[KeyRef] = ()) -> Ceremony:
+    """Complete a wave offline: a ceremony adding its artifacts to production targets.
+
+    When the new targets reaches its threshold it is published together with
+    the wave's rollout role marked ``complete`` (signed by the repository's
+    rollout key when it is the wave's rollout key).
+    """
+    check_wave_name(name)
+    cid = f"production.{name}"
+    with repo.locked():
+        state = repo.state()
+        if state.version_of(wave_role(name)) is None:
+            raise InputError(f"no published wave {name} in {repo.path}")
+        if cid in pending_ids(repo):
+            raise RefusedError(
+                f"a production ceremony for {name} is already pending; sign it with "
+                f"'tufwaves waves sign production.{name}' or the ceremony commands"
+            )
+        if state.version_of(rollout_role(name)):
+            status = rollout_info(repo.load_targets(rollout_role(name), state)).state
+            if status != "active":
+                raise RefusedError(f"wave {name} is {status}; only an active wave can complete")
+        wave_md = repo.load_targets(wave_role(name), state)
+        root = repo.root().signed
+        targets_role = root.roles["targets"]
+        offline_keys = {kid: root.keys[kid] for kid in targets_role.keyids}
+        new_targets = repo.load_targets("targets", state)
+        new_targets.signatures.clear()
+        new_targets.signed.version += 1
+        new_targets.signed.expires = max(new_targets.signed.expires, wave_md.signed.expires)
+        for path, target in wave_md.signed.targets.items():
+            new_targets.signed.targets[path] = TargetFile.from_dict(
+                json.loads(json.dumps(target.to_dict())), path
+            )
+        names = dict(repo.config.get("key_names", {}))
+        ceremony = Ceremony(
+            cid,
+            [PendingRole("targets", new_targets, offline_keys, targets_role.threshold)],
+            {k: v for k, v in names.items() if k in offline_keys},
+        )
+        for ref in keys:
+            if ref.signer is None:
+                raise InputError(f"--key {ref.name} is a public key; it cannot sign")
+            ceremony.sign(ref.key.keyid, ref.signer)
+        atomic_write(_ceremony_path(repo, cid), ceremony.to_bytes())
+        publish_if_complete(repo, ceremony)
+    return ceremony
 
 
 def _discard_ceremony(repo: Repository, cid: str) -> None:

@@ -3,15 +3,31 @@
 from __future__ import annotations
 
 import argparse
+import sys
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
 from tufwaves.cli._ceremony import add_ceremony_commands
-from tufwaves.cli._common import add_json_flag, emit_json, example_epilog
+from tufwaves.cli._common import add_json_flag, emit_json, example_epilog, info
+from tufwaves.errors import InputError
+from tufwaves.inventory import RippleRecord
 from tufwaves.keys import load_key_ref, load_public_key
-from tufwaves.metadata import Policy, expiry, wave_role
+from tufwaves.membership import parse_uuid_list
+from tufwaves.metadata import Policy, expiry
 from tufwaves.repository import Repository
+from tufwaves.rollout import (
+    Selector,
+    cancel,
+    complete,
+    load_wave,
+    open_inventory,
+    ripple_members,
+    rollout,
+)
 from tufwaves.waves import (
     WaveSummary,
+    ceremony_for_wave,
+    fold_into_production,
     init_wave,
     list_waves,
     sign_ceremony,
@@ -102,7 +118,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add_ceremony_commands(
         cer,
         noun="wave",
-        ceremony_id=lambda a: wave_role(a.wave),
+        ceremony_id=lambda a: ceremony_for_wave(Repository.open(a.repo), a.wave),
         id_arg="wave",
         example_id="waves ceremony",
     )
@@ -127,8 +143,101 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     show.add_argument("wave", metavar="WAVE")
     show.add_argument("--repo", required=True, type=Path)
+    show.add_argument(
+        "--members",
+        action="store_true",
+        help="print the UUIDs of --ripple K (recomputed for fraction ripples)",
+    )
+    show.add_argument("--ripple", type=int, metavar="K")
     add_json_flag(show)
     show.set_defaults(func=_show)
+
+    roll = wsub.add_parser(
+        "rollout",
+        help="sign a ripple: let more devices install the wave",
+        description=(
+            "Choose devices and publish ripple K of the wave, signed by its rollout "
+            "keys. Candidates match the tag and a hardware id of the wave, do not "
+            "run its version or newer, and no earlier ripple of the wave selected "
+            "them. --group restricts to a group; --limit N or N%% picks at random "
+            "(N%% of the eligible candidates); --uuids alone requires every listed "
+            "device to be eligible; --uuids with --limit picks within the list. A "
+            "whole-group rollout signs the group's eligible members now; run it "
+            "again to add devices that joined since. --fraction P signs a "
+            "deterministic fraction of every device of the tag and hardware."
+        ),
+        epilog=example_epilog(
+            "tufwaves waves rollout spring-fix --repo repo --limit 10 --print-uuids",
+            "tufwaves waves rollout spring-fix --repo repo --group eu --limit 10% --seed s1 "
+            "--dry-run",
+            "tufwaves waves rollout spring-fix --repo repo --uuids @canaries.txt",
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    roll.add_argument("wave", metavar="WAVE")
+    roll.add_argument("--repo", required=True, type=Path)
+    roll.add_argument("--group", metavar="G")
+    roll.add_argument("--limit", metavar="N|N%")
+    roll.add_argument(
+        "--uuids",
+        metavar="a,b,...|@FILE|@-",
+        help="separators , ; | whitespace or newlines; @- reads stdin",
+    )
+    roll.add_argument("--fraction", metavar="P", help="e.g. 0.05 or 5%%")
+    roll.add_argument("--seed", metavar="S", help="reproducible selection (default: CSPRNG)")
+    roll.add_argument("--dry-run", action="store_true", help="show the selection; change nothing")
+    roll.add_argument(
+        "--print-uuids",
+        action="store_true",
+        help="print the selected UUIDs, one per line, and nothing else on stdout",
+    )
+    roll.add_argument(
+        "--key",
+        action="append",
+        default=[],
+        metavar="KEY",
+        help="rollout key (default: the repository's online rollout key)",
+    )
+    add_json_flag(roll)
+    roll.set_defaults(func=_rollout)
+
+    for verb, text, fn in (
+        ("cancel", "sign the rollout cancelled: no more devices install the wave", _cancel),
+        ("complete", "sign the rollout complete: every matching device may install", _complete),
+    ):
+        p = wsub.add_parser(
+            verb,
+            help=text,
+            epilog=example_epilog(f"tufwaves waves {verb} spring-fix --repo repo"),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        p.add_argument("wave", metavar="WAVE")
+        p.add_argument("--repo", required=True, type=Path)
+        p.add_argument(
+            "--key",
+            action="append",
+            default=[],
+            metavar="KEY",
+            help="rollout key (or, with --offline, offline targets key)",
+        )
+        if verb == "complete":
+            p.add_argument(
+                "--offline",
+                action="store_true",
+                help="fold the wave into production targets in an offline ceremony",
+            )
+        p.set_defaults(func=fn)
+
+    status = wsub.add_parser(
+        "status",
+        help="per group: total, eligible, selected and updated devices",
+        epilog=example_epilog("tufwaves waves status spring-fix --repo repo --json"),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    status.add_argument("wave", metavar="WAVE")
+    status.add_argument("--repo", required=True, type=Path)
+    add_json_flag(status)
+    status.set_defaults(func=_status)
 
 
 def _init(args: argparse.Namespace) -> int:
@@ -173,7 +282,7 @@ def _init(args: argparse.Namespace) -> int:
 
 def _sign(args: argparse.Namespace) -> int:
     repo = Repository.open(args.repo)
-    ceremony = sign_ceremony(repo, wave_role(args.wave), load_key_ref(args.key))
+    ceremony = sign_ceremony(repo, ceremony_for_wave(repo, args.wave), load_key_ref(args.key))
     if ceremony.complete:
         print(f"wave {args.wave} published")
     else:
@@ -214,11 +323,158 @@ def print_summary(repo: Repository, w: WaveSummary) -> None:
         print(line)
 
 
+def _history(repo: Repository, wave: str) -> list[RippleRecord]:
+    if not repo.inventory_path.exists():
+        return []
+    with open_inventory(repo) as inv:
+        return inv.ripples(wave)
+
+
 def _show(args: argparse.Namespace) -> int:
     repo = Repository.open(args.repo)
+    if args.members:
+        return _members(repo, args)
     w = wave_summary(repo, args.wave)
+    history = _history(repo, args.wave) if w.status != "pending" else []
     if args.json:
-        emit_json(w.to_dict())
+        emit_json({**w.to_dict(), "history": [r.to_dict() for r in history]})
+        return 0
+    print_summary(repo, w)
+    if history:
+        print_history(history)
+    return 0
+
+
+def print_history(history: list[RippleRecord]) -> None:
+    print(f"\n{'RIPPLE':>6}  {'TIME':20}  {'DEVICES':>9}  {'ENCODING':14}  SELECTOR")
+    for r in history:
+        selector = ", ".join(f"{k}={v}" for k, v in r.selector_data.items())
+        print(
+            f"{r.index:>6}  {r.created:%Y-%m-%dT%H:%M:%SZ}  {r.devices:>9,}  "
+            f"{r.encoding:14}  {selector}"
+        )
+
+
+def _members(repo: Repository, args: argparse.Namespace) -> int:
+    if args.ripple is None:
+        raise InputError("--members needs --ripple K")
+    with open_inventory(repo) as inv:
+        uuids = ripple_members(repo, inv, args.wave, args.ripple)
+        if args.json:
+            emit_json({"wave": args.wave, "ripple": args.ripple, "members": uuids})
+        else:
+            sys.stdout.write("".join(f"{u}\n" for u in uuids))
+    return 0
+
+
+def _parse_limit(text: str | None) -> tuple[int | None, int | None]:
+    if text is None:
+        return None, None
+    body = text[:-1] if text.endswith("%") else text
+    if not body.isdigit():
+        raise InputError(f"--limit {text!r}: use a whole number N or a percentage N%")
+    return (None, int(body)) if text.endswith("%") else (int(body), None)
+
+
+def _parse_fraction(text: str | None) -> int | None:
+    if text is None:
+        return None
+    try:
+        value = Decimal(text[:-1]) / 100 if text.endswith("%") else Decimal(text)
+    except InvalidOperation:
+        raise InputError(f"--fraction {text!r}: use a number like 0.05 or 5%") from None
+    ppm = value * 1_000_000
+    if ppm != ppm.to_integral_value():
+        raise InputError(f"--fraction {text!r} is finer than one part per million")
+    return int(ppm)
+
+
+def _parse_uuids(text: str | None) -> tuple[str, ...] | None:
+    if text is None:
+        return None
+    if text == "@-":
+        text = sys.stdin.read()
+    elif text.startswith("@"):
+        try:
+            text = Path(text[1:]).read_text()
+        except OSError as e:
+            raise InputError(f"--uuids {text}: cannot read the file: {e.strerror}") from None
+    return tuple(parse_uuid_list(text))
+
+
+def _rollout(args: argparse.Namespace) -> int:
+    repo = Repository.open(args.repo)
+    limit, percent = _parse_limit(args.limit)
+    selector = Selector(
+        group=args.group,
+        limit=limit,
+        percent=percent,
+        uuids=_parse_uuids(args.uuids),
+        seed=args.seed,
+        fraction_ppm=_parse_fraction(args.fraction),
+    )
+    keys = [load_key_ref(k) for k in args.key]
+    with open_inventory(repo) as inv:
+        result = rollout(repo, inv, args.wave, selector, keys=keys, dry_run=args.dry_run)
+    if args.print_uuids:
+        sys.stdout.write("".join(f"{u}\n" for u in result.uuids))
+    elif args.json:
+        emit_json(result.to_dict())
     else:
-        print_summary(repo, w)
+        what = "would sign" if result.dry_run else "signed and published"
+        count = (
+            f"fraction {result.membership['parts_per_million'] / 10_000:g}%"
+            if result.encoding == "fraction"
+            else f"{len(result.uuids):,} devices"
+        )
+        print(f"ripple {result.index} of wave {args.wave}: {what}, {count} ({result.encoding})")
+    if args.print_uuids or args.json:
+        info(
+            f"ripple {result.index}: {len(result.uuids):,} devices"
+            + (" (dry run: nothing signed)" if result.dry_run else " signed and published")
+        )
+    return 0
+
+
+def _cancel(args: argparse.Namespace) -> int:
+    repo = Repository.open(args.repo)
+    with open_inventory(repo) as inv:
+        cancel(repo, inv, args.wave, keys=[load_key_ref(k) for k in args.key])
+    print(f"wave {args.wave} cancelled: signed and published; devices will refuse it")
+    return 0
+
+
+def _complete(args: argparse.Namespace) -> int:
+    repo = Repository.open(args.repo)
+    keys = [load_key_ref(k) for k in args.key]
+    if args.offline:
+        ceremony = fold_into_production(repo, args.wave, keys=keys)
+        if ceremony.complete:
+            print(f"wave {args.wave} folded into production targets and marked complete")
+        else:
+            print(
+                f"production ceremony {ceremony.id} is pending ('waves ceremony' / 'waves sign'):"
+            )
+            for line in ceremony.status_lines():
+                print(f"  {line}")
+        return 0
+    with open_inventory(repo) as inv:
+        complete(repo, inv, args.wave, keys=keys)
+    print(f"wave {args.wave} complete: every device of its tag and hardware may install")
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    repo = Repository.open(args.repo)
+    wave = load_wave(repo, args.wave)
+    with open_inventory(repo) as inv:
+        rows = inv.status(wave.eligibility())
+    if args.json:
+        emit_json({"wave": args.wave, "status": wave.status, "groups": [r.to_dict() for r in rows]})
+        return 0
+    print(f"wave {args.wave}: {wave.status}, {wave.ripple_count} ripple(s)")
+    print(f"{'GROUP':24} {'TOTAL':>10} {'ELIGIBLE':>10} {'SELECTED':>10} {'UPDATED':>10}")
+    for r in rows:
+        label = r.group if r.kind == "group" else f"({r.kind})"
+        print(f"{label:24} {r.total:>10,} {r.eligible:>10,} {r.selected:>10,} {r.updated:>10,}")
     return 0

@@ -1,0 +1,114 @@
+"""Deterministic fraction ripples: the verifier agrees with the auditor's member set."""
+
+from __future__ import annotations
+
+import uuid as uuidlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import KeyStore, RepoFactory, tree_digest
+from tufwaves.bundles import build_bundle
+from tufwaves.errors import InputError
+from tufwaves.inventory import DeviceRow
+from tufwaves.inventory.sqlite import SqliteInventory
+from tufwaves.metadata import expiry
+from tufwaves.repository import Repository
+from tufwaves.rollout import Selector, cancel, open_inventory, ripple_members, rollout
+from tufwaves.verify import DeviceIdentity, Verifier
+from tufwaves.waves import init_wave
+
+N = 600
+
+
+def dev(n: int) -> str:
+    return str(uuidlib.UUID(int=(n + 7) * 0x2545F4914F6CDD1D * 0x9E3779B97F4A7C15 % 2**128))
+
+
+FLEET = (
+    [DeviceRow(dev(i), "hw1", "prod", frozenset({"eu"}), 5) for i in range(N)]
+    + [DeviceRow(dev(N + i), "hw2", "prod", frozenset(), 5) for i in range(50)]
+    + [DeviceRow(dev(2 * N + i), "hw1", "beta", frozenset(), 5) for i in range(50)]
+)
+
+
+@pytest.fixture
+def setup(
+    make_repo: RepoFactory, keystore: KeyStore, artifact: Path
+) -> Iterator[tuple[Repository, SqliteInventory, Verifier]]:
+    repo = make_repo()
+    init_wave(
+        repo,
+        "w1",
+        "10",
+        "prod",
+        artifacts=[artifact],
+        hardware_ids=["hw1"],
+        expires=expiry(),
+        keys=[keystore.ref("t1")],
+    )
+    inv = open_inventory(repo)
+    inv.import_rows(FLEET)
+    yield repo, inv, Verifier.from_trusted_root(repo.role_bytes("root", 1))
+    inv.close()
+
+
+def decide(
+    repo: Repository,
+    inv: SqliteInventory,
+    verifier: Verifier,
+    uid: str,
+    hw: str = "hw1",
+    tag: str = "prod",
+    installed: int = 5,
+):  # type: ignore[no-untyped-def]
+    return verifier.decide(
+        build_bundle(repo, inv, uid, waves=["w1"]), DeviceIdentity(uid, hw, tag, installed)
+    )
+
+
+def test_verifier_agrees_with_auditor_for_every_device(setup) -> None:  # type: ignore[no-untyped-def]
+    repo, inv, verifier = setup
+    rollout(repo, inv, "w1", Selector(fraction_ppm=100_000))
+    first = set(ripple_members(repo, inv, "w1", 1))
+    rollout(repo, inv, "w1", Selector(fraction_ppm=300_000))
+    second = set(ripple_members(repo, inv, "w1", 2))
+    assert first <= second, "raising the fraction only adds devices"
+    assert 0.2 * N < len(second) < 0.4 * N
+    for row in FLEET:
+        d = decide(repo, inv, verifier, row.uuid, row.hardware_id, row.tag)
+        expected = row.uuid in second
+        assert d.allowed == expected, (row, d.reason)
+        if expected:
+            assert d.reason.value == "allowed_fraction" and d.ripple in (1, 2)
+    # Devices of other hardware or tag are never members, whatever their hash.
+    assert all(r.uuid not in second for r in FLEET[N:])
+
+
+def test_fraction_respects_version_and_cancel(setup) -> None:  # type: ignore[no-untyped-def]
+    repo, inv, verifier = setup
+    rollout(repo, inv, "w1", Selector(fraction_ppm=500_000))
+    member = ripple_members(repo, inv, "w1", 1)[0]
+    assert decide(repo, inv, verifier, member).allowed
+    assert decide(repo, inv, verifier, member, installed=10).reason.value == "not_newer"
+    cancel(repo, inv, "w1")
+    assert decide(repo, inv, verifier, member).reason.value == "wave_cancelled"
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"fraction_ppm": 1000, "group": "eu"},
+        {"fraction_ppm": 1000, "limit": 3},
+        {"fraction_ppm": 0},
+        {"fraction_ppm": 1_000_001},
+    ],
+    ids=["with-group", "with-limit", "zero", "above-one"],
+)
+def test_fraction_refusals(setup, kw) -> None:  # type: ignore[no-untyped-def]
+    repo, inv, _ = setup
+    before = tree_digest(repo.path)
+    with pytest.raises(InputError):
+        rollout(repo, inv, "w1", Selector(**kw))
+    assert tree_digest(repo.path) == before

@@ -1,0 +1,98 @@
+"""Build one device's bundle from the repository and the inventory.
+
+The bundle (``specs/bundle.md``) carries the exact bytes of every metadata file
+on the device's path and its Merkle evidence. Building one costs the number
+of waves of its tag and its own ripples, never the size of the fleet: list
+ripples are read as files, Merkle evidence comes from the ripple's tree file
+(binary search plus one 256-leaf subtree).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from tufwaves.bundle import Bundle, BundleFile
+from tufwaves.errors import InputError
+from tufwaves.inventory import Inventory
+from tufwaves.membership import MerkleEvidence, MerkleTreeFile, canonical_uuid
+from tufwaves.metadata import ripple_role, rollout_role, wave_role
+from tufwaves.repository import PublishedState, Repository
+from tufwaves.rollout import load_wave, tree_path
+
+__all__ = ["build_bundle"]
+
+
+def build_bundle(
+    repo: Repository,
+    inv: Inventory,
+    uuid: str,
+    *,
+    since_root: int = 1,
+    waves: Sequence[str] | None = None,
+) -> Bundle:
+    """Everything device ``uuid`` needs to decide, for a device that trusts
+    root version ``since_root``.
+
+    ``waves`` limits the bundle to those waves; by default every published wave
+    whose tag and hardware ids match the device (from the inventory) is
+    included, with the ripples that selected it and every fraction ripple.
+    """
+    uuid = canonical_uuid(uuid)
+    device = inv.get(uuid)
+    if device is None and waves is None:
+        raise InputError(
+            f"device {uuid} is not in the inventory; import it ('tufwaves fleet import') "
+            "or name the waves with --wave"
+        )
+    state = repo.state()
+    if not 1 <= since_root <= state.root_version:
+        raise InputError(
+            f"--since-root {since_root} is not a published root version (1..{state.root_version})"
+        )
+    files = [
+        BundleFile("root", v, repo.role_bytes("root", v))
+        for v in range(since_root + 1, state.root_version + 1)
+    ]
+    files.append(BundleFile("timestamp", state.timestamp.signed.version, state.timestamp_bytes))
+    snapshot = state.snapshot.signed.version
+    files.append(BundleFile("snapshot", snapshot, repo.role_bytes("snapshot", snapshot)))
+    files.append(_file(repo, state, "targets"))
+    names = sorted(r.removeprefix("wave.") for r in state.roles() if r.startswith("wave."))
+    if waves is not None:
+        unknown = sorted(set(waves) - set(names))
+        if unknown:
+            raise InputError(f"no published wave {', '.join(unknown)}")
+        names = sorted(set(waves))
+    selections = dict(inv.device_selections(uuid)) if device else {}
+    evidence: list[MerkleEvidence] = []
+    for name in names:
+        wave = load_wave(repo, name, state)
+        if (
+            waves is None
+            and device is not None
+            and (wave.info.tag != device.tag or device.hardware_id not in wave.hardware_ids)
+        ):
+            continue
+        files.append(_file(repo, state, wave_role(name)))
+        if wave.rollout is None:
+            continue
+        files.append(_file(repo, state, rollout_role(name)))
+        records = {r.index: r for r in inv.ripples(name)}
+        for index in range(1, wave.ripple_count + 1):
+            record = records.get(index)
+            encoding = record.encoding if record else None
+            if encoding == "fraction" or selections.get(name) == index:
+                files.append(_file(repo, state, ripple_role(name, index)))
+            if encoding == "merkle-sha256" and selections.get(name) == index:
+                with MerkleTreeFile(tree_path(repo, name, index)) as tree:
+                    proof = tree.evidence(uuid, ripple_role(name, index))
+                if proof is not None:
+                    evidence.append(proof)
+    return Bundle(uuid, tuple(files), tuple(evidence))
+
+
+def _file(repo: Repository, state: PublishedState, role: str) -> BundleFile:
+    version = state.version_of(role)
+    if version is None:
+        raise InputError(f"role {role} is not published")
+    return BundleFile(role, version, repo.role_bytes(role, version))

@@ -1,0 +1,454 @@
+"""Rollouts: select devices, sign a ripple, publish; cancel and complete.
+
+Who may install a wave is signed metadata: every rollout publishes a new
+ripple role (its device set, ``specs/membership.md``) and a new version of the
+wave's rollout role listing it, signed by the wave's online rollout keys,
+together with a new snapshot and timestamp in one all-or-nothing step. The
+selection, the ripple record in the inventory and the publish happen under
+the repository lock and one inventory transaction, so two rollouts never pick
+the same device twice and never lose a ripple.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import math
+import secrets
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from securesystemslib.signer import Signer
+from tuf.api.metadata import DelegatedRole, Metadata, Targets
+
+from tufwaves.errors import InputError, RefusedError
+from tufwaves.inventory import Eligibility, Inventory
+from tufwaves.inventory.sqlite import SqliteInventory
+from tufwaves.keys import KeyRef
+from tufwaves.membership import (
+    LIST_MAX,
+    FractionMembership,
+    ListMembership,
+    MerkleMembership,
+    MerkleTreeFile,
+    canonical_uuid,
+    fraction_member,
+    membership_from_dict,
+    merkle_root,
+)
+from tufwaves.metadata import (
+    Policy,
+    WaveInfo,
+    build_ripple,
+    build_rollout,
+    check_tag,
+    now,
+    ripple_role,
+    rollout_info,
+    rollout_role,
+    wave_info,
+    wave_role,
+)
+from tufwaves.repository import PublishedState, Repository
+
+__all__ = [
+    "RolloutResult",
+    "Selector",
+    "WaveContext",
+    "cancel",
+    "complete",
+    "load_wave",
+    "open_inventory",
+    "ripple_members",
+    "rollout",
+    "seed_start",
+    "tree_path",
+]
+
+PERCENT_SCALE = 100
+
+
+@dataclass(frozen=True)
+class Selector:
+    """How a rollout chooses devices (the ``waves rollout`` options)."""
+
+    group: str | None = None
+    limit: int | None = None
+    percent: int | None = None  # limit given as N%
+    uuids: tuple[str, ...] | None = None
+    seed: str | None = None
+    fraction_ppm: int | None = None  # --fraction: parts per million
+
+    def __post_init__(self) -> None:
+        if self.fraction_ppm is not None:
+            if self.group is not None:
+                raise InputError(
+                    "--fraction cannot be combined with --group: a device cannot prove "
+                    "group membership, so fraction ripples apply to every device of the "
+                    "wave's tag and hardware"
+                )
+            if self.limit is not None or self.percent is not None or self.uuids is not None:
+                raise InputError("--fraction cannot be combined with --limit or --uuids")
+            if not 0 < self.fraction_ppm <= 1_000_000:
+                raise InputError("--fraction must be above 0 and at most 1 (100%)")
+            return
+        if self.group is None and self.limit is None and self.percent is None and not self.uuids:
+            raise InputError("choose devices with at least one of --group, --limit, --uuids")
+        if self.group is not None:
+            check_tag(self.group)
+        if self.limit is not None and self.limit < 1:
+            raise InputError(f"--limit must be at least 1, not {self.limit}")
+        if self.percent is not None and not 0 < self.percent <= 100:
+            raise InputError(f"--limit {self.percent}% must be between 1% and 100%")
+        if self.uuids is not None and not self.uuids:
+            raise InputError("--uuids lists no device")
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if self.group is not None:
+            out["group"] = self.group
+        if self.limit is not None:
+            out["limit"] = self.limit
+        if self.percent is not None:
+            out["limit"] = f"{self.percent}%"
+        if self.uuids is not None:
+            out["uuids"] = len(self.uuids)
+        if self.seed is not None:
+            out["seed"] = self.seed
+        if self.fraction_ppm is not None:
+            out["fraction_ppm"] = self.fraction_ppm
+        return out
+
+
+def seed_start(seed: str | None) -> int:
+    """The ring start: from ``seed`` (reproducible) or a CSPRNG."""
+    raw = (
+        hashlib.sha256(b"tufwaves-seed-v1\x00" + seed.encode()).digest()[:8]
+        if seed is not None
+        else secrets.token_bytes(8)
+    )
+    return int.from_bytes(raw, "big", signed=True)
+
+
+@dataclass(frozen=True)
+class WaveContext:
+    """A published wave as the rollout side needs it."""
+
+    info: WaveInfo
+    hardware_ids: frozenset[str]
+    rollout_delegation: DelegatedRole
+    rollout_keys: dict[str, Any]
+    expires: datetime
+    rollout: Metadata[Targets] | None  # None until the first rollout role is signed
+    state: PublishedState
+
+    @property
+    def name(self) -> str:
+        return self.info.name
+
+    @property
+    def policy(self) -> Policy:
+        return self.info.policy
+
+    @property
+    def status(self) -> str:
+        return rollout_info(self.rollout).state if self.rollout else "active"
+
+    @property
+    def ripple_count(self) -> int:
+        return rollout_info(self.rollout).ripples if self.rollout else 0
+
+    def eligibility(self, group: str | None = None) -> Eligibility:
+        return Eligibility(
+            wave=self.name,
+            tag=self.info.tag,
+            hardware_ids=self.hardware_ids,
+            version=self.info.version,
+            group=group,
+        )
+
+
+def load_wave(repo: Repository, name: str, state: PublishedState | None = None) -> WaveContext:
+    state = state or repo.state()
+    if state.version_of(wave_role(name)) is None:
+        raise InputError(
+            f"no published wave {name} in {repo.path} "
+            "('tufwaves waves list' shows waves and their status)"
+        )
+    wave_md = repo.load_targets(wave_role(name), state)
+    info = wave_info(wave_md)
+    delegations = wave_md.signed.delegations
+    if delegations is None or delegations.roles is None:
+        raise InputError(f"wave {name} delegates no rollout role")
+    drole = delegations.roles[rollout_role(name)]
+    hardware: set[str] = set()
+    for target in wave_md.signed.targets.values():
+        hardware.update(target.custom.get("hardwareIds", []))
+    rollout = (
+        repo.load_targets(rollout_role(name), state)
+        if state.version_of(rollout_role(name))
+        else None
+    )
+    return WaveContext(
+        info,
+        frozenset(hardware),
+        drole,
+        {kid: delegations.keys[kid] for kid in drole.keyids},
+        wave_md.signed.expires,
+        rollout,
+        state,
+    )
+
+
+def open_inventory(repo: Repository) -> SqliteInventory:
+    return SqliteInventory.open(repo.inventory_path)
+
+
+def tree_path(repo: Repository, wave: str, index: int) -> Path:
+    return repo.ripples_dir / wave / f"{index}.merkle"
+
+
+def _rollout_signers(repo: Repository, wave: WaveContext, keys: Sequence[KeyRef]) -> list[Signer]:
+    """Enough signers for the rollout threshold: ``keys`` or the repository's key."""
+    allowed = set(wave.rollout_delegation.keyids)
+    signers: dict[str, Signer] = {}
+    for ref in keys:
+        if ref.key.keyid not in allowed:
+            raise RefusedError(
+                f"key {ref.name} is not a rollout key of wave {wave.name}; the wave's "
+                f"rollout keys are: {', '.join(repo.key_name(k) for k in sorted(allowed))}"
+            )
+        if ref.signer is None:
+            raise InputError(f"--key {ref.name} is a public key; pass its .key file or a URI")
+        signers[ref.key.keyid] = ref.signer
+    if not keys:
+        default = repo.online_key("rollout")
+        if default.keyid in allowed:
+            signers[default.keyid] = repo.online_signer("rollout")
+    threshold = wave.rollout_delegation.threshold
+    if len(signers) < threshold:
+        raise RefusedError(
+            f"wave {wave.name} needs {threshold} rollout signature(s) and "
+            f"{len(signers)} key(s) can sign; pass its rollout keys with --key"
+        )
+    return list(signers.values())
+
+
+def _signed_rollout(
+    wave: WaveContext, state: str, ripples: int, signers: Sequence[Signer]
+) -> Metadata[Targets]:
+    version = (wave.rollout.signed.version + 1) if wave.rollout else 1
+    md = build_rollout(
+        wave.name,
+        state,
+        ripples,
+        wave.rollout_delegation.keyids,
+        wave.rollout_keys,
+        wave.rollout_delegation.threshold,
+        version,
+        wave.expires,
+    )
+    for signer in signers:
+        md.sign(signer, append=True)
+    return md
+
+
+@dataclass(frozen=True)
+class RolloutResult:
+    wave: str
+    index: int
+    uuids: tuple[str, ...]  # sorted; empty for a fraction ripple
+    encoding: str
+    membership: dict[str, Any]
+    selector: Selector
+    dry_run: bool
+    at: datetime
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "wave": self.wave,
+            "ripple": self.index,
+            "devices": len(self.uuids),
+            "encoding": self.encoding,
+            "membership": self.membership if self.encoding != "list" else {"encoding": "list"},
+            "selector": self.selector.to_dict(),
+            "dry_run": self.dry_run,
+            "at": f"{self.at:%Y-%m-%dT%H:%M:%SZ}",
+        }
+
+
+def _select(inv: Inventory, wave: WaveContext, sel: Selector) -> list[str]:
+    """The devices a selector picks now, sorted (semantics in specs/rollout.md)."""
+    e = wave.eligibility(sel.group)
+    start = seed_start(sel.seed)
+    if sel.uuids is not None:
+        listed = [canonical_uuid(u) for u in sel.uuids]
+        if sel.limit is None and sel.percent is None:
+            why = inv.explain_ineligible(e, listed)
+            if why:
+                detail = "; ".join(f"{u}: {r}" for u, r in list(why.items())[:20])
+                more = f" (and {len(why) - 20} more)" if len(why) > 20 else ""
+                raise RefusedError(
+                    f"{len(why)} listed device(s) cannot take wave {wave.name}: {detail}{more}"
+                )
+            return sorted(set(listed))
+        eligible = inv.select_ring(e, len(listed), start, within=listed)
+        k = sel.limit if sel.limit is not None else _percent_of(sel.percent, len(eligible))
+        return sorted(eligible[:k])
+    if sel.limit is None and sel.percent is None:
+        return inv.select_all(e)  # a whole group, as it is now
+    k = sel.limit if sel.limit is not None else _percent_of(sel.percent, inv.count_eligible(e))
+    return sorted(inv.select_ring(e, k, start))
+
+
+def _percent_of(percent: int | None, count: int) -> int:
+    assert percent is not None  # noqa: S101 - callers pass limit or percent
+    return math.ceil(count * percent / PERCENT_SCALE)
+
+
+def _uuid_bytes(uuids: Sequence[str]) -> bytes:
+    return b"".join(bytes.fromhex(u.replace("-", "")) for u in uuids)
+
+
+def rollout(
+    repo: Repository,
+    inv: Inventory,
+    wave_name: str,
+    selector: Selector,
+    *,
+    keys: Sequence[KeyRef] = (),
+    dry_run: bool = False,
+) -> RolloutResult:
+    """Select devices, sign ripple K and the rollout role, publish (or preview)."""
+    at = now()
+    with repo.locked(), inv.transaction():
+        wave = load_wave(repo, wave_name)
+        if wave.status != "active":
+            raise RefusedError(
+                f"wave {wave_name} is {wave.status}; a {wave.status} wave takes no more rollouts"
+            )
+        index = wave.ripple_count + 1
+        signers = [] if dry_run else _rollout_signers(repo, wave, keys)
+        tree = tree_path(repo, wave_name, index)
+        if selector.fraction_ppm is not None:
+            chosen: list[str] = []
+            membership: dict[str, Any] = FractionMembership(selector.fraction_ppm).to_dict()
+            encoding = "fraction"
+        else:
+            chosen = _select(inv, wave, selector)
+            if not chosen:
+                raise RefusedError(
+                    f"no eligible device for wave {wave_name} with {selector.to_dict()}: "
+                    "nothing was signed ('tufwaves waves status' shows who is eligible)"
+                )
+            limit = wave.policy.max_ripple_size
+            if limit is not None and len(chosen) > limit:
+                raise RefusedError(
+                    f"this ripple would name {len(chosen):,} devices; wave {wave_name}'s "
+                    f"signed policy allows at most {limit:,} per ripple. Nothing was signed; "
+                    "use a smaller --limit"
+                )
+            if len(chosen) <= LIST_MAX:
+                membership = ListMembership(tuple(chosen)).to_dict()
+                encoding = "list"
+            else:
+                encoding = "merkle-sha256"
+                leaves = _uuid_bytes(chosen)
+                if dry_run:
+                    membership = MerkleMembership(len(chosen), merkle_root(leaves)).to_dict()
+                else:  # hash once: the tree file the server keeps gives the root
+                    tree.parent.mkdir(parents=True, exist_ok=True)
+                    with _removed_on_error(tree):
+                        membership = MerkleTreeFile.build(tree, leaves).to_dict()
+        result = RolloutResult(
+            wave_name, index, tuple(chosen), encoding, membership, selector, dry_run, at
+        )
+        if dry_run:
+            return result
+        with _removed_on_error(tree):
+            ripple = build_ripple(wave_name, index, membership, wave.expires)
+            for signer in signers:
+                ripple.sign(signer, append=True)
+            roll = _signed_rollout(wave, "active", index, signers)
+            keyids = sorted(ripple.signatures)
+            inv.record_ripple(wave_name, index, chosen, selector.to_dict(), encoding, keyids, at)
+            repo.publish({ripple_role(wave_name, index): ripple, rollout_role(wave_name): roll})
+    return result
+
+
+@contextlib.contextmanager
+def _removed_on_error(path: Path) -> Iterator[None]:
+    try:
+        yield
+    except BaseException:
+        with contextlib.suppress(OSError):
+            path.unlink()
+        raise
+
+
+def _transition(
+    repo: Repository,
+    inv: Inventory,
+    wave_name: str,
+    target: str,
+    keys: Sequence[KeyRef],
+) -> WaveContext:
+    with repo.locked(), inv.transaction():
+        wave = load_wave(repo, wave_name)
+        if wave.status == target:
+            raise RefusedError(f"wave {wave_name} is already {target}")
+        if wave.status != "active":
+            raise RefusedError(
+                f"wave {wave_name} is {wave.status}; a {wave.status} wave cannot be "
+                f"{'cancelled' if target == 'cancelled' else 'completed'}"
+            )
+        if target == "complete" and not wave.policy.online_complete:
+            raise RefusedError(
+                f"wave {wave_name}'s signed policy does not let the online rollout keys "
+                "complete it; an offline ceremony is needed: fold it into production "
+                f"with 'tufwaves waves complete {wave_name} --offline --repo REPO "
+                "--key OFFLINE_KEY'"
+            )
+        signers = _rollout_signers(repo, wave, keys)
+        roll = _signed_rollout(wave, target, wave.ripple_count, signers)
+        inv.audit(
+            "cancel" if target == "cancelled" else "complete",
+            sorted(roll.signatures),
+            {"wave": wave_name},
+        )
+        repo.publish({rollout_role(wave_name): roll})
+    return wave
+
+
+def cancel(repo: Repository, inv: Inventory, wave: str, *, keys: Sequence[KeyRef] = ()) -> None:
+    """Sign the rollout role ``cancelled``: devices refuse the wave from now on."""
+    _transition(repo, inv, wave, "cancelled", keys)
+
+
+def complete(repo: Repository, inv: Inventory, wave: str, *, keys: Sequence[KeyRef] = ()) -> None:
+    """Sign the rollout role ``complete``: every matching device may install."""
+    _transition(repo, inv, wave, "complete", keys)
+
+
+def ripple_members(repo: Repository, inv: Inventory, wave_name: str, index: int) -> list[str]:
+    """The devices ripple ``index`` names, sorted: recorded ones for list and
+    Merkle ripples, recomputed from the inventory for fraction ripples."""
+    wave = load_wave(repo, wave_name)
+    if not 1 <= index <= wave.ripple_count:
+        raise InputError(f"wave {wave_name} has no ripple {index} (it has {wave.ripple_count})")
+    ripple = repo.load_targets(ripple_role(wave_name, index), wave.state)
+    membership = membership_from_dict(
+        ripple.signed.unrecognized_fields["x-tufwaves-ripple"]["membership"]
+    )
+    if not isinstance(membership, FractionMembership):
+        return list(inv.ripple_members(wave_name, index))
+    salt = bytes.fromhex(wave.policy.fraction_salt)
+    return sorted(
+        d.uuid
+        for d in inv.list_devices(tag=wave.info.tag)
+        if d.hardware_id in wave.hardware_ids
+        and fraction_member(salt, d.uuid, membership.parts_per_million)
+    )
