@@ -320,3 +320,30 @@ def test_large_ripple_end_to_end(
             build_bundle(repo, inv, leftover), DeviceIdentity(leftover, "hw1", "prod", 1)
         )
         assert not decision.allowed and decision.reason.value == "not_member"
+
+
+@pytest.mark.parametrize("size", [5, 300], ids=["list", "merkle"])
+def test_crash_after_publish_before_commit_is_reconciled(
+    world: World, monkeypatch: pytest.MonkeyPatch, size: int
+) -> None:
+    """The metadata is the truth: a ripple published but not committed to the
+    inventory is recorded at the next rollout, so its devices are not picked again."""
+    world.inv.import_rows(
+        DeviceRow(dev(1000 + i), "hw1", "prod", frozenset(), 1) for i in range(400)
+    )
+    real = Repository.publish
+
+    def publish_then_die(self: Repository, *a: Any, **k: Any) -> Any:
+        real(self, *a, **k)
+        raise KeyboardInterrupt  # the process dies before the inventory commits
+
+    monkeypatch.setattr(Repository, "publish", publish_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        rollout(world.repo, world.inv, "w1", Selector(limit=size))
+    monkeypatch.setattr(Repository, "publish", real)
+    assert world.inv.ripples("w1") == []
+    assert rollout_info(world.repo.load_targets("rollout.w1")).ripples == 1
+    second = rollout(world.repo, world.inv, "w1", Selector(limit=50)).uuids
+    assert [r.index for r in world.inv.ripples("w1")] == [1, 2]
+    first = set(world.inv.ripple_members("w1", 1))
+    assert len(first) == size and not first & set(second)

@@ -326,6 +326,7 @@ def rollout(
     at = now()
     with repo.locked(), inv.transaction():
         wave = load_wave(repo, wave_name)
+        _reconcile(repo, inv, wave)
         if wave.status != "active":
             raise RefusedError(
                 f"wave {wave_name} is {wave.status}; a {wave.status} wave takes no more rollouts"
@@ -361,14 +362,14 @@ def rollout(
                     membership = MerkleMembership(len(chosen), merkle_root(leaves)).to_dict()
                 else:  # hash once: the tree file the server keeps gives the root
                     tree.parent.mkdir(parents=True, exist_ok=True)
-                    with _removed_on_error(tree):
+                    with _removed_unless_published(repo, wave_name, index, tree):
                         membership = MerkleTreeFile.build(tree, leaves).to_dict()
         result = RolloutResult(
             wave_name, index, tuple(chosen), encoding, membership, selector, dry_run, at
         )
         if dry_run:
             return result
-        with _removed_on_error(tree):
+        with _removed_unless_published(repo, wave_name, index, tree):
             ripple = build_ripple(wave_name, index, membership, wave.expires)
             for signer in signers:
                 ripple.sign(signer, append=True)
@@ -379,13 +380,52 @@ def rollout(
     return result
 
 
+def _reconcile(repo: Repository, inv: Inventory, wave: WaveContext) -> None:
+    """Record published ripples the inventory lacks (a crash between publish and commit).
+
+    The published rollout role is the truth; a ripple it lists but the
+    inventory does not know is recorded from its signed list or the Merkle
+    tree file written before the publish, so its devices are never picked again.
+    """
+    known = {r.index for r in inv.ripples(wave.name)}
+    for index in range(1, wave.ripple_count + 1):
+        if index in known:
+            continue
+        role = ripple_role(wave.name, index)
+        ripple = repo.load_targets(role, wave.state)
+        membership = membership_from_dict(
+            ripple.signed.unrecognized_fields["x-tufwaves-ripple"]["membership"]
+        )
+        if isinstance(membership, ListMembership):
+            uuids = list(membership.uuids)
+        elif isinstance(membership, MerkleMembership):
+            with MerkleTreeFile(tree_path(repo, wave.name, index)) as tree:
+                uuids = list(tree.members())
+        else:
+            uuids = []
+        encoding = str(membership.to_dict()["encoding"])
+        inv.record_ripple(
+            wave.name,
+            index,
+            uuids,
+            {"recovered": True},
+            encoding,
+            sorted(ripple.signatures),
+            now(),
+        )
+
+
 @contextlib.contextmanager
-def _removed_on_error(path: Path) -> Iterator[None]:
+def _removed_unless_published(
+    repo: Repository, wave: str, index: int, path: Path
+) -> Iterator[None]:
+    """Remove a ripple's tree file if the ripple did not get published."""
     try:
         yield
     except BaseException:
-        with contextlib.suppress(OSError):
-            path.unlink()
+        with contextlib.suppress(Exception):
+            if repo.state().version_of(ripple_role(wave, index)) is None:
+                path.unlink(missing_ok=True)
         raise
 
 
