@@ -10,12 +10,13 @@ import pytest
 PACKAGE = Path(__file__).resolve().parent.parent / "tufwaves"
 # What firmware tooling embeds: it must not pull in the repository, the
 # inventory, the rollout side or the command line.
-DEVICE_SIDE = ("verify", "bundle.py", "membership.py", "_merkle.py", "errors.py")
+DEVICE_SIDE = ("verify", "bundle.py", "membership.py", "_merkle.py", "_files.py", "errors.py")
 DEVICE_ALLOWED = {
     "tufwaves",
     "tufwaves.errors",
     "tufwaves.membership",
     "tufwaves._merkle",
+    "tufwaves._files",
     "tufwaves.bundle",
     "tufwaves.verify",
 }

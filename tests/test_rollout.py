@@ -22,7 +22,7 @@ from tufwaves.ngcheck import ngclient_fetch
 from tufwaves.repository import Repository
 from tufwaves.rollout import Selector, cancel, complete, open_inventory, rollout
 from tufwaves.verify import DeviceIdentity, Verifier
-from tufwaves.waves import init_wave
+from tufwaves.waves import ceremony_for_wave, fold_into_production, init_wave, sign_ceremony
 
 
 def dev(n: int) -> str:
@@ -347,3 +347,37 @@ def test_crash_after_publish_before_commit_is_reconciled(
     assert [r.index for r in world.inv.ripples("w1")] == [1, 2]
     first = set(world.inv.ripple_members("w1", 1))
     assert len(first) == size and not first & set(second)
+
+
+def test_offline_complete_folds_wave_into_production(
+    make_repo: RepoFactory, keystore: KeyStore, artifact: Path
+) -> None:
+    repo = make_repo(2, 3)
+    init_wave(
+        repo,
+        "w1",
+        "10",
+        "prod",
+        artifacts=[artifact],
+        hardware_ids=["hw1"],
+        expires=expiry(),
+        keys=[keystore.ref("t1"), keystore.ref("t2")],
+        policy=Policy(online_complete=False),
+    )
+    with open_inventory(repo) as inv:
+        inv.import_rows(FLEET)
+        rollout(repo, inv, "w1", Selector(limit=3))
+        outsider = next(d for d in ELIGIBLE if inv.selected_ripple("w1", d) is None)
+        with pytest.raises(RefusedError, match="offline ceremony"):
+            complete(repo, inv, "w1")
+        ceremony = fold_into_production(repo, "w1", keys=[keystore.ref("t3")])
+        assert not ceremony.complete and repo.state().version_of("targets") == 2
+        sign_ceremony(repo, ceremony_for_wave(repo, "w1"), keystore.ref("t1"))
+        targets = repo.load_targets("targets")
+        assert f"waves/w1/hw1/{artifact.name}" in targets.signed.targets
+        assert rollout_info(repo.load_targets("rollout.w1")).state == "complete"
+        verifier = Verifier.from_trusted_root(repo.role_bytes("root", 1))
+        decision = verifier.decide(
+            build_bundle(repo, inv, outsider), DeviceIdentity(outsider, "hw1", "prod", 5)
+        )
+        assert decision.allowed and decision.reason.value == "allowed_production"

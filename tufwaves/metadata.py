@@ -40,6 +40,7 @@ __all__ = [
     "expiry",
     "parse_version",
     "ripple_role",
+    "rollout_delegation",
     "rollout_info",
     "rollout_role",
     "wave_info",
@@ -220,6 +221,18 @@ def rollout_info(md: Metadata[Targets]) -> RolloutInfo:
     if raw["state"] not in ROLLOUT_STATES or not isinstance(raw["ripples"], int):
         raise InputError(f"{ROLLOUT_FIELD} has a bad state or ripple count")
     return RolloutInfo(raw["wave"], raw["state"], raw["ripples"])
+
+
+def rollout_delegation(wave_md: Metadata[Targets]) -> tuple[DelegatedRole, dict[str, Key]]:
+    """The wave role's delegation of its rollout role and the rollout keys."""
+    name = wave_info(wave_md).name
+    delegations = wave_md.signed.delegations
+    if delegations is None or delegations.roles is None:
+        raise InputError(f"wave {name} delegates no rollout role")
+    drole = delegations.roles.get(rollout_role(name))
+    if drole is None:
+        raise InputError(f"wave {name} does not delegate {rollout_role(name)}")
+    return drole, {kid: delegations.keys[kid] for kid in drole.keyids}
 
 
 def artifact_target(

@@ -24,7 +24,6 @@ import fcntl
 import hashlib
 import json
 import os
-import tempfile
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -43,6 +42,7 @@ from tuf.api.metadata import (
 )
 from tuf.api.serialization import DeserializationError
 
+from tufwaves._files import atomic_write
 from tufwaves.errors import InputError, StorageError
 from tufwaves.keys import load_key_ref, load_public_key
 from tufwaves.metadata import now
@@ -53,27 +53,6 @@ CONFIG_NAME = "tufwaves.json"
 SNAPSHOT_DAYS = 7
 TIMESTAMP_DAYS = 1
 LOCK_TIMEOUT_ENV = "TUFWAVES_LOCK_TIMEOUT"
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path``: temporary file, fsync, rename, fsync dir."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    dirfd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dirfd)
-    finally:
-        os.close(dirfd)
 
 
 @dataclass(frozen=True)

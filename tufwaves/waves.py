@@ -32,6 +32,7 @@ from tufwaves.metadata import (
     check_tag,
     check_wave_name,
     parse_version,
+    rollout_delegation,
     rollout_info,
     rollout_role,
     wave_info,
@@ -277,13 +278,7 @@ def init_wave(
             rollout_threshold,
             expires,
         )
-        root = repo.root().signed
-        targets_role = root.roles["targets"]
-        offline_keys = {kid: root.keys[kid] for kid in targets_role.keyids}
-        new_targets = repo.load_targets("targets", state)
-        new_targets.signatures.clear()
-        new_targets.signed.version += 1
-        new_targets.signed.expires = max(new_targets.signed.expires, expires)
+        new_targets, offline_keys, threshold = _next_targets(repo, state, expires)
         if new_targets.signed.delegations is None:
             new_targets.signed.delegations = Delegations(keys={}, roles={})
         delegations = new_targets.signed.delegations
@@ -292,7 +287,7 @@ def init_wave(
         delegations.roles[cid] = DelegatedRole(
             cid,
             sorted(offline_keys),
-            targets_role.threshold,
+            threshold,
             True,
             paths=[f"waves/{name}/*", f"waves/{name}/*/*"],
         )
@@ -300,8 +295,8 @@ def init_wave(
         ceremony = Ceremony(
             cid,
             [
-                PendingRole("targets", new_targets, offline_keys, targets_role.threshold),
-                PendingRole(cid, wave_md, offline_keys, targets_role.threshold),
+                PendingRole("targets", new_targets, offline_keys, threshold),
+                PendingRole(cid, wave_md, offline_keys, threshold),
             ],
             {
                 k: v
@@ -327,23 +322,37 @@ def init_wave(
     return ceremony
 
 
-def _rollout_v1(repo: Repository, wave_md: Metadata[Targets]) -> Metadata[Targets] | None:
-    """The first rollout role, signed by the repository's rollout key if it may."""
-    info = wave_info(wave_md)
-    delegations = wave_md.signed.delegations
-    assert delegations is not None and delegations.roles is not None  # noqa: S101
-    drole = delegations.roles[rollout_role(info.name)]
-    default = repo.online_key("rollout")
-    if drole.threshold != 1 or default.keyid not in drole.keyids:
+def _next_targets(
+    repo: Repository, state: PublishedState, expires: datetime
+) -> tuple[Metadata[Targets], dict[str, Key], int]:
+    """The published targets as the next version to sign: no signatures yet,
+    expiring no earlier than ``expires``; with the offline keys and threshold
+    that must sign it (the root's targets role)."""
+    root = repo.root().signed
+    role = root.roles["targets"]
+    md = repo.load_targets("targets", state)
+    md.signatures.clear()
+    md.signed.version += 1
+    md.signed.expires = max(md.signed.expires, expires)
+    return md, {kid: root.keys[kid] for kid in role.keyids}, role.threshold
+
+
+def _signed_by_repository(
+    repo: Repository, wave_md: Metadata[Targets], status: str, ripples: int, version: int
+) -> Metadata[Targets] | None:
+    """A rollout role signed by the repository's online rollout key, or None
+    when that key alone cannot sign for the wave (other keys, threshold > 1)."""
+    drole, keys = rollout_delegation(wave_md)
+    if drole.threshold != 1 or repo.online_key("rollout").keyid not in drole.keyids:
         return None
     md = build_rollout(
-        info.name,
-        "active",
-        0,
+        wave_info(wave_md).name,
+        status,
+        ripples,
         drole.keyids,
-        delegations.keys,
-        drole.threshold,
+        keys,
         1,
+        version,
         wave_md.signed.expires,
     )
     md.sign(repo.online_signer("rollout"))
@@ -370,7 +379,7 @@ def publish_if_complete(repo: Repository, ceremony: Ceremony) -> bool:
                 directory, _, base = path.rpartition("/")
                 artifacts[f"{directory}/{hashlib.sha256(data).hexdigest()}.{base}"] = data
                 artifacts[f"{directory}/{hashlib.sha512(data).hexdigest()}.{base}"] = data
-            rollout = _rollout_v1(repo, roles[ceremony.id])
+            rollout = _signed_by_repository(repo, roles[ceremony.id], "active", 0, 1)
             if rollout is not None:
                 roles[rollout_role(ceremony.id.removeprefix("wave."))] = rollout
         if ceremony.id.startswith("production."):
@@ -386,27 +395,10 @@ def publish_if_complete(repo: Repository, ceremony: Ceremony) -> bool:
 def _rollout_complete(repo: Repository, name: str) -> Metadata[Targets] | None:
     """The wave's rollout role marked complete, if the repository's key may sign it."""
     state = repo.state()
-    wave_md = repo.load_targets(wave_role(name), state)
-    delegations = wave_md.signed.delegations
-    assert delegations is not None and delegations.roles is not None  # noqa: S101
-    drole = delegations.roles[rollout_role(name)]
-    default = repo.online_key("rollout")
-    if drole.threshold != 1 or default.keyid not in drole.keyids:
-        return None
     current = state.version_of(rollout_role(name))
     ripples = rollout_info(repo.load_targets(rollout_role(name), state)).ripples if current else 0
-    md = build_rollout(
-        name,
-        "complete",
-        ripples,
-        drole.keyids,
-        delegations.keys,
-        1,
-        (current or 0) + 1,
-        wave_md.signed.expires,
-    )
-    md.sign(repo.online_signer("rollout"))
-    return md
+    wave_md = repo.load_targets(wave_role(name), state)
+    return _signed_by_repository(repo, wave_md, "complete", ripples, (current or 0) + 1)
 
 
 def fold_into_production(repo: Repository, name: str, *, keys: Sequence[KeyRef] = ()) -> Ceremony:
@@ -432,13 +424,7 @@ def fold_into_production(repo: Repository, name: str, *, keys: Sequence[KeyRef] 
             if status != "active":
                 raise RefusedError(f"wave {name} is {status}; only an active wave can complete")
         wave_md = repo.load_targets(wave_role(name), state)
-        root = repo.root().signed
-        targets_role = root.roles["targets"]
-        offline_keys = {kid: root.keys[kid] for kid in targets_role.keyids}
-        new_targets = repo.load_targets("targets", state)
-        new_targets.signatures.clear()
-        new_targets.signed.version += 1
-        new_targets.signed.expires = max(new_targets.signed.expires, wave_md.signed.expires)
+        new_targets, offline_keys, threshold = _next_targets(repo, state, wave_md.signed.expires)
         for path, target in wave_md.signed.targets.items():
             new_targets.signed.targets[path] = TargetFile.from_dict(
                 json.loads(json.dumps(target.to_dict())), path
@@ -446,7 +432,7 @@ def fold_into_production(repo: Repository, name: str, *, keys: Sequence[KeyRef] 
         names = dict(repo.config.get("key_names", {}))
         ceremony = Ceremony(
             cid,
-            [PendingRole("targets", new_targets, offline_keys, targets_role.threshold)],
+            [PendingRole("targets", new_targets, offline_keys, threshold)],
             {k: v for k, v in names.items() if k in offline_keys},
         )
         for ref in keys:
@@ -493,9 +479,7 @@ def _summary_from(
     wave_md: Metadata[Targets], status: str, ripples: int, signatures: Sequence[str]
 ) -> WaveSummary:
     info = wave_info(wave_md)
-    delegations = wave_md.signed.delegations
-    assert delegations is not None and delegations.roles is not None  # noqa: S101
-    drole = delegations.roles[rollout_role(info.name)]
+    drole, _ = rollout_delegation(wave_md)
     return WaveSummary(
         info.name,
         info.tag,

@@ -21,9 +21,7 @@ import contextlib
 import hashlib
 import json
 import logging
-import os
 import re
-import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -41,6 +39,7 @@ from tuf.api.metadata import (
     Timestamp,
 )
 
+from tufwaves._files import atomic_write
 from tufwaves.bundle import LIMITS, Bundle, BundleFile, role_size_cap
 from tufwaves.errors import StorageError
 from tufwaves.verify._rules import Reason
@@ -202,34 +201,6 @@ def _state_from_dict(d: Any, root_of: Callable[[int], bytes]) -> TrustState:
             {str(k): _version(v) for k, v in snap["meta"].items()},
         ),
     )
-
-
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):  # not every platform can open a directory
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path``: temporary file, fsync, ``os.replace``.
-
-    Raises:
-        OSError: the file could not be written; ``path`` is then unchanged.
-    """
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
 
 
 def _root_version_of(data: bytes) -> int:
