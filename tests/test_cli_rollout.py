@@ -134,7 +134,8 @@ def test_history_status_cancel(repo: str, capsys: pytest.CaptureFixture[str]) ->
     code, out, _ = run(capsys, "waves", "status", "w1", "--repo", repo, "--json")
     groups = {g["group"] or g["kind"]: g for g in json.loads(out)["groups"]}
     assert groups["total"]["selected"] == 30 and groups["total"]["total"] == 400
-    assert run(capsys, "waves", "cancel", "w1", "--repo", repo)[0] == 0
+    code, out, _ = run(capsys, "waves", "cancel", "w1", "--repo", repo, "--json")
+    assert code == 0 and json.loads(out)["status"] == "cancelled"
     code, _, err = run(capsys, "waves", "rollout", "w1", "--repo", repo, "--limit", "1")
     assert code == 1 and "cancelled" in err
     code, out, _ = run(capsys, "waves", "list", "--repo", repo, "--status", "cancelled")

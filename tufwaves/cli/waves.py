@@ -226,6 +226,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                 action="store_true",
                 help="fold the wave into production targets in an offline ceremony",
             )
+        add_json_flag(p)
         p.set_defaults(func=fn)
 
     status = wsub.add_parser(
@@ -440,8 +441,15 @@ def _cancel(args: argparse.Namespace) -> int:
     repo = Repository.open(args.repo)
     with open_inventory(repo) as inv:
         cancel(repo, inv, args.wave, keys=[load_key_ref(k) for k in args.key])
-    print(f"wave {args.wave} cancelled: signed and published; devices will refuse it")
+    _done(args, "cancelled", "signed and published; devices will refuse it")
     return 0
+
+
+def _done(args: argparse.Namespace, status: str, sentence: str, **extra: object) -> None:
+    if args.json:
+        emit_json({"wave": args.wave, "status": status, **extra})
+    else:
+        print(f"wave {args.wave} {status}: {sentence}")
 
 
 def _complete(args: argparse.Namespace) -> int:
@@ -450,7 +458,16 @@ def _complete(args: argparse.Namespace) -> int:
     if args.offline:
         ceremony = fold_into_production(repo, args.wave, keys=keys)
         if ceremony.complete:
-            print(f"wave {args.wave} folded into production targets and marked complete")
+            _done(args, "complete", "folded into production targets and marked complete")
+        elif args.json:
+            emit_json(
+                {
+                    "wave": args.wave,
+                    "status": "pending",
+                    "ceremony": ceremony.id,
+                    "signatures": ceremony.status_lines(),
+                }
+            )
         else:
             print(
                 f"production ceremony {ceremony.id} is pending ('waves ceremony' / 'waves sign'):"
@@ -460,7 +477,7 @@ def _complete(args: argparse.Namespace) -> int:
         return 0
     with open_inventory(repo) as inv:
         complete(repo, inv, args.wave, keys=keys)
-    print(f"wave {args.wave} complete: every device of its tag and hardware may install")
+    _done(args, "complete", "every device of its tag and hardware may install")
     return 0
 
 
