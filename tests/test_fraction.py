@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid as uuidlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,6 +11,7 @@ import pytest
 
 from tests.conftest import KeyStore, RepoFactory, tree_digest
 from tufwaves.bundles import build_bundle
+from tufwaves.cli import main
 from tufwaves.errors import InputError
 from tufwaves.inventory import DeviceRow
 from tufwaves.inventory.sqlite import SqliteInventory
@@ -112,3 +114,29 @@ def test_fraction_refusals(setup, kw) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(InputError):
         rollout(repo, inv, "w1", Selector(**kw))
     assert tree_digest(repo.path) == before
+
+
+def test_show_members_cli_matches_verifier(setup, capsys: pytest.CaptureFixture[str]) -> None:  # type: ignore[no-untyped-def]
+    repo, inv, verifier = setup
+    rollout(repo, inv, "w1", Selector(fraction_ppm=200_000))
+    assert (
+        main(
+            [
+                "waves",
+                "show",
+                "w1",
+                "--repo",
+                str(repo.path),
+                "--members",
+                "--ripple",
+                "1",
+                "--json",
+            ]
+        )
+        == 0
+    )
+    listed = set(json.loads(capsys.readouterr().out)["members"])
+    allowed = {
+        r.uuid for r in FLEET if decide(repo, inv, verifier, r.uuid, r.hardware_id, r.tag).allowed
+    }
+    assert listed == allowed and listed
