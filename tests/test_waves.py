@@ -7,11 +7,19 @@ import json
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.serialization import (
+    Encoding,
+    NoEncryption,
+    PrivateFormat,
+    PublicFormat,
+)
 from tuf.api.metadata import Metadata, Targets
 
 from tests.conftest import KeyStore, RepoFactory
+from tufwaves.bootstrap import create_repository
 from tufwaves.ceremony import Ceremony
 from tufwaves.errors import InputError, KeyError_, RefusedError, StorageError
+from tufwaves.keys import generate_key, import_uri_key, load_key_ref
 from tufwaves.metadata import expiry, wave_info, wave_role
 from tufwaves.ngcheck import ngclient_fetch
 from tufwaves.repository import Repository
@@ -359,3 +367,49 @@ def test_targets_file_wave(make_repo: RepoFactory, keystore: KeyStore, tmp_path:
     target = md.signed.targets["waves/w1/lmp-42"]
     assert target.custom["targetFormat"] == "OSTREE"
     assert target.custom["tags"] == ["prod"] and target.custom["version"] == "42"
+
+
+def test_private_key_uri_signers(
+    make_repo: RepoFactory, keystore: KeyStore, artifact: Path, tmp_path: Path
+) -> None:
+    """A securesystemslib private-key URI signs like a key file: directly
+    (file2:) and through a .pub that names the URI (HSM, KMS, ...)."""
+    signers = []
+    for name in ("u1", "u2"):
+        signer = generate_key("ecdsa")
+        pem = tmp_path / f"{name}.pem"
+        pem.write_bytes(
+            signer._private_key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
+        )
+        signers.append((name, signer, pem))
+    (_, _, pem1), (n2, s2, pem2) = signers
+    pub2 = import_uri_key(
+        n2,
+        tmp_path / "pubs",
+        f"file2:{pem2}",
+        s2.public_key._crypto_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo),
+    )
+    direct = load_key_ref(f"file2:{pem1}")
+    via_pub = load_key_ref(str(pub2))
+    assert direct.signer is not None and via_pub.signer is not None
+    repo, _ = create_repository(
+        tmp_path / "uri-repo",
+        root_keys=[keystore.ref("root")],
+        root_threshold=1,
+        targets_keys=[direct, via_pub],
+        targets_threshold=2,
+    )
+    assert repo.is_published()
+    init_wave(
+        repo,
+        "w1",
+        "1",
+        "prod",
+        artifacts=[artifact],
+        hardware_ids=["hw"],
+        expires=expiry(),
+        keys=[direct, via_pub],
+    )
+    assert repo.state().version_of("wave.w1") == 1
+    with pytest.raises(InputError, match="needs its public key"):
+        load_key_ref("awskms:arn:aws:kms:eu-west-1:1:key/x")
