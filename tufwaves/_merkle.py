@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import operator
 from collections.abc import Sequence
 
 __all__ = [
@@ -70,6 +71,7 @@ def chunk_roots(leaves: bytes, n: int, level: int) -> tuple[bytearray, int]:
     out = bytearray()
     bad = -1
     prev = b""
+    lt = operator.lt
     sha = _sha256
     for start in range(0, n, width):
         end = min(start + width, n)
@@ -77,7 +79,7 @@ def chunk_roots(leaves: bytes, n: int, level: int) -> tuple[bytearray, int]:
         if bad < 0:
             if sl[0] <= prev:
                 bad = start
-            else:
+            elif not all(map(lt, sl, itertools.islice(sl, 1, None))):
                 for k, (a, b) in enumerate(itertools.pairwise(sl)):
                     if a >= b:
                         bad = start + k + 1

@@ -298,6 +298,14 @@ def _select(inv: Inventory, wave: WaveContext, sel: Selector) -> list[str]:
         eligible = inv.select_ring(e, len(listed), start, within=listed)
         k = sel.limit if sel.limit is not None else _percent_of(sel.percent, len(eligible))
         return sorted(eligible[:k])
+    if isinstance(inv, SqliteInventory):
+        # The same devices; the row ids stay in the database for record_selected.
+        if sel.limit is None and sel.percent is None:
+            return inv.select_sorted(e, None, start)
+        if sel.limit is not None:
+            return inv.select_sorted(e, sel.limit, start)
+        count = inv.count_eligible(e)
+        return inv.select_sorted(e, _percent_of(sel.percent, count), start, eligible=count)
     if sel.limit is None and sel.percent is None:
         return inv.select_all(e)  # a whole group, as it is now
     k = sel.limit if sel.limit is not None else _percent_of(sel.percent, inv.count_eligible(e))
@@ -309,8 +317,23 @@ def _percent_of(percent: int | None, count: int) -> int:
     return math.ceil(count * percent / PERCENT_SCALE)
 
 
+_UUID_CHUNK = 1 << 16
+
+
 def _uuid_bytes(uuids: Sequence[str]) -> bytes:
-    return b"".join(bytes.fromhex(u.replace("-", "")) for u in uuids)
+    """The 16-byte values of canonical UUIDs, concatenated (the Merkle leaves)."""
+    chunks = []
+    for i in range(0, len(uuids), _UUID_CHUNK):
+        part = uuids[i : i + _UUID_CHUNK]
+        text = "".join(part)
+        try:
+            raw = bytes.fromhex(text.replace("-", ""))
+        except ValueError:
+            raw = b""
+        if len(text) != 36 * len(part) or len(raw) != 16 * len(part):
+            raise InputError("a selected device UUID is not in canonical form")
+        chunks.append(raw)
+    return b"".join(chunks)
 
 
 def rollout(
@@ -375,7 +398,14 @@ def rollout(
                 ripple.sign(signer, append=True)
             roll = _signed_rollout(wave, "active", index, signers)
             keyids = sorted(ripple.signatures)
-            inv.record_ripple(wave_name, index, chosen, selector.to_dict(), encoding, keyids, at)
+            if isinstance(inv, SqliteInventory):
+                inv.record_selected(
+                    wave_name, index, chosen, selector.to_dict(), encoding, keyids, at
+                )
+            else:
+                inv.record_ripple(
+                    wave_name, index, chosen, selector.to_dict(), encoding, keyids, at
+                )
             repo.publish({ripple_role(wave_name, index): ripple, rollout_role(wave_name): roll})
     return result
 

@@ -8,6 +8,7 @@ rules it enforces.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
 import json
@@ -199,19 +200,41 @@ LIMIT coalesce(:limit, -1)
 
 # Eligibility of a device ``d`` for a wave. Parameters: tag, hw (JSON array of
 # hardware ids), version, wave, group (NULL for any).
-_ELIGIBLE = """
+_MATCHES = """
     d.tag = :tag
     AND d.hardware_id IN (SELECT value FROM json_each(:hw))
     AND (d.installed_version IS NULL OR d.installed_version < :version)
+"""
+# "Not selected by the wave" two ways, same rows: a probe of the (wave, device)
+# index per candidate (for walks that stop early), or one list of the wave's
+# selections built first and looked up per row (for passes over every row).
+_NOT_SELECTED_PROBE = """
     AND NOT EXISTS (
         SELECT 1 FROM selections AS s
         WHERE s.wave_id = (SELECT w.id FROM waves AS w WHERE w.name = :wave)
           AND s.device_id = d.id)
 """
+_NOT_SELECTED_LIST = """
+    AND d.id NOT IN (
+        SELECT s.device_id FROM selections AS s
+        WHERE s.wave_id = (SELECT w.id FROM waves AS w WHERE w.name = :wave))
+"""
+_ELIGIBLE = _MATCHES + _NOT_SELECTED_PROBE
+_ELIGIBLE_SCAN = _MATCHES + _NOT_SELECTED_LIST
+# Group membership, also two ways: a list of the group's members built first
+# (a pass over every row), or a probe of the (group, device) key per candidate,
+# which lets a ring walk that stops after k rows return without reading the
+# whole group first.
 _IN_GROUP = """
     AND d.id IN (
         SELECT dg.device_id FROM device_groups AS dg
         WHERE dg.group_id = (SELECT g.id FROM groups AS g WHERE g.name = :group))
+"""
+_IN_GROUP_PROBE = """
+    AND EXISTS (
+        SELECT 1 FROM device_groups AS dg
+        WHERE dg.group_id = (SELECT g.id FROM groups AS g WHERE g.name = :group)
+          AND dg.device_id = d.id)
 """
 _GROUP_ID = "(SELECT g.id FROM groups AS g WHERE g.name = :group)"
 # Where the candidate devices come from. CROSS JOIN fixes the loop order.
@@ -227,6 +250,21 @@ _RING_FROM = "d.ring >= :start AND"
 _RING_BEFORE = "d.ring < :start AND"
 _BY_RING = "ORDER BY d.ring, d.uuid LIMIT :k"
 _BY_UUID = "ORDER BY d.uuid"
+_BY_RING_DESC = "ORDER BY d.ring DESC, d.uuid DESC LIMIT :k"
+# The devices a rollout chose (select_sorted), by row id, until recorded.
+_CHOSEN_CREATE = "CREATE TEMP TABLE IF NOT EXISTS chosen (id INTEGER PRIMARY KEY)"
+_CHOSEN_CLEAR = "DELETE FROM temp.chosen"
+_CHOSEN_INSERT = "INSERT INTO temp.chosen (id) SELECT d.id"
+_CHOSEN_UUIDS = "SELECT d.uuid FROM temp.chosen AS c CROSS JOIN devices AS d ON d.id = c.id"
+_CHOSEN_RECORD = """
+INSERT INTO selections (wave_id, ripple, device_id)
+SELECT ?, ?, c.id FROM temp.chosen AS c ORDER BY c.id
+"""
+# The end of a walk that a selection of nearly every eligible device leaves out.
+_PASSED_CREATE = "CREATE TEMP TABLE IF NOT EXISTS passed_over (id INTEGER PRIMARY KEY)"
+_PASSED_CLEAR = "DELETE FROM temp.passed_over"
+_PASSED_INSERT = "INSERT INTO temp.passed_over (id) SELECT d.id"
+_NOT_PASSED = "AND d.id NOT IN (SELECT p.id FROM temp.passed_over AS p)"
 _GROUP_SAMPLE = """
 SELECT count(*) FROM (
     SELECT 1 FROM device_groups
@@ -385,6 +423,16 @@ def _batches(
         yield batch
 
 
+def _check_k(k: object) -> None:
+    if isinstance(k, bool) or not isinstance(k, int) or k < 0:
+        raise InputError(f"k {k!r} must be a non-negative integer")
+
+
+def _check_start(start: object) -> None:
+    if isinstance(start, bool) or not isinstance(start, int) or not -(2**63) <= start < 2**63:
+        raise InputError(f"ring start {start!r} must be a signed 64-bit integer")
+
+
 def _eligibility_params(e: Eligibility) -> dict[str, Any]:
     return {
         "tag": e.tag,
@@ -403,6 +451,9 @@ class SqliteInventory:
         self._conn = conn
         self.path = path
         self._depth = 0
+        self._txn = 0  # counts outermost transactions
+        # What select_sorted chose last: (its list, its length, transaction).
+        self._selected: tuple[list[str], int, int] | None = None
 
     # -- lifecycle -------------------------------------------------------
 
@@ -482,6 +533,7 @@ class SqliteInventory:
         if self._depth == 0:
             conn.execute("BEGIN IMMEDIATE")
             self._depth = 1
+            self._txn += 1
             try:
                 yield
                 conn.execute("COMMIT")
@@ -491,6 +543,8 @@ class SqliteInventory:
                 raise
             finally:
                 self._depth = 0
+                if self._selected is not None:
+                    self._forget_selected()
         else:
             conn.execute("SAVEPOINT tufwaves_nested")
             self._depth += 1
@@ -638,11 +692,8 @@ class SqliteInventory:
 
     @_translated
     def count_eligible(self, e: Eligibility) -> int:
-        source, restrict = self._source(e, None)
-        if source == _FROM_DEVICES + " WHERE" and self._common_tag(e.tag):
-            # Read the table in order rather than jump to each row from the index.
-            source = _FROM_DEVICES_SCAN + " WHERE"
-        sql = _query("SELECT count(*)", source, _ELIGIBLE, restrict)
+        source, condition = self._scan_source(e)
+        sql = _query("SELECT count(*)", source, condition)
         count: int = self._conn.execute(sql, _eligibility_params(e)).fetchone()[0]
         return count
 
@@ -654,10 +705,8 @@ class SqliteInventory:
         start: int,
         within: Sequence[str] | None = None,
     ) -> list[str]:
-        if isinstance(k, bool) or not isinstance(k, int) or k < 0:
-            raise InputError(f"k {k!r} must be a non-negative integer")
-        if isinstance(start, bool) or not isinstance(start, int) or not -(2**63) <= start < 2**63:
-            raise InputError(f"ring start {start!r} must be a signed 64-bit integer")
+        _check_k(k)
+        _check_start(start)
         if k == 0:
             return []
         params = _eligibility_params(e) | {"start": start, "k": k}
@@ -677,18 +726,38 @@ class SqliteInventory:
         """Which rows to walk for ``e``: (FROM fragment, extra condition).
 
         An explicit list or a small group is walked member by member; anything
-        else walks an index of the devices table and probes the group.
+        else walks an index of the devices table and probes the group per
+        candidate (a walk that stops after k rows never reads the whole group).
         """
-        in_group = _IN_GROUP if e.group is not None else ""
+        in_group = _IN_GROUP_PROBE if e.group is not None else ""
         if within is not None:
             return _FROM_WITHIN, in_group
-        if e.group is not None:
-            members = self._conn.execute(
-                _GROUP_SAMPLE, {"group": e.group, "cap": _SMALL_GROUP}
-            ).fetchone()[0]
-            if members < _SMALL_GROUP:
-                return _FROM_GROUP, ""
+        if e.group is not None and self._small_group(e.group):
+            return _FROM_GROUP, ""
         return _FROM_DEVICES + " WHERE", in_group
+
+    def _small_group(self, group: str) -> bool:
+        members: int = self._conn.execute(
+            _GROUP_SAMPLE, {"group": group, "cap": _SMALL_GROUP}
+        ).fetchone()[0]
+        return members < _SMALL_GROUP
+
+    def _scan_source(self, e: Eligibility) -> tuple[str, str]:
+        """How to visit every eligible device once: (FROM fragment, condition).
+
+        A small group is read member by member. For a tag that a good part of
+        the fleet follows the table is read in order, with the wave's
+        selections (and the group's members) looked up in lists built once;
+        for a rare tag the tag's rows are reached through the (tag, ring)
+        index with a probe per row.
+        """
+        if e.group is not None and self._small_group(e.group):
+            return _FROM_GROUP, _ELIGIBLE
+        if self._common_tag(e.tag):
+            in_group = _IN_GROUP if e.group is not None else ""
+            return _FROM_DEVICES_SCAN + " WHERE", _ELIGIBLE_SCAN + in_group
+        in_group = _IN_GROUP_PROBE if e.group is not None else ""
+        return _FROM_DEVICES + " WHERE", _ELIGIBLE + in_group
 
     def _common_tag(self, tag: str) -> bool:
         """Does at least a third of the fleet follow ``tag``?
@@ -698,8 +767,96 @@ class SqliteInventory:
         """
         conn = self._conn
         tag_size: int = conn.execute(_TAG_SIZE, (tag,)).fetchone()[0]
-        fleet_size: int = conn.execute(_FLEET_SIZE).fetchone()[0]
-        return tag_size * 3 >= fleet_size
+        return tag_size * 3 >= self._fleet_size()
+
+    def _fleet_size(self) -> int:
+        """An upper bound of the number of devices (the largest row id)."""
+        size: int = self._conn.execute(_FLEET_SIZE).fetchone()[0]
+        return size
+
+    @_translated
+    def select_sorted(
+        self, e: Eligibility, k: int | None, start: int, eligible: int | None = None
+    ) -> list[str]:
+        """``sorted(select_ring(e, k, start))``; with ``k`` None, ``select_all(e)``.
+
+        The same devices, chosen without bringing the walk into Python; the
+        chosen devices' row ids stay in the database so that
+        :meth:`record_selected` can record them without looking each UUID up
+        again. ``eligible``, when given, must be ``count_eligible(e)`` now
+        (the caller has just counted in the same transaction).
+
+        For a ``k`` close to the number of eligible devices the walk is turned
+        around: every eligible device is taken in one pass except the last
+        ``eligible - k`` of the walk, which a short walk backwards from
+        ``start`` finds. Both give exactly the first ``k`` of the walk.
+        """
+        if k is not None:
+            _check_k(k)
+        _check_start(start)
+        conn = self._conn
+        self._selected = None
+        conn.execute(_CHOSEN_CREATE)
+        conn.execute(_CHOSEN_CLEAR)
+        params = _eligibility_params(e) | {"start": start}
+        if k is None:
+            self._choose_all(e, params)
+        elif k > 0:
+            if eligible is None and k * 4 >= self._fleet_size():
+                eligible = self.count_eligible(e)
+            if eligible is not None and k >= eligible:
+                if self._choose_all(e, params) > k:  # the count was stale: walk instead
+                    conn.execute(_CHOSEN_CLEAR)
+                    self._choose_walk(e, params, k)
+            elif (
+                eligible is None
+                or eligible - k >= k
+                or not self._choose_all_but(e, params, k, eligible - k)
+            ):
+                self._choose_walk(e, params, k)
+        uuids = [row[0] for row in conn.execute(_CHOSEN_UUIDS)]
+        uuids.sort()  # chosen rows come in row id order: runs already in UUID order
+        self._selected = (uuids, len(uuids), self._txn if self._depth else -1)
+        return uuids
+
+    def _choose_all(self, e: Eligibility, params: dict[str, Any]) -> int:
+        source, condition = self._scan_source(e)
+        sql = _query(_CHOSEN_INSERT, source, condition)
+        count: int = self._conn.execute(sql, params).rowcount
+        return count
+
+    def _choose_all_but(self, e: Eligibility, params: dict[str, Any], k: int, skip: int) -> bool:
+        """Choose all eligible devices but the last ``skip`` of the walk from
+        ``start``; False (nothing chosen) if that does not leave ``k``."""
+        conn = self._conn
+        conn.execute(_PASSED_CREATE)
+        conn.execute(_PASSED_CLEAR)
+        try:
+            source, restrict = self._source(e, None)
+            back = dict(params, k=skip)
+            sql = _query(_PASSED_INSERT, source, _RING_BEFORE, _ELIGIBLE, restrict, _BY_RING_DESC)
+            found: int = conn.execute(sql, back).rowcount
+            if found < skip:
+                back["k"] = skip - found
+                sql = _query(_PASSED_INSERT, source, _RING_FROM, _ELIGIBLE, restrict, _BY_RING_DESC)
+                found += conn.execute(sql, back).rowcount
+            scan, condition = self._scan_source(e)
+            sql = _query(_CHOSEN_INSERT, scan, condition, _NOT_PASSED)
+            if found == skip and conn.execute(sql, params).rowcount == k:
+                return True
+            conn.execute(_CHOSEN_CLEAR)  # the count was stale: walk instead
+            return False
+        finally:
+            conn.execute(_PASSED_CLEAR)
+
+    def _choose_walk(self, e: Eligibility, params: dict[str, Any], k: int) -> None:
+        conn = self._conn
+        source, restrict = self._source(e, None)
+        sql = _query(_CHOSEN_INSERT, source, _RING_FROM, _ELIGIBLE, restrict, _BY_RING)
+        found: int = conn.execute(sql, dict(params, k=k)).rowcount
+        if found < k:
+            sql = _query(_CHOSEN_INSERT, source, _RING_BEFORE, _ELIGIBLE, restrict, _BY_RING)
+            conn.execute(sql, dict(params, k=k - found))
 
     @contextmanager
     def _within(self, within: Sequence[str] | None) -> Iterator[None]:
@@ -722,12 +879,12 @@ class SqliteInventory:
 
     @_translated
     def select_all(self, e: Eligibility) -> list[str]:
-        source, restrict = self._source(e, None)
-        if source == _FROM_DEVICES + " WHERE" and self._common_tag(e.tag):
+        source, condition = self._scan_source(e)
+        if source == _FROM_DEVICES_SCAN + " WHERE":
             # Walking the UUID index yields the answer already sorted and, as
             # imports insert in UUID order, reads the table nearly in order.
             source = _FROM_DEVICES_BY_UUID + " WHERE"
-        sql = _query("SELECT d.uuid", source, _ELIGIBLE, restrict, _BY_UUID)
+        sql = _query("SELECT d.uuid", source, condition, _BY_UUID)
         return [row[0] for row in self._conn.execute(sql, _eligibility_params(e))]
 
     @_translated
@@ -744,6 +901,12 @@ class SqliteInventory:
 
     # -- rollout history -------------------------------------------------
 
+    def _forget_selected(self) -> None:
+        """Drop what select_sorted chose (it is only valid in its transaction)."""
+        self._selected = None
+        with contextlib.suppress(sqlite3.Error):
+            self._conn.execute(_CHOSEN_CLEAR)
+
     @_translated
     def record_ripple(
         self,
@@ -755,14 +918,71 @@ class SqliteInventory:
         key_ids: Sequence[str],
         at: datetime,
     ) -> None:
-        if isinstance(index, bool) or not isinstance(index, int) or index < 1:
-            raise InputError(f"ripple index {index!r} must be an integer >= 1")
         uuids = [canonical_uuid(u) for u in uuids_sorted]
         for before, after in itertools.pairwise(uuids):
             if before >= after:
                 raise InputError(
                     f"ripple devices must be sorted and unique; {after} follows {before}"
                 )
+
+        def add(wave_id: int) -> int:
+            inserted: int = self._conn.executemany(
+                _ADD_SELECTION, [(wave_id, index, u) for u in uuids]
+            ).rowcount
+            return inserted
+
+        self._record(wave, index, uuids, add, selector, encoding, key_ids, at)
+
+    @_translated
+    def record_selected(
+        self,
+        wave: str,
+        index: int,
+        uuids_sorted: list[str],
+        selector: Mapping[str, Any],
+        encoding: str,
+        key_ids: Sequence[str],
+        at: datetime,
+    ) -> None:
+        """:meth:`record_ripple` for the list :meth:`select_sorted` just returned.
+
+        Inside the transaction of that selection, and with the very list it
+        returned (unchanged), the devices are recorded from the row ids the
+        selection kept, in row id order, without looking each UUID up again.
+        Any other list is recorded by :meth:`record_ripple`.
+        """
+        selected = self._selected
+        if (
+            selected is None
+            or selected[0] is not uuids_sorted
+            or selected[1] != len(uuids_sorted)
+            or selected[2] != self._txn
+            or self._depth == 0
+        ):
+            self.record_ripple(wave, index, uuids_sorted, selector, encoding, key_ids, at)
+            return
+
+        def add(wave_id: int) -> int:
+            inserted: int = self._conn.execute(_CHOSEN_RECORD, (wave_id, index)).rowcount
+            return inserted
+
+        self._record(wave, index, uuids_sorted, add, selector, encoding, key_ids, at)
+        self._forget_selected()
+
+    def _record(
+        self,
+        wave: str,
+        index: int,
+        uuids: Sequence[str],
+        add: Callable[[int], int],
+        selector: Mapping[str, Any],
+        encoding: str,
+        key_ids: Sequence[str],
+        at: datetime,
+    ) -> None:
+        """Store a ripple whose (checked) devices ``add(wave_id)`` inserts."""
+        if isinstance(index, bool) or not isinstance(index, int) or index < 1:
+            raise InputError(f"ripple index {index!r} must be an integer >= 1")
         check_wave(wave)
         created = check_time(at)
         selector_text = canonical_json(selector)
@@ -786,9 +1006,7 @@ class SqliteInventory:
                     "was recorded (a rollout picks the next ripple number)"
                 ) from err
             try:
-                inserted = conn.executemany(
-                    _ADD_SELECTION, [(wave_id, index, u) for u in uuids]
-                ).rowcount
+                inserted = add(wave_id)
             except sqlite3.IntegrityError as err:
                 raise self._double_selection(wave, uuids) from err
             if inserted != len(uuids):
