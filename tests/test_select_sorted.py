@@ -1,4 +1,4 @@
-"""SqliteInventory's rollout path: select_sorted / record_selected give exactly
+"""SqliteInventory's rollout path: select_sorted / record_ripple give exactly
 what select_ring / select_all / record_ripple give."""
 
 from __future__ import annotations
@@ -93,11 +93,11 @@ def test_select_sorted_validates(fleet: SqliteInventory, k: Any, start: Any) -> 
         fleet.select_sorted(wave(), k, start)
 
 
-def test_record_selected_records_like_record_ripple(fleet: SqliteInventory, db: Path) -> None:
+def test_record_ripple_records_like_record_ripple(fleet: SqliteInventory, db: Path) -> None:
     e = wave()
     with fleet.transaction():
         chosen = fleet.select_sorted(e, fleet.count_eligible(e) - 2, 99)
-        fleet.record_selected("w1", 2, chosen, {"limit": 1}, "merkle-sha256", ["k"], T0)
+        fleet.record_ripple("w1", 2, chosen, {"limit": 1}, "merkle-sha256", ["k"], T0)
     fast = selections(db)
     (_, ripple) = fleet.ripples("w1")
     assert (ripple.index, ripple.devices, ripple.encoding) == (2, len(chosen), "merkle-sha256")
@@ -108,26 +108,26 @@ def test_record_selected_records_like_record_ripple(fleet: SqliteInventory, db: 
     # Nothing stays behind for the next ripple.
     with fleet.transaction():
         rest = fleet.select_sorted(e, 10, 99)
-        fleet.record_selected("w1", 3, rest, {}, "list", [], T0)
+        fleet.record_ripple("w1", 3, rest, {}, "list", [], T0)
     assert len(rest) == 2 and fleet.count_eligible(e) == 0
     assert len(selections(db)) == len(fast) + 2
 
 
-def test_record_selected_falls_back_to_record_ripple(fleet: SqliteInventory, db: Path) -> None:
+def test_record_ripple_falls_back_to_record_ripple(fleet: SqliteInventory, db: Path) -> None:
     e = wave()
     chosen = fleet.select_sorted(e, 5, 0)  # outside a transaction: not remembered
-    fleet.record_selected("w1", 2, chosen, {}, "list", [], T0)
+    fleet.record_ripple("w1", 2, chosen, {}, "list", [], T0)
     assert list(fleet.ripple_members("w1", 2)) == chosen
     with fleet.transaction():
         picked = fleet.select_sorted(e, 5, 0)
         other = list(picked[:3])  # another list: recorded as given
-        fleet.record_selected("w1", 3, other, {}, "list", [], T0)
+        fleet.record_ripple("w1", 3, other, {}, "list", [], T0)
     assert list(fleet.ripple_members("w1", 3)) == other
     with pytest.raises(InputError, match="sorted and unique"):
-        fleet.record_selected("w1", 4, [u(3), u(1)], {}, "list", [], T0)
+        fleet.record_ripple("w1", 4, [u(3), u(1)], {}, "list", [], T0)
 
 
-def test_record_selected_refuses_a_double_selection(fleet: SqliteInventory, db: Path) -> None:
+def test_record_ripple_refuses_a_double_selection(fleet: SqliteInventory, db: Path) -> None:
     e = wave()
     with fleet.transaction():
         chosen = fleet.select_sorted(e, 20, 0)
@@ -136,9 +136,9 @@ def test_record_selected_refuses_a_double_selection(fleet: SqliteInventory, db: 
         with pytest.raises(
             RefusedError, match=f"device {chosen[0]} was already selected by ripple 2"
         ):
-            fleet.record_selected("w1", 3, chosen, {}, "list", [], T0)
+            fleet.record_ripple("w1", 3, chosen, {}, "list", [], T0)
         with pytest.raises(RefusedError, match="already recorded"):
-            fleet.record_selected("w1", 1, chosen, {}, "list", [], T0)
+            fleet.record_ripple("w1", 1, chosen, {}, "list", [], T0)
         assert selections(db) == before
     assert [r.index for r in fleet.ripples("w1")] == [1, 2]
 

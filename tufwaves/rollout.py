@@ -298,18 +298,12 @@ def _select(inv: Inventory, wave: WaveContext, sel: Selector) -> list[str]:
         eligible = inv.select_ring(e, len(listed), start, within=listed)
         k = sel.limit if sel.limit is not None else _percent_of(sel.percent, len(eligible))
         return sorted(eligible[:k])
-    if isinstance(inv, SqliteInventory):
-        # The same devices; the row ids stay in the database for record_selected.
-        if sel.limit is None and sel.percent is None:
-            return inv.select_sorted(e, None, start)
-        if sel.limit is not None:
-            return inv.select_sorted(e, sel.limit, start)
-        count = inv.count_eligible(e)
-        return inv.select_sorted(e, _percent_of(sel.percent, count), start, eligible=count)
     if sel.limit is None and sel.percent is None:
-        return inv.select_all(e)  # a whole group, as it is now
-    k = sel.limit if sel.limit is not None else _percent_of(sel.percent, inv.count_eligible(e))
-    return sorted(inv.select_ring(e, k, start))
+        return inv.select_sorted(e, None, start)  # a whole group, as it is now
+    if sel.limit is not None:
+        return inv.select_sorted(e, sel.limit, start)
+    count = inv.count_eligible(e)
+    return inv.select_sorted(e, _percent_of(sel.percent, count), start, eligible=count)
 
 
 def _percent_of(percent: int | None, count: int) -> int:
@@ -398,14 +392,7 @@ def rollout(
                 ripple.sign(signer, append=True)
             roll = _signed_rollout(wave, "active", index, signers)
             keyids = sorted(ripple.signatures)
-            if isinstance(inv, SqliteInventory):
-                inv.record_selected(
-                    wave_name, index, chosen, selector.to_dict(), encoding, keyids, at
-                )
-            else:
-                inv.record_ripple(
-                    wave_name, index, chosen, selector.to_dict(), encoding, keyids, at
-                )
+            inv.record_ripple(wave_name, index, chosen, selector.to_dict(), encoding, keyids, at)
             repo.publish({ripple_role(wave_name, index): ripple, rollout_role(wave_name): roll})
     return result
 

@@ -296,6 +296,17 @@ class Inventory(Protocol):
         """Every eligible device, sorted by UUID."""
         ...
 
+    def select_sorted(
+        self, e: Eligibility, k: int | None, start: int, eligible: int | None = None
+    ) -> list[str]:
+        """Exactly ``sorted(select_ring(e, k, start))``, or ``select_all(e)`` for
+        ``k`` None: what a rollout signs. ``eligible``, when given, is
+        ``count_eligible(e)`` counted in the same transaction. An
+        implementation may keep the choice so that :meth:`record_ripple`, given
+        this very list in the same transaction, records it without looking each
+        device up again."""
+        ...
+
     def explain_ineligible(self, e: Eligibility, uuids: Sequence[str]) -> dict[str, str]:
         """For each listed device that ``e`` does not allow: why not (canonical UUID keys)."""
         ...

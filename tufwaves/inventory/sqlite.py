@@ -782,9 +782,10 @@ class SqliteInventory:
 
         The same devices, chosen without bringing the walk into Python; the
         chosen devices' row ids stay in the database so that
-        :meth:`record_selected` can record them without looking each UUID up
-        again. ``eligible``, when given, must be ``count_eligible(e)`` now
-        (the caller has just counted in the same transaction).
+        :meth:`record_ripple`, given this very list in the same transaction,
+        records them without looking each UUID up again. ``eligible``, when
+        given, must be ``count_eligible(e)`` now (the caller has just counted
+        in the same transaction).
 
         For a ``k`` close to the number of eligible devices the walk is turned
         around: every eligible device is taken in one pass except the last
@@ -918,6 +919,9 @@ class SqliteInventory:
         key_ids: Sequence[str],
         at: datetime,
     ) -> None:
+        if self._is_kept_selection(uuids_sorted):
+            self._record_kept(wave, index, uuids_sorted, selector, encoding, key_ids, at)
+            return
         uuids = [canonical_uuid(u) for u in uuids_sorted]
         for before, after in itertools.pairwise(uuids):
             if before >= after:
@@ -934,33 +938,29 @@ class SqliteInventory:
         self._record(wave, index, uuids, add, selector, encoding, key_ids, at)
 
     @_translated
-    def record_selected(
+    def _is_kept_selection(self, uuids_sorted: Sequence[str]) -> bool:
+        """Is this the very list :meth:`select_sorted` returned in this transaction?"""
+        selected = self._selected
+        return (
+            selected is not None
+            and selected[0] is uuids_sorted
+            and selected[1] == len(uuids_sorted)
+            and selected[2] == self._txn
+            and self._depth > 0
+        )
+
+    def _record_kept(
         self,
         wave: str,
         index: int,
-        uuids_sorted: list[str],
+        uuids_sorted: Sequence[str],
         selector: Mapping[str, Any],
         encoding: str,
         key_ids: Sequence[str],
         at: datetime,
     ) -> None:
-        """:meth:`record_ripple` for the list :meth:`select_sorted` just returned.
-
-        Inside the transaction of that selection, and with the very list it
-        returned (unchanged), the devices are recorded from the row ids the
-        selection kept, in row id order, without looking each UUID up again.
-        Any other list is recorded by :meth:`record_ripple`.
-        """
-        selected = self._selected
-        if (
-            selected is None
-            or selected[0] is not uuids_sorted
-            or selected[1] != len(uuids_sorted)
-            or selected[2] != self._txn
-            or self._depth == 0
-        ):
-            self.record_ripple(wave, index, uuids_sorted, selector, encoding, key_ids, at)
-            return
+        """Record the list :meth:`select_sorted` just chose from the row ids it
+        kept, in row id order, without looking each UUID up again."""
 
         def add(wave_id: int) -> int:
             inserted: int = self._conn.execute(_CHOSEN_RECORD, (wave_id, index)).rowcount
