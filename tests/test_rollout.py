@@ -381,3 +381,15 @@ def test_offline_complete_folds_wave_into_production(
             build_bundle(repo, inv, outsider), DeviceIdentity(outsider, "hw1", "prod", 5)
         )
         assert decision.allowed and decision.reason.value == "allowed_production"
+
+
+def test_progress_reports_each_phase(world: World) -> None:
+    world.inv.import_rows(
+        DeviceRow(dev(2000 + i), "hw1", "prod", frozenset(), 1) for i in range(300)
+    )
+    said: list[str] = []
+    rollout(world.repo, world.inv, "w1", Selector(limit=300), progress=said.append)
+    assert said[0].startswith("selecting devices for ripple 1")
+    assert "selected 300 devices" in said
+    assert any(s.startswith("building the Merkle tree") for s in said)
+    assert said[-1] == "signing, recording and publishing ripple 1"

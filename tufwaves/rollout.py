@@ -15,7 +15,7 @@ import contextlib
 import hashlib
 import math
 import secrets
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -338,8 +338,13 @@ def rollout(
     *,
     keys: Sequence[KeyRef] = (),
     dry_run: bool = False,
+    progress: Callable[[str], None] | None = None,
 ) -> RolloutResult:
-    """Select devices, sign ripple K and the rollout role, publish (or preview)."""
+    """Select devices, sign ripple K and the rollout role, publish (or preview).
+
+    ``progress`` is told each phase (for people watching a large ripple).
+    """
+    say = progress or (lambda _: None)
     at = now()
     with repo.locked(), inv.transaction():
         wave = load_wave(repo, wave_name)
@@ -356,7 +361,9 @@ def rollout(
             membership: dict[str, Any] = FractionMembership(selector.fraction_ppm).to_dict()
             encoding = "fraction"
         else:
+            say(f"selecting devices for ripple {index} of wave {wave_name}")
             chosen = _select(inv, wave, selector)
+            say(f"selected {len(chosen):,} devices")
             if not chosen:
                 raise RefusedError(
                     f"no eligible device for wave {wave_name} with {selector.to_dict()}: "
@@ -378,6 +385,7 @@ def rollout(
                 if dry_run:
                     membership = MerkleMembership(len(chosen), merkle_root(leaves)).to_dict()
                 else:  # hash once: the tree file the server keeps gives the root
+                    say(f"building the Merkle tree over {len(chosen):,} devices")
                     tree.parent.mkdir(parents=True, exist_ok=True)
                     with _removed_unless_published(repo, wave_name, index, tree):
                         membership = MerkleTreeFile.build(tree, leaves).to_dict()
@@ -386,6 +394,7 @@ def rollout(
         )
         if dry_run:
             return result
+        say(f"signing, recording and publishing ripple {index}")
         with _removed_unless_published(repo, wave_name, index, tree):
             ripple = build_ripple(wave_name, index, membership, wave.expires)
             for signer in signers:

@@ -423,7 +423,15 @@ def _rollout(args: argparse.Namespace) -> int:
     )
     keys = [load_key_ref(k) for k in args.key]
     with open_inventory(repo) as inv:
-        result = rollout(repo, inv, args.wave, selector, keys=keys, dry_run=args.dry_run)
+        result = rollout(
+            repo,
+            inv,
+            args.wave,
+            selector,
+            keys=keys,
+            dry_run=args.dry_run,
+            progress=info if sys.stderr.isatty() else None,
+        )
     if args.print_uuids:
         sys.stdout.write("".join(f"{u}\n" for u in result.uuids))
     elif args.json:
