@@ -215,9 +215,4 @@ def _rollout_demo(
         step(f"{'RIPPLE':>6}  {'DEVICES':>8}  {'ENCODING':14}  SELECTOR")
         for r in inv.ripples(WAVE):
             selector = ", ".join(f"{k}={v}" for k, v in r.selector_data.items())
-            size = (
-                f"{r.selector_data['fraction_ppm'] / 10_000:g}%"
-                if r.encoding == "fraction"
-                else f"{r.devices:,}"
-            )
-            step(f"{r.index:>6}  {size:>8}  {r.encoding:14}  {selector}")
+            step(f"{r.index:>6}  {r.size_label:>8}  {r.encoding:14}  {selector}")

@@ -346,19 +346,12 @@ def _show(args: argparse.Namespace) -> int:
     return 0
 
 
-def ripple_size(r: RippleRecord) -> str:
-    """A ripple's device count for people; a fraction ripple names no devices."""
-    if r.encoding == "fraction":
-        return f"{r.selector_data.get('fraction_ppm', 0) / 10_000:g}%"
-    return f"{r.devices:,}"
-
-
 def print_history(history: list[RippleRecord]) -> None:
     print(f"\n{'RIPPLE':>6}  {'TIME':20}  {'DEVICES':>9}  {'ENCODING':14}  SELECTOR")
     for r in history:
         selector = ", ".join(f"{k}={v}" for k, v in r.selector_data.items())
         print(
-            f"{r.index:>6}  {r.created:%Y-%m-%dT%H:%M:%SZ}  {ripple_size(r):>9}  "
+            f"{r.index:>6}  {r.created:%Y-%m-%dT%H:%M:%SZ}  {r.size_label:>9}  "
             f"{r.encoding:14}  {selector}"
         )
 

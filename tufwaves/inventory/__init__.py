@@ -155,6 +155,14 @@ class RippleRecord:
         data: dict[str, Any] = json.loads(self.selector)
         return data
 
+    @property
+    def size_label(self) -> str:
+        """The ripple's size for people: a device count, or a fraction ripple's
+        percentage (it names no devices)."""
+        if self.encoding == "fraction":
+            return f"{self.selector_data.get('fraction_ppm', 0) / 10_000:g}%"
+        return f"{self.devices:,}"
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "wave": self.wave,
