@@ -261,6 +261,7 @@ class Simulator:
             "max_ripple_size": None,
             "online_complete": True,
             "fraction_salt": SALT,
+            "max_fraction_ppm": 1_000_000,
         }
         full_policy.update(policy or {})
         wave = Targets(

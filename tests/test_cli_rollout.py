@@ -175,3 +175,23 @@ def test_device_bundle_and_verify(
     assert code == 0 and result["allowed"] and result["ripple"] == 1
     code, _, err = run(capsys, "device", "bundle", member, "--repo", repo, "--out", str(bundle))
     assert code == 2 and "--force" in err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--fraction", "Infinity"],
+        ["--fraction", "sNaN"],
+        ["--fraction", "1.5"],
+        ["--fraction", "0.0000001"],
+        ["--limit", "²"],
+        ["--limit", "-3"],
+        ["--limit", "10%%"],
+    ],
+    ids=["inf", "snan", "above-one", "below-ppm", "unicode-digit", "negative", "double-percent"],
+)
+def test_bad_numbers_are_usage_errors(
+    repo: str, capsys: pytest.CaptureFixture[str], argv: list[str]
+) -> None:
+    code, out, err = run(capsys, "waves", "rollout", "w1", "--repo", repo, *argv)
+    assert code == 2 and "Traceback" not in err and out == ""

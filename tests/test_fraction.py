@@ -12,10 +12,10 @@ import pytest
 from tests.conftest import KeyStore, RepoFactory, tree_digest
 from tufwaves.bundles import build_bundle
 from tufwaves.cli import main
-from tufwaves.errors import InputError
+from tufwaves.errors import InputError, RefusedError
 from tufwaves.inventory import DeviceRow
 from tufwaves.inventory.sqlite import SqliteInventory
-from tufwaves.metadata import expiry
+from tufwaves.metadata import Policy, expiry
 from tufwaves.repository import Repository
 from tufwaves.rollout import Selector, cancel, open_inventory, ripple_members, rollout
 from tufwaves.verify import DeviceIdentity, Verifier
@@ -140,3 +140,47 @@ def test_show_members_cli_matches_verifier(setup, capsys: pytest.CaptureFixture[
         r.uuid for r in FLEET if decide(repo, inv, verifier, r.uuid, r.hardware_id, r.tag).allowed
     }
     assert listed == allowed and listed
+
+
+def test_fraction_cap_is_enforced_before_signing(
+    make_repo: RepoFactory, keystore: KeyStore, artifact: Path
+) -> None:
+    repo = make_repo()
+    init_wave(
+        repo,
+        "capped",
+        "10",
+        "prod",
+        artifacts=[artifact],
+        hardware_ids=["hw1"],
+        expires=expiry(),
+        keys=[keystore.ref("t1")],
+        policy=Policy(max_fraction_ppm=200_000),
+    )
+    init_wave(
+        repo,
+        "offline-only",
+        "11",
+        "prod",
+        artifacts=[artifact],
+        hardware_ids=["hw1"],
+        expires=expiry(),
+        keys=[keystore.ref("t1")],
+        policy=Policy(online_complete=False),
+    )
+    with open_inventory(repo) as inv:
+        inv.import_rows(FLEET)
+        before = tree_digest(repo.path)
+        with pytest.raises(RefusedError, match="at most 20%"):
+            rollout(repo, inv, "capped", Selector(fraction_ppm=200_001))
+        with pytest.raises(RefusedError, match="at most 0%"):
+            rollout(repo, inv, "offline-only", Selector(fraction_ppm=1))
+        assert tree_digest(repo.path) == before
+        assert rollout(repo, inv, "capped", Selector(fraction_ppm=200_000)).index == 1
+
+
+def test_policy_refuses_a_full_fraction_without_online_complete() -> None:
+    assert Policy(online_complete=False).fraction_cap == 0
+    assert Policy().fraction_cap == 1_000_000
+    with pytest.raises(InputError, match="completes the wave"):
+        Policy(online_complete=False, max_fraction_ppm=1_000_000)

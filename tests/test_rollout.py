@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import time
 import uuid as uuidlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -393,3 +395,106 @@ def test_progress_reports_each_phase(world: World) -> None:
     assert "selected 300 devices" in said
     assert any(s.startswith("building the Merkle tree") for s in said)
     assert said[-1] == "signing, recording and publishing ripple 1"
+
+
+def test_cancel_discards_a_pending_production_ceremony(
+    make_repo: RepoFactory, keystore: KeyStore, artifact: Path
+) -> None:
+    repo = make_repo(2, 3)
+    init_wave(
+        repo,
+        "w1",
+        "10",
+        "prod",
+        artifacts=[artifact],
+        hardware_ids=["hw1"],
+        expires=expiry(),
+        keys=[keystore.ref("t1"), keystore.ref("t2")],
+    )
+    with open_inventory(repo) as inv:
+        ceremony = fold_into_production(repo, "w1", keys=[keystore.ref("t1")])
+        assert not ceremony.complete
+        assert cancel(repo, inv, "w1") == ["production.w1"]
+        with pytest.raises(InputError, match="no pending ceremony"):
+            sign_ceremony(repo, "production.w1", keystore.ref("t2"))
+        with pytest.raises(RefusedError, match="cancelled"):
+            fold_into_production(repo, "w1", keys=[keystore.ref("t1")])
+        assert "waves/w1/hw1/fw-1.img" not in repo.load_targets("targets").signed.targets
+
+
+def test_dry_run_does_not_reconcile(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    real = Repository.publish
+
+    def publish_then_die(self: Repository, *a: Any, **k: Any) -> Any:
+        real(self, *a, **k)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Repository, "publish", publish_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        rollout(world.repo, world.inv, "w1", Selector(limit=3))
+    monkeypatch.setattr(Repository, "publish", real)
+    before = tree_digest(world.repo.path)
+    world.ripple(limit=3, dry_run=True)
+    assert tree_digest(world.repo.path) == before and world.inv.ripples("w1") == []
+
+
+def test_expired_wave_takes_no_more_signatures(
+    make_repo: RepoFactory, keystore: KeyStore, artifact: Path
+) -> None:
+    repo = make_repo()
+    soon = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=2)
+    init_wave(
+        repo,
+        "w1",
+        "10",
+        "prod",
+        artifacts=[artifact],
+        hardware_ids=["hw1"],
+        expires=expiry(at=soon),
+        keys=[keystore.ref("t1")],
+    )
+    with open_inventory(repo) as inv:
+        inv.import_rows(FLEET)
+        time.sleep(2.5)
+        before = tree_digest(repo.path)
+        for action in (
+            lambda: rollout(repo, inv, "w1", Selector(limit=1)),
+            lambda: cancel(repo, inv, "w1"),
+            lambda: complete(repo, inv, "w1"),
+        ):
+            with pytest.raises(RefusedError, match="expired"):
+                action()
+        assert tree_digest(repo.path) == before
+
+
+def test_bundle_skips_a_wave_without_a_rollout_role(
+    make_repo: RepoFactory, keystore: KeyStore, artifact: Path
+) -> None:
+    """A wave whose rollout keys are not the repository's has no rollout role
+    until its first rollout: bundles still build (without it) for its devices."""
+    repo = make_repo()
+    other = keystore.pub("ops").key
+    init_wave(
+        repo,
+        "w1",
+        "10",
+        "prod",
+        artifacts=[artifact],
+        hardware_ids=["hw1"],
+        expires=expiry(),
+        keys=[keystore.ref("t1")],
+        rollout_keys=[other],
+    )
+    assert repo.state().version_of("rollout.w1") is None
+    with open_inventory(repo) as inv:
+        inv.import_rows(FLEET)
+        bundle = build_bundle(repo, inv, dev(1))
+        assert [f.role for f in bundle.files] == ["timestamp", "snapshot", "targets"]
+        ops = keystore.ref("ops")
+        chosen = rollout(repo, inv, "w1", Selector(uuids=(dev(1),)), keys=[ops]).uuids
+        assert chosen == (dev(1),)
+        verifier = Verifier.from_trusted_root(repo.role_bytes("root", 1))
+        decision = verifier.decide(
+            build_bundle(repo, inv, dev(1)), DeviceIdentity(dev(1), "hw1", "prod", 5)
+        )
+        assert decision.allowed and decision.ripple == 1

@@ -313,11 +313,37 @@ def test_ripple_for_another_wave_is_a_denial() -> None:
 
 
 def test_complete_without_online_complete_is_a_violation() -> None:
-    sim = base(policy={"online_complete": False})
+    sim = base(policy={"online_complete": False, "max_fraction_ppm": 0})
     sim.set_state("w1", "complete")
     case = fresh(sim, OUTSIDER, installed=5)
     d = case.verifier.decide(case.bundle, case.device, NOW)
     assert d.reason is Reason.POLICY_VIOLATION
+
+
+@pytest.mark.parametrize(
+    ("policy", "ppm", "reason"),
+    [
+        ({"max_fraction_ppm": 200_000}, 200_001, Reason.POLICY_VIOLATION),
+        ({"online_complete": False, "max_fraction_ppm": 0}, 1, Reason.POLICY_VIOLATION),
+        ({"online_complete": False, "max_fraction_ppm": 1_000_000}, 1, Reason.WAVE_INVALID),
+        ({"max_fraction_ppm": True}, 1, Reason.WAVE_INVALID),
+    ],
+    ids=[
+        "above-cap",
+        "no-fraction-without-online-complete",
+        "full-cap-without-complete",
+        "bool-cap",
+    ],
+)
+def test_fraction_ripples_respect_the_signed_cap(
+    policy: dict[str, object], ppm: int, reason: Reason
+) -> None:
+    sim = Simulator()
+    sim.add_wave("w1", 7, policy=policy)
+    sim.add_fraction_ripple("w1", ppm)
+    case = fresh(sim, OUTSIDER)
+    d = case.verifier.decide(case.bundle, case.device, NOW)
+    assert not d.allowed and d.reason is reason
 
 
 def test_highest_version_wins_and_cancelled_falls_back() -> None:

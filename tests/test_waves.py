@@ -24,6 +24,7 @@ from tufwaves.metadata import expiry, wave_info, wave_role
 from tufwaves.ngcheck import ngclient_fetch
 from tufwaves.repository import Repository
 from tufwaves.waves import (
+    discard_ceremony,
     import_ceremony,
     init_wave,
     list_waves,
@@ -332,16 +333,42 @@ def test_crash_during_publish_keeps_previous_state(
     assert repo.state().version_of("wave.w1") == 1
 
 
-def test_publish_refuses_stale_versions(
-    make_repo: RepoFactory, keystore: KeyStore, artifact: Path
-) -> None:
+def test_one_targets_ceremony_at_a_time_and_discard(
+    make_repo: RepoFactory, keystore: KeyStore, artifact: Path, unchanged
+) -> None:  # type: ignore[no-untyped-def]
+    """A second ceremony that changes targets would sign a version the first
+    publishes first and could never publish: it is refused until the first is
+    finished or discarded."""
     repo = make_repo(2, 3)
     new_wave(repo, artifact, name="a", version="10", keys=[keystore.ref("t1")])
-    new_wave(repo, artifact, name="b", version="11", keys=[keystore.ref("t1")])
+    with pytest.raises(RefusedError, match=r"ceremony wave\.a is pending"):
+        new_wave(repo, artifact, name="b", version="11", keys=[keystore.ref("t1")])
+    discard_ceremony(repo, "wave.a")
+    assert not any(repo.staging_dir.iterdir())
+    new_wave(repo, artifact, name="a", version="10", keys=[keystore.ref("t1")])
     sign_ceremony(repo, "wave.a", keystore.ref("t2"))
-    with pytest.raises(StorageError, match="does not follow"):
-        sign_ceremony(repo, "wave.b", keystore.ref("t2"))
-    assert repo.state().version_of("wave.b") is None
+    new_wave(repo, artifact, name="b", version="11", keys=[keystore.ref("t1")])
+    sign_ceremony(repo, "wave.b", keystore.ref("t2"))
+    assert repo.state().version_of("targets") == 3
+    unchanged(repo.path)
+    with pytest.raises(InputError, match="no pending ceremony"):
+        discard_ceremony(repo, "wave.b")
+
+
+def test_targets_file_hashes_are_checked(make_repo: RepoFactory, tmp_path: Path) -> None:
+    repo = make_repo()
+    for hashes in (
+        {"md5": "00"},
+        {"sha512": "ab" * 64},
+        {"sha256": "AB" * 32},
+        {"sha256": "ab" * 32, "sha512": "x"},
+    ):
+        tf = tmp_path / "t.json"
+        tf.write_text(
+            json.dumps({"fw": {"length": 1, "hashes": hashes, "custom": {"hardwareIds": ["hw"]}}})
+        )
+        with pytest.raises(InputError, match="sha"):
+            init_wave(repo, "w1", "1", "prod", targets_file=tf, expires=expiry())
 
 
 def test_targets_file_wave(make_repo: RepoFactory, keystore: KeyStore, tmp_path: Path) -> None:
@@ -413,3 +440,11 @@ def test_private_key_uri_signers(
     assert repo.state().version_of("wave.w1") == 1
     with pytest.raises(InputError, match="needs its public key"):
         load_key_ref("awskms:arn:aws:kms:eu-west-1:1:key/x")
+
+
+def test_publish_refuses_versions_that_do_not_follow(make_repo: RepoFactory) -> None:
+    repo = make_repo()
+    stale = repo.load_targets("targets")  # version 1: already published
+    with repo.locked(), pytest.raises(StorageError, match="does not follow"):
+        repo.publish({"targets": stale})
+    assert repo.state().version_of("targets") == 1

@@ -73,9 +73,9 @@ def build_bundle(
             and (wave.info.tag != device.tag or device.hardware_id not in wave.hardware_ids)
         ):
             continue
-        files.append(_file(repo, state, wave_role(name)))
         if wave.rollout is None:
-            continue
+            continue  # no rollout role signed yet: the wave lets no device in
+        files.append(_file(repo, state, wave_role(name)))
         files.append(_file(repo, state, rollout_role(name)))
         records = {r.index: r for r in inv.ripples(name)}
         for index in range(1, wave.ripple_count + 1):

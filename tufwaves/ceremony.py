@@ -210,7 +210,8 @@ class Ceremony:
                 lines.append(f"  wave {info['name']}  tag {info['tag']}  version {info['version']}")
                 lines.append(
                     f"  policy: max ripple size {policy['max_ripple_size'] or 'unlimited'}, "
-                    f"online complete {'allowed' if policy['online_complete'] else 'refused'}"
+                    f"online complete {'allowed' if policy['online_complete'] else 'refused'}, "
+                    f"fractions up to {policy.get('max_fraction_ppm', 0) / 10_000:g}%"
                 )
             for path, target in sorted(signed.targets.items()):
                 custom = target.custom

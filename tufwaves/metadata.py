@@ -138,13 +138,25 @@ def expiry(
     return result
 
 
+PPM = 1_000_000
+_POLICY_FIELDS = frozenset(
+    {"max_ripple_size", "online_complete", "fraction_salt", "max_fraction_ppm"}
+)
+
+
 @dataclass(frozen=True)
 class Policy:
-    """The rollout policy the offline ceremony signs into a wave."""
+    """The rollout policy the offline ceremony signs into a wave.
+
+    ``max_fraction_ppm`` caps fraction ripples (parts per million); left out,
+    it is 1,000,000 when the online side may complete the wave and 0 (no
+    fraction ripples) when it may not, since a 100 % fraction is a completion.
+    """
 
     max_ripple_size: int | None = None
     online_complete: bool = True
     fraction_salt: str = field(default_factory=lambda: secrets.token_hex(32))
+    max_fraction_ppm: int | None = None
 
     def __post_init__(self) -> None:
         if self.max_ripple_size is not None and (
@@ -153,17 +165,34 @@ class Policy:
             raise InputError("max ripple size must be a positive integer")
         if not re.fullmatch(r"[0-9a-f]{64}", self.fraction_salt):
             raise InputError("fraction salt must be 64 lowercase hex characters")
+        if self.max_fraction_ppm is None:
+            object.__setattr__(self, "max_fraction_ppm", PPM if self.online_complete else 0)
+        cap = self.max_fraction_ppm
+        if not isinstance(cap, int) or isinstance(cap, bool) or not 0 <= cap <= PPM:
+            raise InputError("the fraction cap must be between 0 and 100%")
+        if cap == PPM and not self.online_complete:
+            raise InputError(
+                "a 100% fraction ripple completes the wave: with online completion "
+                "refused, cap fractions below 100% (--max-fraction)"
+            )
+
+    @property
+    def fraction_cap(self) -> int:
+        """The largest fraction ripple (parts per million) the rollout keys may sign."""
+        assert self.max_fraction_ppm is not None  # noqa: S101 - set in __post_init__
+        return self.max_fraction_ppm
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "max_ripple_size": self.max_ripple_size,
             "online_complete": self.online_complete,
             "fraction_salt": self.fraction_salt,
+            "max_fraction_ppm": self.fraction_cap,
         }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Policy:
-        if set(data) != {"max_ripple_size", "online_complete", "fraction_salt"}:
+        if set(data) != _POLICY_FIELDS:
             raise InputError(f"unexpected policy fields {sorted(data)}")
         size = data["max_ripple_size"]
         if size is not None and (not isinstance(size, int) or isinstance(size, bool)):
@@ -172,7 +201,10 @@ class Policy:
             raise InputError("policy.online_complete must be a boolean")
         if not isinstance(data["fraction_salt"], str):
             raise InputError("policy.fraction_salt must be a string")
-        return cls(size, data["online_complete"], data["fraction_salt"])
+        cap = data["max_fraction_ppm"]
+        if not isinstance(cap, int) or isinstance(cap, bool):
+            raise InputError("policy.max_fraction_ppm must be an integer")
+        return cls(size, data["online_complete"], data["fraction_salt"], cap)
 
 
 @dataclass(frozen=True)

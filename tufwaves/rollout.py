@@ -53,6 +53,7 @@ from tufwaves.metadata import (
     wave_role,
 )
 from tufwaves.repository import PublishedState, Repository
+from tufwaves.waves import discard_ceremony, pending_ids
 
 __all__ = [
     "RolloutResult",
@@ -348,15 +349,24 @@ def rollout(
     at = now()
     with repo.locked(), inv.transaction():
         wave = load_wave(repo, wave_name)
-        _reconcile(repo, inv, wave)
+        if not dry_run:  # a preview writes nothing, not even a recovery
+            _reconcile(repo, inv, wave)
         if wave.status != "active":
             raise RefusedError(
                 f"wave {wave_name} is {wave.status}; a {wave.status} wave takes no more rollouts"
             )
+        _require_unexpired(wave)
         index = wave.ripple_count + 1
         signers = [] if dry_run else _rollout_signers(repo, wave, keys)
         tree = tree_path(repo, wave_name, index)
         if selector.fraction_ppm is not None:
+            cap = wave.policy.fraction_cap
+            if selector.fraction_ppm > cap:
+                raise RefusedError(
+                    f"wave {wave_name}'s signed policy allows fraction ripples of at most "
+                    f"{cap / 10_000:g}%; nothing was signed"
+                    + ("" if wave.policy.online_complete else " (online completion is refused)")
+                )
             chosen: list[str] = []
             membership: dict[str, Any] = FractionMembership(selector.fraction_ppm).to_dict()
             encoding = "fraction"
@@ -461,7 +471,8 @@ def _transition(
     wave_name: str,
     target: str,
     keys: Sequence[KeyRef],
-) -> WaveContext:
+) -> list[str]:
+    """Sign the rollout role ``target``; return the ceremonies this discarded."""
     with repo.locked(), inv.transaction():
         wave = load_wave(repo, wave_name)
         if wave.status == target:
@@ -478,6 +489,7 @@ def _transition(
                 f"with 'tufwaves waves complete {wave_name} --offline --repo REPO "
                 "--key OFFLINE_KEY'"
             )
+        _require_unexpired(wave)
         signers = _rollout_signers(repo, wave, keys)
         roll = _signed_rollout(wave, target, wave.ripple_count, signers)
         inv.audit(
@@ -486,12 +498,30 @@ def _transition(
             {"wave": wave_name},
         )
         repo.publish({rollout_role(wave_name): roll})
-    return wave
+        if target == "cancelled" and f"production.{wave_name}" in pending_ids(repo):
+            # A cancelled wave must never be folded into production later.
+            discard_ceremony(repo, f"production.{wave_name}")
+            return [f"production.{wave_name}"]
+    return []
 
 
-def cancel(repo: Repository, inv: Inventory, wave: str, *, keys: Sequence[KeyRef] = ()) -> None:
-    """Sign the rollout role ``cancelled``: devices refuse the wave from now on."""
-    _transition(repo, inv, wave, "cancelled", keys)
+def _require_unexpired(wave: WaveContext) -> None:
+    if wave.expires <= now():
+        raise RefusedError(
+            f"wave {wave.name} expired at {wave.expires:%Y-%m-%dT%H:%M:%SZ}; devices refuse "
+            "it, so nothing more is signed for it"
+        )
+
+
+def cancel(
+    repo: Repository, inv: Inventory, wave: str, *, keys: Sequence[KeyRef] = ()
+) -> list[str]:
+    """Sign the rollout role ``cancelled``: devices refuse the wave from now on.
+
+    A pending offline production ceremony of the wave is discarded (its id is
+    returned), so a cancelled wave can never reach production.
+    """
+    return _transition(repo, inv, wave, "cancelled", keys)
 
 
 def complete(repo: Repository, inv: Inventory, wave: str, *, keys: Sequence[KeyRef] = ()) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -43,12 +44,14 @@ from tufwaves.repository import PublishedState, Repository, atomic_write
 __all__ = [
     "WaveSummary",
     "ceremony_for_wave",
+    "discard_ceremony",
     "fold_into_production",
     "import_ceremony",
     "init_wave",
     "list_waves",
     "load_ceremony",
     "publish_if_complete",
+    "rollout_state",
     "sign_ceremony",
     "wave_summary",
 ]
@@ -196,8 +199,14 @@ def _targets_file_entries(
             tf = TargetFile.from_dict(json.loads(json.dumps(entry)), f"waves/{wave}/{name}")
         except Exception as e:
             raise InputError(f"targets file {path}: entry {name!r} is malformed: {e}") from None
-        if set(tf.hashes) < {"sha256"}:
-            raise InputError(f"targets file {path}: entry {name!r} needs a sha256 hash")
+        sha256 = tf.hashes.get("sha256")
+        if not isinstance(sha256, str) or not re.fullmatch(r"[0-9a-f]{64}", sha256):
+            raise InputError(
+                f"targets file {path}: entry {name!r} needs a sha256 hash (64 lowercase hex)"
+            )
+        sha512 = tf.hashes.get("sha512")
+        if sha512 is not None and not re.fullmatch(r"[0-9a-f]{128}", str(sha512)):
+            raise InputError(f"targets file {path}: entry {name!r} has a malformed sha512 hash")
         custom = dict(tf.custom)
         hw = custom.get("hardwareIds") or list(hardware_ids)
         if not isinstance(hw, list) or not hw:
@@ -265,6 +274,7 @@ def init_wave(
             raise RefusedError(
                 f"wave {name} already exists; wave names are never reused, choose another"
             )
+        _refuse_if_targets_pending(repo)
         for what, used in _tag_versions(repo, state, tag):
             if number <= used:
                 raise RefusedError(
@@ -384,6 +394,12 @@ def publish_if_complete(repo: Repository, ceremony: Ceremony) -> bool:
                 roles[rollout_role(ceremony.id.removeprefix("wave."))] = rollout
         if ceremony.id.startswith("production."):
             name = ceremony.id.removeprefix("production.")
+            status = rollout_state(repo, repo.state(), name)
+            if status != "active":
+                raise RefusedError(
+                    f"wave {name} is {status}: its production ceremony cannot be published; "
+                    f"discard it ('tufwaves waves ceremony discard {name}')"
+                )
             rollout = _rollout_complete(repo, name)
             if rollout is not None:
                 roles[rollout_role(name)] = rollout
@@ -414,15 +430,10 @@ def fold_into_production(repo: Repository, name: str, *, keys: Sequence[KeyRef] 
         state = repo.state()
         if state.version_of(wave_role(name)) is None:
             raise InputError(f"no published wave {name} in {repo.path}")
-        if cid in pending_ids(repo):
-            raise RefusedError(
-                f"a production ceremony for {name} is already pending; sign it with "
-                f"'tufwaves waves sign production.{name}' or the ceremony commands"
-            )
-        if state.version_of(rollout_role(name)):
-            status = rollout_info(repo.load_targets(rollout_role(name), state)).state
-            if status != "active":
-                raise RefusedError(f"wave {name} is {status}; only an active wave can complete")
+        _refuse_if_targets_pending(repo)
+        status = rollout_state(repo, state, name)
+        if status != "active":
+            raise RefusedError(f"wave {name} is {status}; only an active wave can complete")
         wave_md = repo.load_targets(wave_role(name), state)
         new_targets, offline_keys, threshold = _next_targets(repo, state, wave_md.signed.expires)
         for path, target in wave_md.signed.targets.items():
@@ -442,6 +453,34 @@ def fold_into_production(repo: Repository, name: str, *, keys: Sequence[KeyRef] 
         atomic_write(_ceremony_path(repo, cid), ceremony.to_bytes())
         publish_if_complete(repo, ceremony)
     return ceremony
+
+
+def discard_ceremony(repo: Repository, cid: str) -> None:
+    """Drop a pending ceremony and its staged files; nothing was published."""
+    with repo.locked():
+        if cid not in pending_ids(repo):
+            raise InputError(f"no pending ceremony {cid!r} in {repo.path}")
+        _discard_ceremony(repo, cid)
+
+
+def _refuse_if_targets_pending(repo: Repository) -> None:
+    """Only one ceremony may change ``targets`` at a time: the second would sign
+    a targets version the first one publishes first, and could never publish."""
+    for cid in pending_ids(repo):
+        if cid.startswith(("wave.", "production.")):
+            wave = cid.split(".", 1)[1]
+            raise RefusedError(
+                f"ceremony {cid} is pending and also changes targets; finish it "
+                f"('tufwaves waves sign {wave}') or discard it "
+                f"('tufwaves waves ceremony discard {wave} --repo {repo.path}') first"
+            )
+
+
+def rollout_state(repo: Repository, state: PublishedState, name: str) -> str:
+    """active, cancelled or complete (active before the first rollout role)."""
+    if state.version_of(rollout_role(name)) is None:
+        return "active"
+    return rollout_info(repo.load_targets(rollout_role(name), state)).state
 
 
 def _discard_ceremony(repo: Repository, cid: str) -> None:

@@ -12,7 +12,7 @@ from tufwaves.cli._common import info
 from tufwaves.errors import InputError, RefusedError
 from tufwaves.keys import load_key_ref
 from tufwaves.repository import Repository, atomic_write
-from tufwaves.waves import import_ceremony, load_ceremony
+from tufwaves.waves import discard_ceremony, import_ceremony, load_ceremony
 
 
 def add_ceremony_commands(
@@ -54,6 +54,17 @@ def add_ceremony_commands(
     sign.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     sign.set_defaults(func=_sign_file)
 
+    drop = csub.add_parser(
+        "discard",
+        help=f"drop the pending {noun} and its staged files (nothing was published)",
+        epilog=f"example:\n  tufwaves {example_id} discard {'WAVE ' if id_arg else ''}--repo repo",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    if id_arg:
+        drop.add_argument(id_arg, metavar=id_arg.upper())
+    drop.add_argument("--repo", required=True, type=Path)
+    drop.set_defaults(func=lambda a: _discard(a, ceremony_id(a)))
+
     imp = csub.add_parser(
         "import",
         help="merge the signatures of a ceremony file; publish when complete",
@@ -74,6 +85,12 @@ def _export(args: argparse.Namespace, cid: str) -> int:
     info(f"wrote {args.file}")
     for line in ceremony.status_lines():
         info(line)
+    return 0
+
+
+def _discard(args: argparse.Namespace, cid: str) -> int:
+    discard_ceremony(Repository.open(args.repo), cid)
+    print(f"discarded ceremony {cid}; nothing of it was published")
     return 0
 
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from pathlib import Path
 
 from tufwaves.cli._ceremony import add_ceremony_commands
@@ -314,9 +315,10 @@ def print_summary(repo: Repository, w: WaveSummary) -> None:
     print(f"expires {w.expires:%Y-%m-%dT%H:%M:%SZ}")
     names = ", ".join(repo.key_name(k) for k in w.rollout_keyids)
     print(f"rollout keys: {w.rollout_threshold} of [{names}]")
+    online = "allowed" if w.policy.online_complete else "needs an offline ceremony"
     print(
         f"policy: max ripple size {w.policy.max_ripple_size or 'unlimited'}; "
-        f"online complete {'allowed' if w.policy.online_complete else 'needs an offline ceremony'}"
+        f"online complete {online}; fraction ripples up to {w.policy.fraction_cap / 10_000:g}%"
     )
     for t in w.artifacts:
         print(f"artifact {t.path} ({t.length} bytes, sha256 {t.hashes.get('sha256', '?')})")
@@ -368,25 +370,33 @@ def _members(repo: Repository, args: argparse.Namespace) -> int:
     return 0
 
 
+_LIMIT_RE = re.compile(r"([0-9]{1,12})(%?)")
+_FRACTION_RE = re.compile(r"([0-9]{1,7}(?:\.[0-9]{1,8})?|\.[0-9]{1,8})(%?)")
+
+
 def _parse_limit(text: str | None) -> tuple[int | None, int | None]:
     if text is None:
         return None, None
-    body = text[:-1] if text.endswith("%") else text
-    if not body.isdigit():
+    match = _LIMIT_RE.fullmatch(text)
+    if not match:
         raise InputError(f"--limit {text!r}: use a whole number N or a percentage N%")
-    return (None, int(body)) if text.endswith("%") else (int(body), None)
+    number = int(match[1])
+    return (None, number) if match[2] else (number, None)
 
 
-def _parse_fraction(text: str | None) -> int | None:
+def _parse_fraction(text: str | None, option: str = "--fraction") -> int | None:
+    """A fraction (0.05) or percentage (5%) as parts per million, exactly."""
     if text is None:
         return None
-    try:
-        value = Decimal(text[:-1]) / 100 if text.endswith("%") else Decimal(text)
-    except InvalidOperation:
-        raise InputError(f"--fraction {text!r}: use a number like 0.05 or 5%") from None
+    match = _FRACTION_RE.fullmatch(text)
+    if not match:
+        raise InputError(f"{option} {text!r}: use a number like 0.05 or 5%")
+    value = Decimal(match[1]) / (100 if match[2] else 1)
+    if value > 1:
+        raise InputError(f"{option} {text!r} is above 100%")
     ppm = value * 1_000_000
     if ppm != ppm.to_integral_value():
-        raise InputError(f"--fraction {text!r} is finer than one part per million")
+        raise InputError(f"{option} {text!r} is finer than one part per million")
     return int(ppm)
 
 
@@ -448,8 +458,10 @@ def _rollout(args: argparse.Namespace) -> int:
 def _cancel(args: argparse.Namespace) -> int:
     repo = Repository.open(args.repo)
     with open_inventory(repo) as inv:
-        cancel(repo, inv, args.wave, keys=[load_key_ref(k) for k in args.key])
-    _done(args, "cancelled", "signed and published; devices will refuse it")
+        discarded = cancel(repo, inv, args.wave, keys=[load_key_ref(k) for k in args.key])
+    _done(args, "cancelled", "signed and published; devices will refuse it", discarded=discarded)
+    for cid in discarded:
+        info(f"discarded the pending ceremony {cid}: a cancelled wave never reaches production")
     return 0
 
 

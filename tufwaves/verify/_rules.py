@@ -87,7 +87,9 @@ _LABEL_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}")
 _WAVE_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 _VERSION_RE: Final = re.compile(r"0|[1-9][0-9]{0,17}")
 _HEX64_RE: Final = re.compile(r"[0-9a-f]{64}")
-_POLICY_KEYS: Final = frozenset({"max_ripple_size", "online_complete", "fraction_salt"})
+_POLICY_KEYS: Final = frozenset(
+    {"max_ripple_size", "online_complete", "fraction_salt", "max_fraction_ppm"}
+)
 _STATES: Final = frozenset({"active", "cancelled", "complete"})
 
 WAVE_FIELD: Final = "x-tufwaves-wave"
@@ -263,6 +265,7 @@ class _Policy:
     max_ripple_size: int | None
     online_complete: bool
     salt: bytes
+    max_fraction_ppm: int
 
 
 @dataclass(frozen=True)
@@ -313,10 +316,11 @@ def _wave_info(w: VerifiedWave) -> tuple[str, int, _Policy]:
         )
     if set(policy) != _POLICY_KEYS:
         raise _Deny(Reason.WAVE_INVALID, bad + "policy is incomplete", name)
-    size, online, salt = (
+    size, online, salt, cap = (
         policy["max_ripple_size"],
         policy["online_complete"],
         policy["fraction_salt"],
+        policy["max_fraction_ppm"],
     )
     if size is not None and (not _is_int(size) or size < 1):
         raise _Deny(Reason.WAVE_INVALID, bad + "policy.max_ripple_size is bad", name)
@@ -324,7 +328,9 @@ def _wave_info(w: VerifiedWave) -> tuple[str, int, _Policy]:
         raise _Deny(Reason.WAVE_INVALID, bad + "policy.online_complete is bad", name)
     if not isinstance(salt, str) or not _HEX64_RE.fullmatch(salt):
         raise _Deny(Reason.WAVE_INVALID, bad + "policy.fraction_salt is bad", name)
-    return tag, int(version), _Policy(size, online, bytes.fromhex(salt))
+    if not _is_int(cap) or not 0 <= cap <= 1_000_000 or (cap == 1_000_000 and not online):
+        raise _Deny(Reason.WAVE_INVALID, bad + "policy.max_fraction_ppm is bad", name)
+    return tag, int(version), _Policy(size, online, bytes.fromhex(salt), cap)
 
 
 def _same_keys(a: DelegatedRole, b: DelegatedRole) -> bool:
@@ -421,6 +427,16 @@ def _ripple(w: VerifiedWave, index: int, ripple: Targets, policy: _Policy) -> _R
         membership = membership_from_dict(raw["membership"])
     except InputError as e:
         raise _Deny(Reason.RIPPLE_INVALID, f"{role}: {e}", name) from None
+    if (
+        isinstance(membership, FractionMembership)
+        and membership.parts_per_million > policy.max_fraction_ppm
+    ):
+        raise _Deny(
+            Reason.POLICY_VIOLATION,
+            f"{role} is a fraction of {membership.parts_per_million} ppm; the wave's policy "
+            f"allows at most {policy.max_fraction_ppm} ppm",
+            name,
+        )
     limit = policy.max_ripple_size
     if limit is not None:
         size = None
