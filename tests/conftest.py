@@ -7,12 +7,16 @@ import sqlite3
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tufwaves.bootstrap import create_repository
+from tufwaves.ceremony import Ceremony
 from tufwaves.keys import PASSPHRASE_ENV, KeyRef, generate_key, load_key_ref, write_key_pair
+from tufwaves.metadata import expiry
 from tufwaves.repository import Repository
+from tufwaves.waves import init_wave
 
 PASSPHRASE = "correct horse battery staple"
 
@@ -105,3 +109,27 @@ def unchanged() -> Iterator[Callable[[Path], None]]:
     yield watch
     for path, before in watched:
         assert tree_digest(path) == before, f"{path} changed"
+
+
+def publish_wave(
+    repo: Repository,
+    keystore: KeyStore,
+    artifact: Path,
+    name: str = "w1",
+    version: str = "10",
+    *,
+    signers: tuple[str, ...] = ("t1",),
+    **kw: Any,
+) -> Ceremony:
+    """Create wave ``name`` of tag prod for hardware hw1, signed by ``signers``."""
+    kw.setdefault("expires", expiry())
+    return init_wave(
+        repo,
+        name,
+        version,
+        "prod",
+        artifacts=[artifact],
+        hardware_ids=["hw1"],
+        keys=[keystore.ref(s) for s in signers],
+        **kw,
+    )

@@ -9,17 +9,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import KeyStore, RepoFactory, tree_digest
+from tests.conftest import KeyStore, RepoFactory, publish_wave, tree_digest
 from tufwaves.bundles import build_bundle
 from tufwaves.cli import main
 from tufwaves.errors import InputError, RefusedError
 from tufwaves.inventory import DeviceRow
 from tufwaves.inventory.sqlite import SqliteInventory
-from tufwaves.metadata import Policy, expiry
+from tufwaves.metadata import Policy
 from tufwaves.repository import Repository
 from tufwaves.rollout import Selector, cancel, open_inventory, ripple_members, rollout
 from tufwaves.verify import DeviceIdentity, Verifier
-from tufwaves.waves import init_wave
 
 N = 600
 
@@ -40,16 +39,7 @@ def setup(
     make_repo: RepoFactory, keystore: KeyStore, artifact: Path
 ) -> Iterator[tuple[Repository, SqliteInventory, Verifier]]:
     repo = make_repo()
-    init_wave(
-        repo,
-        "w1",
-        "10",
-        "prod",
-        artifacts=[artifact],
-        hardware_ids=["hw1"],
-        expires=expiry(),
-        keys=[keystore.ref("t1")],
-    )
+    publish_wave(repo, keystore, artifact)
     inv = open_inventory(repo)
     inv.import_rows(FLEET)
     yield repo, inv, Verifier.from_trusted_root(repo.role_bytes("root", 1))
@@ -146,27 +136,9 @@ def test_fraction_cap_is_enforced_before_signing(
     make_repo: RepoFactory, keystore: KeyStore, artifact: Path
 ) -> None:
     repo = make_repo()
-    init_wave(
-        repo,
-        "capped",
-        "10",
-        "prod",
-        artifacts=[artifact],
-        hardware_ids=["hw1"],
-        expires=expiry(),
-        keys=[keystore.ref("t1")],
-        policy=Policy(max_fraction_ppm=200_000),
-    )
-    init_wave(
-        repo,
-        "offline-only",
-        "11",
-        "prod",
-        artifacts=[artifact],
-        hardware_ids=["hw1"],
-        expires=expiry(),
-        keys=[keystore.ref("t1")],
-        policy=Policy(online_complete=False),
+    publish_wave(repo, keystore, artifact, "capped", "10", policy=Policy(max_fraction_ppm=200_000))
+    publish_wave(
+        repo, keystore, artifact, "offline-only", "11", policy=Policy(online_complete=False)
     )
     with open_inventory(repo) as inv:
         inv.import_rows(FLEET)

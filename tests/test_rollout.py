@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import PASSPHRASE, KeyStore, RepoFactory, tree_digest
+from tests.conftest import PASSPHRASE, KeyStore, RepoFactory, publish_wave, tree_digest
 from tufwaves.bundles import build_bundle
 from tufwaves.errors import InputError, RefusedError
 from tufwaves.inventory import DeviceRow
@@ -24,7 +24,7 @@ from tufwaves.ngcheck import ngclient_fetch
 from tufwaves.repository import Repository
 from tufwaves.rollout import Selector, cancel, complete, open_inventory, rollout
 from tufwaves.verify import DeviceIdentity, Verifier
-from tufwaves.waves import ceremony_for_wave, fold_into_production, init_wave, sign_ceremony
+from tufwaves.waves import ceremony_for_wave, fold_into_production, sign_ceremony
 
 
 def dev(n: int) -> str:
@@ -66,16 +66,7 @@ FLEET = (
 @pytest.fixture
 def world(make_repo: RepoFactory, keystore: KeyStore, artifact: Path) -> Iterator[World]:
     repo = make_repo()
-    init_wave(
-        repo,
-        "w1",
-        "10",
-        "prod",
-        artifacts=[artifact],
-        hardware_ids=["hw1"],
-        expires=expiry(),
-        keys=[keystore.ref("t1")],
-    )
+    publish_wave(repo, keystore, artifact)
     inv = open_inventory(repo)
     inv.import_rows(FLEET)
     yield World(repo, inv, keystore)
@@ -205,17 +196,7 @@ def test_policy_max_ripple_size_refused_before_signing(
     make_repo: RepoFactory, keystore: KeyStore, artifact: Path
 ) -> None:
     repo = make_repo()
-    init_wave(
-        repo,
-        "w1",
-        "10",
-        "prod",
-        artifacts=[artifact],
-        hardware_ids=["hw1"],
-        expires=expiry(),
-        keys=[keystore.ref("t1")],
-        policy=Policy(max_ripple_size=5, online_complete=False),
-    )
+    publish_wave(repo, keystore, artifact, policy=Policy(max_ripple_size=5, online_complete=False))
     with open_inventory(repo) as inv:
         inv.import_rows(FLEET)
         before = tree_digest(repo.path)
@@ -289,16 +270,7 @@ def test_large_ripple_end_to_end(
 ) -> None:
     """200,000 devices: Merkle commitment, snapshot does not grow, member allowed."""
     repo = make_repo()
-    init_wave(
-        repo,
-        "w1",
-        "10",
-        "prod",
-        artifacts=[artifact],
-        hardware_ids=["hw1"],
-        expires=expiry(),
-        keys=[keystore.ref("t1")],
-    )
+    publish_wave(repo, keystore, artifact)
     with open_inventory(repo) as inv:
         inv.import_rows(
             DeviceRow(dev(i), "hw1", "prod", frozenset({"all"}), 1) for i in range(200_010)
@@ -355,16 +327,8 @@ def test_offline_complete_folds_wave_into_production(
     make_repo: RepoFactory, keystore: KeyStore, artifact: Path
 ) -> None:
     repo = make_repo(2, 3)
-    init_wave(
-        repo,
-        "w1",
-        "10",
-        "prod",
-        artifacts=[artifact],
-        hardware_ids=["hw1"],
-        expires=expiry(),
-        keys=[keystore.ref("t1"), keystore.ref("t2")],
-        policy=Policy(online_complete=False),
+    publish_wave(
+        repo, keystore, artifact, signers=("t1", "t2"), policy=Policy(online_complete=False)
     )
     with open_inventory(repo) as inv:
         inv.import_rows(FLEET)
@@ -401,16 +365,7 @@ def test_cancel_discards_a_pending_production_ceremony(
     make_repo: RepoFactory, keystore: KeyStore, artifact: Path
 ) -> None:
     repo = make_repo(2, 3)
-    init_wave(
-        repo,
-        "w1",
-        "10",
-        "prod",
-        artifacts=[artifact],
-        hardware_ids=["hw1"],
-        expires=expiry(),
-        keys=[keystore.ref("t1"), keystore.ref("t2")],
-    )
+    publish_wave(repo, keystore, artifact, signers=("t1", "t2"))
     with open_inventory(repo) as inv:
         ceremony = fold_into_production(repo, "w1", keys=[keystore.ref("t1")])
         assert not ceremony.complete
@@ -443,16 +398,7 @@ def test_expired_wave_takes_no_more_signatures(
 ) -> None:
     repo = make_repo()
     soon = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=2)
-    init_wave(
-        repo,
-        "w1",
-        "10",
-        "prod",
-        artifacts=[artifact],
-        hardware_ids=["hw1"],
-        expires=expiry(at=soon),
-        keys=[keystore.ref("t1")],
-    )
+    publish_wave(repo, keystore, artifact, expires=expiry(at=soon))
     with open_inventory(repo) as inv:
         inv.import_rows(FLEET)
         time.sleep(2.5)
@@ -474,17 +420,7 @@ def test_bundle_skips_a_wave_without_a_rollout_role(
     until its first rollout: bundles still build (without it) for its devices."""
     repo = make_repo()
     other = keystore.pub("ops").key
-    init_wave(
-        repo,
-        "w1",
-        "10",
-        "prod",
-        artifacts=[artifact],
-        hardware_ids=["hw1"],
-        expires=expiry(),
-        keys=[keystore.ref("t1")],
-        rollout_keys=[other],
-    )
+    publish_wave(repo, keystore, artifact, rollout_keys=[other])
     assert repo.state().version_of("rollout.w1") is None
     with open_inventory(repo) as inv:
         inv.import_rows(FLEET)
