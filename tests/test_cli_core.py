@@ -154,10 +154,9 @@ def _all_parsers() -> list[tuple[str, object]]:
         for action in parser._actions:
             if isinstance(action, argparse._SubParsersAction):
                 for name, sub in action.choices.items():
+                    found.append((" ".join([*path, name]), sub))
                     if any(isinstance(a, argparse._SubParsersAction) for a in sub._actions):
                         walk(sub, [*path, name])
-                    else:
-                        found.append((" ".join([*path, name]), sub))
 
     walk(build_parser(), [])
     return found

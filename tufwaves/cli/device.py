@@ -34,6 +34,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             "Device-side commands: write one device's bundle (server side) and "
             "verify a bundle for one device."
         ),
+        epilog=example_epilog(
+            "tufwaves device bundle UUID --repo repo --out device.bundle",
+            "tufwaves device verify --trusted-root root.json --bundle device.bundle "
+            "--uuid UUID --hardware-id imx8mm --tag production --installed-version 41",
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     commands = parser.add_subparsers(dest="device_command", required=True)
     _register_verify(commands)

@@ -18,7 +18,12 @@ from tufwaves.keys import (
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    keys = sub.add_parser("keys", help="generate and import signing keys")
+    keys = sub.add_parser(
+        "keys",
+        help="generate and import signing keys",
+        epilog=example_epilog("tufwaves keys generate alice --dir keys"),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     ksub = keys.add_subparsers(dest="keys_command", required=True)
 
     gen = ksub.add_parser(

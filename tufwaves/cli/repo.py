@@ -18,7 +18,15 @@ KEY_HELP = "a private key file or URI (signs now) or a .pub file (signs later)"
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    repo = sub.add_parser("repo", help="create and maintain a repository")
+    repo = sub.add_parser(
+        "repo",
+        help="create and maintain a repository",
+        epilog=example_epilog(
+            "tufwaves repo init repo --root-key root.key --targets-key t1.key",
+            "tufwaves repo show --repo repo",
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     rsub = repo.add_subparsers(dest="repo_command", required=True)
 
     init = rsub.add_parser(
@@ -65,7 +73,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     sign.add_argument("--key", required=True, help="private key file or URI")
     sign.set_defaults(func=_sign)
 
-    cer = rsub.add_parser("ceremony", help="air-gapped signing of the first root/targets")
+    cer = rsub.add_parser(
+        "ceremony",
+        help="air-gapped signing of the first root/targets",
+        epilog=example_epilog("tufwaves repo ceremony export ceremony.json --repo repo"),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     add_ceremony_commands(
         cer,
         noun="repository ceremony",

@@ -39,7 +39,16 @@ STATUSES = ("pending", "active", "cancelled", "complete")
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    waves = sub.add_parser("waves", help="create, sign and roll out waves")
+    waves = sub.add_parser(
+        "waves",
+        help="create, sign and roll out waves",
+        epilog=example_epilog(
+            "tufwaves waves init spring-fix 42 production --repo repo --artifact fw.img "
+            "--hardware-id imx8mm --key alice.key",
+            "tufwaves waves rollout spring-fix --repo repo --limit 10 --print-uuids",
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     wsub = waves.add_subparsers(dest="waves_command", required=True)
 
     init = wsub.add_parser(
@@ -115,7 +124,16 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     sign.add_argument("--key", required=True)
     sign.set_defaults(func=_sign)
 
-    cer = wsub.add_parser("ceremony", help="air-gapped signing: export, sign, import")
+    cer = wsub.add_parser(
+        "ceremony",
+        help="air-gapped signing: export, sign, import, discard",
+        epilog=example_epilog(
+            "tufwaves waves ceremony export spring-fix ceremony.json --repo repo",
+            "tufwaves waves ceremony sign ceremony.json --key carol.key",
+            "tufwaves waves ceremony import ceremony.json --repo repo",
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     add_ceremony_commands(
         cer,
         noun="wave",
