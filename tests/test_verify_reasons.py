@@ -431,3 +431,21 @@ def test_naive_reference_time_is_refused() -> None:
     case = c_allowed_ripple()
     with pytest.raises(verify_module.InputError):
         case.verifier.decide(case.bundle, case.device, NOW.replace(tzinfo=None))
+
+
+def test_a_cancel_the_device_saw_is_final(tmp_path: Path) -> None:
+    """Online keys that re-activate a cancelled wave do not get past a device
+    that verified the cancel, across restarts of a state-directory verifier."""
+    sim = base()
+    (tmp_path / "root.json").write_bytes(sim.trusted_root())
+    device = identity(MEMBER, 5, "hw-a")  # production (v5) is not newer
+    verifier = Verifier.from_state_dir(tmp_path)
+    assert verifier.decide(sim.bundle(MEMBER), device, NOW).reason is Reason.ALLOWED_RIPPLE
+    sim.set_state("w1", "cancelled")
+    assert verifier.decide(sim.bundle(MEMBER), device, NOW).reason is Reason.WAVE_CANCELLED
+    sim.set_state("w1", "active")  # a later, validly signed rollout role
+    again = Verifier.from_state_dir(tmp_path)
+    d = again.decide(sim.bundle(MEMBER), device, NOW)
+    assert not d.allowed and d.reason is Reason.WAVE_CANCELLED
+    newcomer = Verifier.from_trusted_root(sim.trusted_root())
+    assert newcomer.decide(sim.bundle(MEMBER), device, NOW).allowed

@@ -20,6 +20,7 @@ description.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from datetime import UTC, datetime
 from pathlib import Path
@@ -44,6 +45,7 @@ from tufwaves.verify._rules import (
     VerifiedMetadata,
     VerifiedWave,
     decide_rules,
+    seen_cancelled,
 )
 
 __all__ = [
@@ -193,7 +195,9 @@ class Verifier:
             verified = _verify_bundle(chain, bundle)
         except ChainError as e:
             return Decision.deny(e.reason, e.message), None
-        return decide_rules(verified, device), chain.state()
+        cancelled = self._state.cancelled | seen_cancelled(verified)
+        new_state = dataclasses.replace(chain.state(), cancelled=cancelled)
+        return decide_rules(verified, device, cancelled), new_state
 
 
 def _verify_bundle(chain: Chain, bundle: Bundle) -> VerifiedMetadata:

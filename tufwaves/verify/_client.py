@@ -66,6 +66,7 @@ logger = logging.getLogger(__name__)
 STATE_FORMAT: Final = "tufwaves-verifier-state"
 STATE_VERSION: Final = 1
 STATE_FILE: Final = "state.json"
+_WAVE_NAME_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 ROOTS_DIR: Final = "roots"
 INITIAL_ROOT: Final = "root.json"
 _STATE_MAX_BYTES: Final = 16_000_000
@@ -127,6 +128,7 @@ class TrustState:
     roots: Mapping[int, str] = field(default_factory=dict)
     timestamp: TimestampRecord | None = None
     snapshot: SnapshotRecord | None = None
+    cancelled: frozenset[str] = frozenset()  # waves seen cancelled: final on the device
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "roots", MappingProxyType(dict(self.roots)))
@@ -149,6 +151,7 @@ class TrustState:
             "snapshot": None
             if snap is None
             else {"version": snap.version, "meta": dict(sorted(snap.meta.items()))},
+            "cancelled": sorted(self.cancelled),
         }
 
 
@@ -168,15 +171,14 @@ def _hex(value: object) -> str:
 def _state_from_dict(d: Any, root_of: Callable[[int], bytes]) -> TrustState:
     if not isinstance(d, dict) or d.get("format") != STATE_FORMAT:
         raise ValueError("not a tufwaves verifier state file")
-    if d.get("version") != STATE_VERSION or set(d) != {
-        "format",
-        "version",
-        "root",
-        "roots",
-        "timestamp",
-        "snapshot",
-    }:
+    base = {"format", "version", "root", "roots", "timestamp", "snapshot"}
+    if d.get("version") != STATE_VERSION or set(d) not in (base, base | {"cancelled"}):
         raise ValueError("unsupported state file version or keys")
+    cancelled = d.get("cancelled", [])
+    if not isinstance(cancelled, list) or not all(
+        isinstance(n, str) and _WAVE_NAME_RE.fullmatch(n) for n in cancelled
+    ):
+        raise ValueError("bad list of cancelled waves")
     root_version = _version(d["root"]["version"])
     root = root_of(root_version)
     if _sha256(root) != _hex(d["root"]["sha256"]):
@@ -200,6 +202,7 @@ def _state_from_dict(d: Any, root_of: Callable[[int], bytes]) -> TrustState:
             _version(snap["version"]),
             {str(k): _version(v) for k, v in snap["meta"].items()},
         ),
+        frozenset(cancelled),
     )
 
 

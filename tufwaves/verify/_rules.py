@@ -474,11 +474,15 @@ def _custom(target: TargetFile) -> tuple[frozenset[str], frozenset[str], int] | 
     return frozenset(hw), frozenset(tags), int(version)
 
 
-def _read_wave(w: VerifiedWave, wave_delegation: DelegatedRole | None) -> _Wave:
+def _read_wave(
+    w: VerifiedWave, wave_delegation: DelegatedRole | None, cancelled: frozenset[str]
+) -> _Wave:
     name = w.name
     tag, version, policy = _wave_info(w)
     rollout_delegation = _check_wave_delegation(w)
     state, _count = _rollout_info(w, rollout_delegation)
+    if name in cancelled:
+        state = "cancelled"  # a cancel this device verified before is final
     ripples = tuple(_ripple(w, k, r, policy) for k, r in w.ripples)
     artifacts = []
     for path, target in w.wave.targets.items():
@@ -623,18 +627,38 @@ def _check_evidence(
     return out
 
 
-def decide_rules(md: VerifiedMetadata, device: DeviceIdentity) -> Decision:
-    """Decide from verified metadata; see ``specs/verifier.md`` section 4."""
+def decide_rules(
+    md: VerifiedMetadata, device: DeviceIdentity, cancelled: frozenset[str] = frozenset()
+) -> Decision:
+    """Decide from verified metadata; see ``specs/verifier.md`` section 4.
+
+    ``cancelled`` names the waves this device has seen cancelled before: they
+    stay cancelled whatever a later rollout role says.
+    """
     try:
-        return _decide(md, device)
+        return _decide(md, device, cancelled)
     except _Deny as d:
         return Decision.deny(d.reason, d.message, wave=d.wave)
 
 
-def _decide(md: VerifiedMetadata, device: DeviceIdentity) -> Decision:
+def seen_cancelled(md: VerifiedMetadata) -> frozenset[str]:
+    """The waves whose verified rollout role says ``cancelled``."""
+    names = set()
+    for w in md.waves:
+        raw = w.rollout.unrecognized_fields.get(ROLLOUT_FIELD)
+        if (
+            isinstance(raw, Mapping)
+            and raw.get("wave") == w.name
+            and raw.get("state") == "cancelled"
+        ):
+            names.add(w.name)
+    return frozenset(names)
+
+
+def _decide(md: VerifiedMetadata, device: DeviceIdentity, cancelled: frozenset[str]) -> Decision:
     delegations = md.targets.delegations
     wave_roles = delegations.roles if delegations is not None and delegations.roles else {}
-    waves = [_read_wave(w, wave_roles.get(f"wave.{w.name}")) for w in md.waves]
+    waves = [_read_wave(w, wave_roles.get(f"wave.{w.name}"), cancelled) for w in md.waves]
     evidence = _check_evidence(md.evidence, waves, device.uuid)
 
     matching: list[_Outcome] = []
