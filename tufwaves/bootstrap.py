@@ -10,7 +10,7 @@ from securesystemslib.signer import Key
 from tuf.api.metadata import Metadata, Role, Root, Targets
 
 from tufwaves.ceremony import Ceremony, PendingRole
-from tufwaves.errors import InputError, StorageError
+from tufwaves.errors import InputError, RefusedError, StorageError
 from tufwaves.keys import (
     KeyRef,
     generate_key,
@@ -20,9 +20,9 @@ from tufwaves.keys import (
 )
 from tufwaves.metadata import expiry
 from tufwaves.repository import CONFIG_NAME, Repository, atomic_write
-from tufwaves.waves import publish_if_complete
+from tufwaves.waves import pending_ids, publish_if_complete
 
-__all__ = ["ONLINE_ROLES", "create_repository"]
+__all__ = ["ONLINE_ROLES", "create_repository", "repository_ceremony", "rotate_root"]
 
 ONLINE_ROLES = ("snapshot", "timestamp", "rollout")
 CEREMONY_ID = "repository"
@@ -140,3 +140,75 @@ def create_repository(
             atomic_write(repo.staging_dir / f"{CEREMONY_ID}.json", ceremony.to_bytes())
     assert (path / CONFIG_NAME).exists()  # noqa: S101
     return repo, ceremony
+
+
+def repository_ceremony(repo: Repository) -> str:
+    """The pending ceremony of the repository itself: its creation or a root rotation."""
+    for cid in pending_ids(repo):
+        if cid == CEREMONY_ID or cid.startswith("root."):
+            return cid
+    raise InputError(f"{repo.path} has no pending repository ceremony (creation or root rotation)")
+
+
+def rotate_root(
+    repo: Repository,
+    *,
+    root_keys: Sequence[KeyRef] = (),
+    root_threshold: int | None = None,
+    expires: datetime,
+    keys: Sequence[KeyRef] = (),
+) -> Ceremony:
+    """Start root version N+1: new root keys and/or threshold, a fresh expiry.
+
+    It is published when a threshold of the new root's keys AND a threshold of
+    the current root's keys have signed it (TUF clients check both), together
+    with a new snapshot and timestamp. Other roles' keys stay as they are.
+    """
+    with repo.locked():
+        if any(c == CEREMONY_ID or c.startswith("root.") for c in pending_ids(repo)):
+            raise RefusedError(
+                f"a repository ceremony ({repository_ceremony(repo)}) is already pending; "
+                "finish it ('tufwaves repo sign') or discard it ('tufwaves repo ceremony discard')"
+            )
+        current = repo.root()
+        old_role = current.signed.roles["root"]
+        md = Metadata[Root].from_bytes(repo.role_bytes("root"))
+        md.signatures.clear()
+        md.signed.version += 1
+        md.signed.expires = expires
+        if root_keys:
+            new_keys = _distinct(root_keys, "root")
+            for keyid in list(old_role.keyids):
+                md.signed.revoke_key(keyid, "root")
+            for key in new_keys.values():
+                md.signed.add_key(key, "root")
+            repo.remember_key_names({r.key.keyid: r.name for r in root_keys})
+        role = md.signed.roles["root"]
+        role.threshold = root_threshold or min(old_role.threshold, len(role.keyids))
+        if not 1 <= role.threshold <= len(role.keyids):
+            raise InputError(
+                f"--root-threshold {role.threshold} must be between 1 and the number of "
+                f"root keys ({len(role.keyids)})"
+            )
+        allowed = {kid: current.signed.keys[kid] for kid in old_role.keyids}
+        allowed.update({kid: md.signed.keys[kid] for kid in role.keyids})
+        ceremony = Ceremony(
+            f"root.{md.signed.version}",
+            [
+                PendingRole(
+                    "root",
+                    md,
+                    allowed,
+                    role.threshold,
+                    previous=(frozenset(old_role.keyids), old_role.threshold),
+                )
+            ],
+            dict(repo.config.get("key_names", {})),
+        )
+        for ref in keys:
+            if ref.signer is None:
+                raise InputError(f"--key {ref.name} is a public key; it cannot sign")
+            ceremony.sign(ref.key.keyid, ref.signer)
+        if not publish_if_complete(repo, ceremony):
+            atomic_write(repo.staging_dir / f"{ceremony.id}.json", ceremony.to_bytes())
+    return ceremony

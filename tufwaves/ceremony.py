@@ -35,6 +35,17 @@ class PendingRole:
     metadata: Metadata[Any]
     keys: dict[str, Key]
     threshold: int
+    # A root rotation must also be signed by a threshold of the previous root's
+    # keys: (their key ids, that threshold). ``keys`` then holds old and new keys,
+    # and ``threshold`` counts only the new root's own keys.
+    previous: tuple[frozenset[str], int] | None = None
+
+    def requirements(self) -> list[tuple[str, frozenset[str], int]]:
+        """Every (label, key ids, threshold) that must be met."""
+        if self.previous is None:
+            return [("", frozenset(self.keys), self.threshold)]
+        new = frozenset(self.metadata.signed.roles["root"].keyids)
+        return [("new root", new, self.threshold), ("previous root", *self.previous)]
 
     def valid_signers(self) -> list[str]:
         data = self.metadata.signed_bytes
@@ -51,12 +62,15 @@ class PendingRole:
         return good
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "role": self.name,
             "metadata": self.metadata.to_dict(),
             "threshold": self.threshold,
             "keys": {kid: k.to_dict() for kid, k in sorted(self.keys.items())},
         }
+        if self.previous is not None:
+            out["previous"] = {"keyids": sorted(self.previous[0]), "threshold": self.previous[1]}
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> PendingRole:
@@ -65,11 +79,18 @@ class PendingRole:
             metadata=Metadata.from_dict(json.loads(json.dumps(data["metadata"]))),
             keys={kid: SSlibKey.from_dict(kid, dict(k)) for kid, k in data["keys"].items()},
             threshold=int(data["threshold"]),
+            previous=(
+                (frozenset(data["previous"]["keyids"]), int(data["previous"]["threshold"]))
+                if "previous" in data
+                else None
+            ),
         )
 
 
 @dataclass(frozen=True)
 class RoleStatus:
+    """One requirement of a role: ``threshold`` signatures among its keys."""
+
     role: str
     threshold: int
     signed: tuple[str, ...]
@@ -92,9 +113,12 @@ class Ceremony:
     def status(self) -> list[RoleStatus]:
         out = []
         for role in self.roles:
-            signed = role.valid_signers()
-            waiting = sorted(set(role.keys) - set(signed))
-            out.append(RoleStatus(role.name, role.threshold, tuple(signed), tuple(waiting)))
+            valid = set(role.valid_signers())
+            for label, keyids, threshold in role.requirements():
+                name = f"{role.name} ({label} keys)" if label else role.name
+                signed = tuple(sorted(valid & keyids))
+                waiting = tuple(sorted(keyids - valid))
+                out.append(RoleStatus(name, threshold, signed, waiting))
         return out
 
     @property

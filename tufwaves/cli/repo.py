@@ -5,7 +5,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from tufwaves.bootstrap import CEREMONY_ID, ONLINE_ROLES, create_repository
+from tufwaves.bootstrap import (
+    ONLINE_ROLES,
+    create_repository,
+    repository_ceremony,
+    rotate_root,
+)
 from tufwaves.cli._ceremony import add_ceremony_commands
 from tufwaves.cli._common import add_json_flag, emit_json, example_epilog
 from tufwaves.errors import InputError
@@ -82,10 +87,46 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add_ceremony_commands(
         cer,
         noun="repository ceremony",
-        ceremony_id=lambda a: CEREMONY_ID,
+        ceremony_id=lambda a: repository_ceremony(Repository.open(a.repo)),
         id_arg=None,
         example_id="repo ceremony",
     )
+
+    rot = rsub.add_parser(
+        "rotate-root",
+        help="start root version N+1: new root keys and/or threshold, fresh expiry",
+        description=(
+            "Build the next root version (other roles keep their keys) and sign it "
+            "with every --key given. It is published once a threshold of the new "
+            "root keys and a threshold of the current root keys have signed "
+            "('tufwaves repo sign', 'tufwaves repo ceremony ...'); devices follow "
+            "the rotation one version at a time."
+        ),
+        epilog=example_epilog(
+            "tufwaves repo rotate-root --repo repo --root-key r2.key --root-key r3.pub "
+            "--root-threshold 2 --key root.key --key r2.key"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    rot.add_argument("--repo", required=True, type=Path)
+    rot.add_argument(
+        "--root-key",
+        action="append",
+        default=[],
+        metavar="KEY",
+        help="the new root key set (default: keep the current keys); " + KEY_HELP,
+    )
+    rot.add_argument("--root-threshold", type=int, default=None, metavar="N")
+    rot.add_argument("--expires-days", type=int, default=None, metavar="N", help="default 365")
+    rot.add_argument(
+        "--key",
+        action="append",
+        default=[],
+        metavar="KEY",
+        help="a current or new root key that signs now",
+    )
+    add_json_flag(rot)
+    rot.set_defaults(func=_rotate)
 
     refresh = rsub.add_parser(
         "refresh",
@@ -143,10 +184,36 @@ def _init(args: argparse.Namespace) -> int:
     return 0
 
 
+def _rotate(args: argparse.Namespace) -> int:
+    repo = Repository.open(args.repo)
+    ceremony = rotate_root(
+        repo,
+        root_keys=[load_key_ref(k) for k in args.root_key],
+        root_threshold=args.root_threshold,
+        expires=expiry(days=args.expires_days),
+        keys=[load_key_ref(k) for k in args.key],
+    )
+    if args.json:
+        emit_json(
+            {
+                "ceremony": ceremony.id,
+                "published": ceremony.complete,
+                "signatures": ceremony.status_lines(),
+            }
+        )
+    elif ceremony.complete:
+        print(f"{ceremony.id.replace('.', ' version ')} published")
+    else:
+        print(f"{ceremony.id} is pending:")
+        for line in ceremony.status_lines():
+            print(f"  {line}")
+    return 0
+
+
 def _sign(args: argparse.Namespace) -> int:
     repo = Repository.open(args.repo)
-    ceremony = sign_ceremony(repo, CEREMONY_ID, load_key_ref(args.key))
-    print("published" if repo.is_published() else "\n".join(ceremony.status_lines()))
+    ceremony = sign_ceremony(repo, repository_ceremony(repo), load_key_ref(args.key))
+    print(f"{ceremony.id}: published" if ceremony.complete else "\n".join(ceremony.status_lines()))
     return 0
 
 
