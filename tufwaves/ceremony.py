@@ -10,7 +10,7 @@ the keys allowed to sign each role and the thresholds, and needs no repository.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -287,7 +287,3 @@ class Ceremony:
         except FileNotFoundError:
             raise InputError(f"ceremony file {path} does not exist") from None
         return cls.from_bytes(data, source=str(path))
-
-
-def keys_by_id(keys: Sequence[Key]) -> dict[str, Key]:
-    return {k.keyid: k for k in keys}

@@ -76,6 +76,16 @@ def add_ceremony_commands(
     imp.set_defaults(func=_import)
 
 
+def print_ceremony(ceremony: Ceremony, published: str, pending: str) -> None:
+    """Say ``published`` if the ceremony published, else ``pending`` and who must sign."""
+    if ceremony.complete:
+        print(published)
+        return
+    print(pending)
+    for line in ceremony.status_lines():
+        print(f"  {line}")
+
+
 def _export(args: argparse.Namespace, cid: str) -> int:
     repo = Repository.open(args.repo)
     ceremony = load_ceremony(repo, cid)
@@ -119,9 +129,7 @@ def _import(args: argparse.Namespace) -> int:
     ceremony, added = import_ceremony(repo, args.file)
     for role, keyid in added:
         print(f"added signature by {ceremony.name_of(keyid)} on {role}")
-    if ceremony.complete:
-        print(f"{ceremony.id}: every role met its threshold; published")
-    else:
-        for line in ceremony.status_lines():
-            print(line)
+    print_ceremony(
+        ceremony, f"{ceremony.id}: every role met its threshold; published", f"{ceremony.id}:"
+    )
     return 0

@@ -11,7 +11,7 @@ from tufwaves.bootstrap import (
     repository_ceremony,
     rotate_root,
 )
-from tufwaves.cli._ceremony import add_ceremony_commands
+from tufwaves.cli._ceremony import add_ceremony_commands, print_ceremony
 from tufwaves.cli._common import add_json_flag, emit_json, example_epilog
 from tufwaves.errors import InputError
 from tufwaves.keys import PASSPHRASE_ENV, load_key_ref
@@ -175,12 +175,11 @@ def _init(args: argparse.Namespace) -> int:
         )
         return 0
     print(f"created {repo.path}")
-    if published:
-        print("root and targets met their thresholds: published")
-    else:
-        print("waiting for signatures ('tufwaves repo sign' or 'repo ceremony'):")
-        for line in ceremony.status_lines():
-            print(f"  {line}")
+    print_ceremony(
+        ceremony,
+        "root and targets met their thresholds: published",
+        "waiting for signatures ('tufwaves repo sign' or 'repo ceremony'):",
+    )
     return 0
 
 
@@ -201,12 +200,12 @@ def _rotate(args: argparse.Namespace) -> int:
                 "signatures": ceremony.status_lines(),
             }
         )
-    elif ceremony.complete:
-        print(f"{ceremony.id.replace('.', ' version ')} published")
     else:
-        print(f"{ceremony.id} is pending:")
-        for line in ceremony.status_lines():
-            print(f"  {line}")
+        print_ceremony(
+            ceremony,
+            f"{ceremony.id.replace('.', ' version ')} published",
+            f"{ceremony.id} is pending:",
+        )
     return 0
 
 

@@ -8,7 +8,7 @@ import sys
 from decimal import Decimal
 from pathlib import Path
 
-from tufwaves.cli._ceremony import add_ceremony_commands
+from tufwaves.cli._ceremony import add_ceremony_commands, print_ceremony
 from tufwaves.cli._common import add_json_flag, emit_json, example_epilog, info
 from tufwaves.errors import InputError
 from tufwaves.inventory import RippleRecord
@@ -291,12 +291,8 @@ def _init(args: argparse.Namespace) -> int:
         return 0
     if args.json:
         emit_json(wave_summary(repo, args.wave).to_dict())
-    elif ceremony.complete:
-        print(f"wave {args.wave} published")
     else:
-        print(f"wave {args.wave} is pending:")
-        for line in ceremony.status_lines():
-            print(f"  {line}")
+        print_ceremony(ceremony, f"wave {args.wave} published", f"wave {args.wave} is pending:")
     return 0
 
 
