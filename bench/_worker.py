@@ -76,10 +76,10 @@ def task_fleet(p: Params) -> Params:
 
 def task_setup(p: Params) -> Params:
     """Keys, a repository (root and targets 1-of-1) and the published wave."""
-    from tufwaves.bootstrap import create_repository
-    from tufwaves.keys import generate_key, load_key_ref, write_key_pair
-    from tufwaves.metadata import expiry
-    from tufwaves.waves import init_wave
+    from tufwaves.server.keys import generate_key, load_key_ref, write_key_pair
+    from tufwaves.server.metadata import expiry
+    from tufwaves.server.roots import create_repository
+    from tufwaves.server.waves import init_wave
 
     work, repo_path = Path(p["work"]), Path(p["repo"])
     keys = work / "keys"
@@ -113,7 +113,7 @@ def task_setup(p: Params) -> Params:
 
 
 def _repo(p: Params) -> Any:
-    from tufwaves.repository import Repository
+    from tufwaves.server.repository import Repository
 
     return Repository.open(p["repo"])
 
@@ -126,7 +126,7 @@ def _snapshot_bytes(repo: Any) -> int:
 
 
 def task_import(p: Params) -> Params:
-    from tufwaves.rollout import open_inventory
+    from tufwaves.server.rollout import open_inventory
 
     repo = _repo(p)
     with open_inventory(repo) as inv:
@@ -140,7 +140,7 @@ def task_import(p: Params) -> Params:
 
 
 def _timed_rollout(repo: Any, inv: Any, selector: Any, *, dry_run: bool = False) -> Params:
-    from tufwaves.rollout import rollout
+    from tufwaves.server.rollout import rollout
 
     started = time.perf_counter()
     result = rollout(repo, inv, WAVE, selector, dry_run=dry_run)
@@ -154,7 +154,7 @@ def _timed_rollout(repo: Any, inv: Any, selector: Any, *, dry_run: bool = False)
 
 def task_prelude(p: Params) -> Params:
     """Earlier ripples: 10 canaries (a list), then the whole group "lab"."""
-    from tufwaves.rollout import Selector, load_wave, open_inventory
+    from tufwaves.server.rollout import Selector, load_wave, open_inventory
 
     repo = _repo(p)
     with open_inventory(repo) as inv:
@@ -176,7 +176,7 @@ SELECTIONS: dict[str, dict[str, Any]] = {
 
 def task_select(p: Params) -> Params:
     """Dry-run selections (nothing signed), after ripples 1 and 2 exist."""
-    from tufwaves.rollout import Selector, open_inventory
+    from tufwaves.server.rollout import Selector, open_inventory
 
     repo = _repo(p)
     repeats = int(p["repeats"])
@@ -197,7 +197,7 @@ def task_select(p: Params) -> Params:
 
 def task_commit(p: Params) -> Params:
     """The big ripple: selection, signed ripple, published snapshot/timestamp."""
-    from tufwaves.rollout import Selector, open_inventory
+    from tufwaves.server.rollout import Selector, open_inventory
 
     repo = _repo(p)
     before = _snapshot_bytes(repo)
@@ -215,8 +215,8 @@ def task_commit(p: Params) -> Params:
 def task_bundles(p: Params) -> Params:
     """Bundle build time over random members (warm), sizes; write bundles for
     the decision tasks (one bundle per line, identities beside)."""
-    from tufwaves.bundles import build_bundle
-    from tufwaves.rollout import open_inventory
+    from tufwaves.server.bundler import build_bundle
+    from tufwaves.server.rollout import open_inventory
 
     repo = _repo(p)
     rng = random.Random(11)
@@ -335,7 +335,7 @@ def task_decide_warm(p: Params) -> Params:
 def task_baseline_sign(p: Params) -> Params:
     """Sign the baseline repository whose flat role lists the big ripple."""
     from bench import _baseline
-    from tufwaves.rollout import open_inventory
+    from tufwaves.server.rollout import open_inventory
 
     repo = _repo(p)
     with open_inventory(repo) as inv:

@@ -11,12 +11,12 @@ from typing import Any
 
 import pytest
 
-from tufwaves.bootstrap import create_repository
-from tufwaves.ceremony import Ceremony
-from tufwaves.keys import PASSPHRASE_ENV, KeyRef, generate_key, load_key_ref, write_key_pair
-from tufwaves.metadata import expiry
-from tufwaves.repository import Repository
-from tufwaves.waves import init_wave
+from tufwaves.server.ceremony import Ceremony
+from tufwaves.server.keys import PASSPHRASE_ENV, KeyRef, generate_key, load_key_ref, write_key_pair
+from tufwaves.server.metadata import expiry
+from tufwaves.server.repository import Repository
+from tufwaves.server.roots import create_repository
+from tufwaves.server.waves import init_wave
 
 PASSPHRASE = "correct horse battery staple"
 

@@ -38,8 +38,8 @@ from tuf.api.metadata import (
 )
 from tuf.api.serialization.json import JSONSerializer
 
-from tufwaves.bundle import Bundle, BundleFile
-from tufwaves.membership import MerkleEvidence, merkle_inclusion_proof, merkle_root
+from tufwaves.device.bundle import Bundle, BundleFile
+from tufwaves.device.membership import MerkleEvidence, merkle_inclusion_proof, merkle_root
 
 EXPIRY = datetime(2100, 1, 1, tzinfo=UTC)
 NOW = datetime(2030, 1, 1, tzinfo=UTC)

@@ -26,8 +26,8 @@ from tuf.api.metadata import (
 )
 from tuf.api.serialization.json import JSONSerializer
 
-from tufwaves.membership import ListMembership, MerkleMembership, merkle_root
-from tufwaves.metadata import (
+from tufwaves.device.membership import ListMembership, MerkleMembership, merkle_root
+from tufwaves.server.metadata import (
     Policy,
     WaveInfo,
     artifact_target,

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.simulator import Simulator, device
-from tufwaves.bundle import (
+from tufwaves.device.bundle import (
     LIMITS,
     Bundle,
     BundleError,
@@ -22,8 +22,8 @@ from tufwaves.bundle import (
     parse_role_name,
     role_size_cap,
 )
+from tufwaves.device.membership import MerkleEvidence
 from tufwaves.errors import InputError
-from tufwaves.membership import MerkleEvidence
 
 
 def f(role: str, version: int = 1, data: bytes = b"{}") -> BundleFile:

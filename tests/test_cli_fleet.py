@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tufwaves.cli import main
-from tufwaves.inventory.sqlite import FILENAME, SqliteInventory
+from tufwaves.server.inventory.sqlite import FILENAME, SqliteInventory
 
 A = "123e4567-e89b-12d3-a456-426614174000"
 B = "223e4567-e89b-12d3-a456-426614174000"

@@ -13,7 +13,7 @@ import pytest
 from tuf.api.metadata import Metadata
 
 from tests.simulator import Simulator, device
-from tufwaves.verify import conformance
+from tufwaves import conformance
 
 ARTIFACT = "waves/w1/hw-a/fw-7.bin"
 

@@ -10,14 +10,14 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import KeyStore, RepoFactory, publish_wave, tree_digest
-from tufwaves.bundles import build_bundle
 from tufwaves.cli import main
 from tufwaves.errors import InputError, RefusedError
-from tufwaves.inventory import DeviceRow
-from tufwaves.inventory.sqlite import SqliteInventory
-from tufwaves.metadata import Policy
-from tufwaves.repository import Repository
-from tufwaves.rollout import Selector, cancel, open_inventory, ripple_members, rollout
+from tufwaves.server.bundler import build_bundle
+from tufwaves.server.inventory import DeviceRow
+from tufwaves.server.inventory.sqlite import SqliteInventory
+from tufwaves.server.metadata import Policy
+from tufwaves.server.repository import Repository
+from tufwaves.server.rollout import Selector, cancel, open_inventory, ripple_members, rollout
 from tufwaves.verify import DeviceIdentity, Verifier
 
 N = 600

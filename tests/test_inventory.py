@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tufwaves.errors import InputError, RefusedError, StorageError
-from tufwaves.inventory import (
+from tufwaves.server.inventory import (
     DeviceRow,
     Eligibility,
     GroupStatus,
@@ -26,7 +26,7 @@ from tufwaves.inventory import (
     canonical_uuid,
     ring_position,
 )
-from tufwaves.inventory.sqlite import SCHEMA_VERSION, SqliteInventory
+from tufwaves.server.inventory.sqlite import SCHEMA_VERSION, SqliteInventory
 
 T0 = datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
 HEADER = "uuid,hardware_id,tag,groups,installed_version\n"

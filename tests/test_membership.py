@@ -15,15 +15,13 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from tufwaves.errors import InputError, StorageError
-from tufwaves.membership import (
+from tufwaves.device.membership import (
     LIST_MAX,
     FractionMembership,
     ListMembership,
     Membership,
     MerkleEvidence,
     MerkleMembership,
-    MerkleTreeFile,
     canonical_uuid,
     encode_members,
     fraction_member,
@@ -34,6 +32,8 @@ from tufwaves.membership import (
     parse_uuid_list,
     verify_inclusion,
 )
+from tufwaves.errors import InputError, StorageError
+from tufwaves.server.merkle_file import MerkleTreeFile
 
 SPEC = Path(__file__).resolve().parent.parent / "specs" / "membership.md"
 ROLE = "ripple.w1.1"

@@ -13,7 +13,7 @@ from securesystemslib.signer import CryptoSigner
 from tuf.api.metadata import Metadata, Targets
 
 from tufwaves.errors import InputError
-from tufwaves.metadata import (
+from tufwaves.server.metadata import (
     Policy,
     WaveInfo,
     artifact_target,

@@ -10,8 +10,8 @@ from pathlib import Path
 from tuf.ngclient import Updater
 
 from tests.conftest import KeyStore, RepoFactory
-from tufwaves.metadata import expiry
-from tufwaves.waves import init_wave
+from tufwaves.server.metadata import expiry
+from tufwaves.server.waves import init_wave
 
 
 class _Quiet(SimpleHTTPRequestHandler):

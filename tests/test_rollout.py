@@ -15,16 +15,16 @@ from typing import Any
 import pytest
 
 from tests.conftest import PASSPHRASE, KeyStore, RepoFactory, publish_wave, tree_digest
-from tufwaves.bundles import build_bundle
+from tufwaves.demo.ngcheck import ngclient_fetch
 from tufwaves.errors import InputError, RefusedError
-from tufwaves.inventory import DeviceRow
-from tufwaves.inventory.sqlite import SqliteInventory
-from tufwaves.metadata import Policy, expiry, ripple_role, rollout_info
-from tufwaves.ngcheck import ngclient_fetch
-from tufwaves.repository import Repository
-from tufwaves.rollout import Selector, cancel, complete, open_inventory, rollout
+from tufwaves.server.bundler import build_bundle
+from tufwaves.server.inventory import DeviceRow
+from tufwaves.server.inventory.sqlite import SqliteInventory
+from tufwaves.server.metadata import Policy, expiry, ripple_role, rollout_info
+from tufwaves.server.repository import Repository
+from tufwaves.server.rollout import Selector, cancel, complete, open_inventory, rollout
+from tufwaves.server.waves import ceremony_for_wave, fold_into_production, sign_ceremony
 from tufwaves.verify import DeviceIdentity, Verifier
-from tufwaves.waves import ceremony_for_wave, fold_into_production, sign_ceremony
 
 
 def dev(n: int) -> str:

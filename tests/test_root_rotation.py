@@ -8,16 +8,16 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import KeyStore, RepoFactory, publish_wave
-from tufwaves.bootstrap import rotate_root
-from tufwaves.bundles import build_bundle
 from tufwaves.cli import main
+from tufwaves.demo.ngcheck import ngclient_fetch
 from tufwaves.errors import RefusedError
-from tufwaves.inventory import DeviceRow
-from tufwaves.metadata import expiry
-from tufwaves.ngcheck import ngclient_fetch
-from tufwaves.rollout import Selector, open_inventory, rollout
+from tufwaves.server.bundler import build_bundle
+from tufwaves.server.inventory import DeviceRow
+from tufwaves.server.metadata import expiry
+from tufwaves.server.rollout import Selector, open_inventory, rollout
+from tufwaves.server.roots import rotate_root
+from tufwaves.server.waves import sign_ceremony
 from tufwaves.verify import DeviceIdentity, Verifier
-from tufwaves.waves import sign_ceremony
 
 DEVICE = "6f1c3c4e-8d2a-4b7e-9a51-0c2d3e4f5a6b"
 

@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 
 from tufwaves.errors import InputError, RefusedError
-from tufwaves.inventory import DeviceRow, Eligibility
-from tufwaves.inventory.sqlite import SqliteInventory
-from tufwaves.rollout import _uuid_bytes
+from tufwaves.server.inventory import DeviceRow, Eligibility
+from tufwaves.server.inventory.sqlite import SqliteInventory
+from tufwaves.server.rollout import _uuid_bytes
 
 T0 = datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
 N = 2000

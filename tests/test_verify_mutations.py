@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from tuf.api.metadata import Metadata
 
 from tests.simulator import NOW, PAST, Simulator, device
-from tufwaves.bundle import Bundle, BundleFile
+from tufwaves.device.bundle import Bundle, BundleFile
 from tufwaves.verify import DeviceIdentity, Reason, Verifier
 
 D = device(7)

@@ -13,8 +13,8 @@ import pytest
 from tuf.api.metadata import Metadata
 
 from tests.simulator import NOW, Simulator, device, signer
-from tufwaves import verify as verify_module
-from tufwaves.bundle import Bundle, BundleFile
+from tufwaves.device import verifier as verify_module
+from tufwaves.device.bundle import Bundle, BundleFile
 from tufwaves.verify import Decision, DeviceIdentity, Reason, Verifier
 
 MEMBER = device(1)
@@ -284,7 +284,7 @@ def test_state_write_failed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     def fail(*args: object, **kwargs: object) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr("tufwaves.verify._client.atomic_write", fail)
+    monkeypatch.setattr("tufwaves.device._client.atomic_write", fail)
     d = verifier.decide(sim.bundle(MEMBER), identity(), NOW)
     assert d.reason is Reason.STATE_WRITE_FAILED
     assert not d.allowed

@@ -16,19 +16,19 @@ from cryptography.hazmat.primitives.serialization import (
 from tuf.api.metadata import Metadata, Targets
 
 from tests.conftest import KeyStore, RepoFactory
-from tufwaves.bootstrap import create_repository
-from tufwaves.ceremony import Ceremony
+from tufwaves.demo.ngcheck import ngclient_fetch
 from tufwaves.errors import InputError, KeyError_, RefusedError, StorageError
-from tufwaves.keys import generate_key, import_uri_key, load_key_ref
-from tufwaves.metadata import expiry, wave_info, wave_role
-from tufwaves.ngcheck import ngclient_fetch
-from tufwaves.repository import Repository
-from tufwaves.waves import (
+from tufwaves.server.ceremony import Ceremony
+from tufwaves.server.keys import generate_key, import_uri_key, load_key_ref
+from tufwaves.server.metadata import expiry, wave_info, wave_role
+from tufwaves.server.repository import Repository
+from tufwaves.server.roots import create_repository
+from tufwaves.server.staging import load_ceremony
+from tufwaves.server.waves import (
     discard_ceremony,
     import_ceremony,
     init_wave,
     list_waves,
-    load_ceremony,
     sign_ceremony,
     wave_summary,
 )
@@ -307,7 +307,7 @@ def test_crash_during_publish_keeps_previous_state(
     from tests.conftest import tree_digest
 
     before = tree_digest(repo.path)
-    from tufwaves import repository
+    from tufwaves.server import repository
 
     real = repository.atomic_write
 

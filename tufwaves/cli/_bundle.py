@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from tufwaves.bundles import build_bundle
+from tufwaves._files import atomic_write
 from tufwaves.cli._common import add_json_flag, emit_json, example_epilog, info
 from tufwaves.errors import InputError
-from tufwaves.repository import Repository, atomic_write
-from tufwaves.rollout import open_inventory
+from tufwaves.server.bundler import build_bundle
+from tufwaves.server.repository import Repository
+from tufwaves.server.rollout import open_inventory
 
 
 def add_bundle_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -7,12 +7,14 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from tufwaves.ceremony import Ceremony
+from tufwaves._files import atomic_write
 from tufwaves.cli._common import info
 from tufwaves.errors import InputError, RefusedError
-from tufwaves.keys import load_key_ref
-from tufwaves.repository import Repository, atomic_write
-from tufwaves.waves import discard_ceremony, import_ceremony, load_ceremony
+from tufwaves.server.ceremony import Ceremony
+from tufwaves.server.keys import load_key_ref
+from tufwaves.server.repository import Repository
+from tufwaves.server.staging import load_ceremony
+from tufwaves.server.waves import discard_ceremony, import_ceremony
 
 
 def add_ceremony_commands(

@@ -14,9 +14,9 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
-from tufwaves.bundle import LIMITS
 from tufwaves.cli._bundle import add_bundle_command
 from tufwaves.cli._common import add_json_flag, emit_json, example_epilog
+from tufwaves.device.bundle import LIMITS
 from tufwaves.errors import StorageError
 from tufwaves.verify import Decision, DeviceIdentity, Verifier
 

@@ -11,8 +11,8 @@ from typing import Any
 
 from tufwaves.cli import _common
 from tufwaves.errors import InputError
-from tufwaves.inventory import Device
-from tufwaves.inventory.sqlite import FILENAME, SqliteInventory
+from tufwaves.server.inventory import Device
+from tufwaves.server.inventory.sqlite import FILENAME, SqliteInventory
 
 __all__ = ["register"]
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from tufwaves.cli._common import add_json_flag, emit_json, example_epilog, info
 from tufwaves.errors import StorageError
-from tufwaves.keys import (
+from tufwaves.server.keys import (
     KEY_TYPES,
     PASSPHRASE_ENV,
     generate_key,

@@ -5,19 +5,20 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from tufwaves.bootstrap import (
+from tufwaves.cli._ceremony import add_ceremony_commands, print_ceremony
+from tufwaves.cli._common import add_json_flag, emit_json, example_epilog
+from tufwaves.errors import InputError
+from tufwaves.server.keys import PASSPHRASE_ENV, load_key_ref
+from tufwaves.server.metadata import expiry
+from tufwaves.server.repository import Repository
+from tufwaves.server.roots import (
     ONLINE_ROLES,
     create_repository,
     repository_ceremony,
     rotate_root,
 )
-from tufwaves.cli._ceremony import add_ceremony_commands, print_ceremony
-from tufwaves.cli._common import add_json_flag, emit_json, example_epilog
-from tufwaves.errors import InputError
-from tufwaves.keys import PASSPHRASE_ENV, load_key_ref
-from tufwaves.metadata import expiry
-from tufwaves.repository import Repository
-from tufwaves.waves import load_ceremony, pending_ids, sign_ceremony
+from tufwaves.server.staging import load_ceremony, pending_ids
+from tufwaves.server.waves import sign_ceremony
 
 KEY_HELP = "a private key file or URI (signs now) or a .pub file (signs later)"
 

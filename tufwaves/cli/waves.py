@@ -10,13 +10,13 @@ from pathlib import Path
 
 from tufwaves.cli._ceremony import add_ceremony_commands, print_ceremony
 from tufwaves.cli._common import add_json_flag, emit_json, example_epilog, info
+from tufwaves.device.membership import parse_uuid_list
 from tufwaves.errors import InputError
-from tufwaves.inventory import RippleRecord
-from tufwaves.keys import load_key_ref, load_public_key
-from tufwaves.membership import parse_uuid_list
-from tufwaves.metadata import Policy, expiry
-from tufwaves.repository import Repository
-from tufwaves.rollout import (
+from tufwaves.server.inventory import RippleRecord
+from tufwaves.server.keys import load_key_ref, load_public_key
+from tufwaves.server.metadata import Policy, expiry
+from tufwaves.server.repository import Repository
+from tufwaves.server.rollout import (
     Selector,
     cancel,
     complete,
@@ -25,7 +25,7 @@ from tufwaves.rollout import (
     ripple_members,
     rollout,
 )
-from tufwaves.waves import (
+from tufwaves.server.waves import (
     WaveSummary,
     ceremony_for_wave,
     fold_into_production,

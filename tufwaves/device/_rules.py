@@ -1,7 +1,7 @@
 """Decision values and the decision rules over verified metadata.
 
 Nothing here verifies signatures: the caller hands in python-tuf ``Targets``
-objects that the TUF workflow (:mod:`tufwaves.verify._client`) has already
+objects that the TUF workflow (:mod:`tufwaves.device._client`) has already
 verified. This module reads the tufwaves profile (``x-tufwaves-*`` fields and
 target ``custom``, ``specs/metadata.md``) strictly and decides. See
 ``specs/verifier.md`` for the rules in prose and every reason code.
@@ -18,8 +18,7 @@ from typing import Any, Final, TypeGuard
 
 from tuf.api.metadata import DelegatedRole, TargetFile, Targets
 
-from tufwaves.errors import InputError
-from tufwaves.membership import (
+from tufwaves.device.membership import (
     FractionMembership,
     ListMembership,
     Membership,
@@ -31,6 +30,7 @@ from tufwaves.membership import (
     membership_from_dict,
     verify_inclusion,
 )
+from tufwaves.errors import InputError
 
 __all__ = [
     "Artifact",

@@ -24,22 +24,22 @@ from typing import Any
 from securesystemslib.signer import Signer
 from tuf.api.metadata import DelegatedRole, Metadata, Targets
 
-from tufwaves.errors import InputError, RefusedError
-from tufwaves.inventory import Eligibility, Inventory
-from tufwaves.inventory.sqlite import SqliteInventory
-from tufwaves.keys import KeyRef
-from tufwaves.membership import (
+from tufwaves.device.membership import (
     LIST_MAX,
     FractionMembership,
     ListMembership,
     MerkleMembership,
-    MerkleTreeFile,
     canonical_uuid,
     fraction_member,
     membership_from_dict,
     merkle_root,
 )
-from tufwaves.metadata import (
+from tufwaves.errors import InputError, RefusedError
+from tufwaves.server.inventory import Eligibility, Inventory
+from tufwaves.server.inventory.sqlite import SqliteInventory
+from tufwaves.server.keys import KeyRef
+from tufwaves.server.merkle_file import MerkleTreeFile
+from tufwaves.server.metadata import (
     Policy,
     WaveInfo,
     build_ripple,
@@ -52,8 +52,9 @@ from tufwaves.metadata import (
     wave_info,
     wave_role,
 )
-from tufwaves.repository import PublishedState, Repository
-from tufwaves.waves import discard_ceremony, pending_ids
+from tufwaves.server.repository import PublishedState, Repository
+from tufwaves.server.staging import pending_ids
+from tufwaves.server.waves import discard_ceremony
 
 __all__ = [
     "RolloutResult",

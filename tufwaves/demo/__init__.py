@@ -18,18 +18,20 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tufwaves.bootstrap import create_repository
-from tufwaves.bundles import build_bundle
-from tufwaves.ceremony import Ceremony
+from tufwaves._files import atomic_write
+from tufwaves.demo.ngcheck import ngclient_fetch
+from tufwaves.device.membership import fraction_member
 from tufwaves.errors import StorageError
-from tufwaves.keys import PASSPHRASE_ENV, generate_key, load_key_ref, write_key_pair
-from tufwaves.membership import fraction_member
-from tufwaves.metadata import expiry, wave_role
-from tufwaves.ngcheck import ngclient_fetch
-from tufwaves.repository import Repository, atomic_write
-from tufwaves.rollout import Selector, complete, load_wave, open_inventory, rollout
+from tufwaves.server.bundler import build_bundle
+from tufwaves.server.ceremony import Ceremony
+from tufwaves.server.keys import PASSPHRASE_ENV, generate_key, load_key_ref, write_key_pair
+from tufwaves.server.metadata import expiry, wave_role
+from tufwaves.server.repository import Repository
+from tufwaves.server.rollout import Selector, complete, load_wave, open_inventory, rollout
+from tufwaves.server.roots import create_repository
+from tufwaves.server.staging import load_ceremony
+from tufwaves.server.waves import import_ceremony, init_wave
 from tufwaves.verify import DeviceIdentity, Verifier
-from tufwaves.waves import import_ceremony, init_wave, load_ceremony
 
 __all__ = ["DemoResult", "run_demo"]
 
@@ -187,6 +189,7 @@ def _rollout_demo(
             and not fraction_member(salt, d.uuid, 50_000)
         )
         bundles = directory / "bundles"
+        bundles.mkdir(exist_ok=True)
         for label, uid in (("member", member), ("non-member", outsider.uuid)):
             bundle = build_bundle(repo, inv, uid)
             path = bundles / f"{label}-{uid}.json"

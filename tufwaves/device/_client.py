@@ -39,10 +39,10 @@ from tuf.api.metadata import (
     Timestamp,
 )
 
-from tufwaves._files import atomic_write
-from tufwaves.bundle import LIMITS, Bundle, BundleFile, role_size_cap
+from tufwaves._files import PRIVATE_MODE, atomic_write
+from tufwaves.device._rules import Reason
+from tufwaves.device.bundle import LIMITS, Bundle, BundleFile, role_size_cap
 from tufwaves.errors import StorageError
-from tufwaves.verify._rules import Reason
 
 __all__ = [
     "BundleSource",
@@ -262,9 +262,9 @@ def write_state_dir(path: Path, state: TrustState) -> None:
         roots.mkdir(exist_ok=True)
         root_file = roots / f"{version}.root.json"
         if not root_file.exists() or root_file.read_bytes() != state.root:
-            atomic_write(root_file, state.root)
+            atomic_write(root_file, state.root, mode=PRIVATE_MODE)
         body = json.dumps(state.to_dict(version), indent=1, sort_keys=True)
-        atomic_write(path / STATE_FILE, body.encode("ascii"))
+        atomic_write(path / STATE_FILE, body.encode("ascii"), mode=PRIVATE_MODE)
     except OSError as e:
         raise StorageError(f"cannot write the verifier state in {path}: {e}") from e
 

@@ -1,6 +1,6 @@
 """RFC 9162 section 2.1 Merkle trees over SHA-256, on concatenated 16-byte leaves.
 
-Private helpers for :mod:`tufwaves.membership`. Nothing here validates input
+Private helpers for :mod:`tufwaves.device.membership`. Nothing here validates input
 beyond what the arithmetic needs; the public module does that.
 
 Tree shape: nodes at level ``j`` are numbered ``0 .. ceil(n / 2**j) - 1`` and

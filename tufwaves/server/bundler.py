@@ -11,13 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from tufwaves.bundle import Bundle, BundleFile
+from tufwaves.device.bundle import Bundle, BundleFile
+from tufwaves.device.membership import MerkleEvidence, canonical_uuid
 from tufwaves.errors import InputError
-from tufwaves.inventory import Inventory
-from tufwaves.membership import MerkleEvidence, MerkleTreeFile, canonical_uuid
-from tufwaves.metadata import ripple_role, rollout_role, wave_role
-from tufwaves.repository import PublishedState, Repository
-from tufwaves.rollout import load_wave, tree_path
+from tufwaves.server.inventory import Inventory
+from tufwaves.server.merkle_file import MerkleTreeFile
+from tufwaves.server.metadata import ripple_role, rollout_role, wave_role
+from tufwaves.server.repository import PublishedState, Repository
+from tufwaves.server.rollout import load_wave, tree_path
 
 __all__ = ["build_bundle"]
 

@@ -1,7 +1,7 @@
 """The fleet inventory: which devices exist, what they run, which ripple took them.
 
 The rollout code talks to an :class:`Inventory`, a protocol with no database in
-it; :mod:`tufwaves.inventory.sqlite` is the embedded default (one file per
+it; :mod:`tufwaves.server.inventory.sqlite` is the embedded default (one file per
 repository) and a PostgreSQL implementation is meant to be a second class with
 the same methods. Everything an implementation must agree on -- UUID
 normalisation, the ring position, the name rules, the device file formats --
@@ -12,7 +12,6 @@ See ``specs/inventory.md`` for the normative description.
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import re
@@ -369,21 +368,19 @@ class Inventory(Protocol):
 
 # -- rules shared by every implementation ------------------------------------
 
-_UUID_RE = re.compile(
-    r"[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}"
-)
-_NAME_PATTERN = "^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$"
-_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}")
+UUID_RE = re.compile(r"[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}")
+NAME_PATTERN = "^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$"
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}")
 _WAVE_PATTERN = "^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
 _WAVE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
-_VERSION_RE = re.compile(r"0|[1-9][0-9]{0,18}")
+VERSION_RE = re.compile(r"0|[1-9][0-9]{0,18}")
 _RING = struct.Struct(">q")
 _sha256 = hashlib.sha256
 
 
 def canonical_uuid(value: object) -> str:
     """``value`` as a lowercase 8-4-4-4-12 UUID; InputError for anything else."""
-    if not isinstance(value, str) or _UUID_RE.fullmatch(value) is None:
+    if not isinstance(value, str) or UUID_RE.fullmatch(value) is None:
         raise InputError(
             f"{value!r} is not a device UUID; expected 8-4-4-4-12 hex digits "
             "such as 123e4567-e89b-12d3-a456-426614174000"
@@ -401,17 +398,19 @@ def ring_position(uuid: str) -> int:
     return int.from_bytes(hashlib.sha256(raw).digest()[:8], "big", signed=True)
 
 
-def _ring_of_canonical(uuid: str) -> int:
-    # Same as ring_position for an already canonical UUID, without re-checking
-    # (imports call this a million times).
+def ring_of_canonical(uuid: str) -> int:
+    """:func:`ring_position` of an already canonical UUID, without re-checking it.
+
+    Imports call this a million times.
+    """
     ring: int = _RING.unpack_from(_sha256(bytes.fromhex(uuid.replace("-", ""))).digest())[0]
     return ring
 
 
 def check_name(what: str, value: object) -> str:
     """A tag, hardware id or group name, or InputError."""
-    if not isinstance(value, str) or _NAME_RE.fullmatch(value) is None:
-        raise InputError(f"{what} {value!r} must match {_NAME_PATTERN}")
+    if not isinstance(value, str) or NAME_RE.fullmatch(value) is None:
+        raise InputError(f"{what} {value!r} must match {NAME_PATTERN}")
     return value
 
 
@@ -478,190 +477,4 @@ def normalise_row(row: DeviceRow) -> NormalRow:
     version = row.installed_version
     if version is not None:
         check_version("installed_version", version)
-    return NormalRow(uuid, _ring_of_canonical(uuid), row.hardware_id, row.tag, groups, version)
-
-
-# -- device files ------------------------------------------------------------
-
-_JSON_KEYS = frozenset(CSV_HEADER)
-_REQUIRED_JSON_KEYS = ("uuid", "hardware_id", "tag")
-
-
-def detect_format(path: Path) -> Literal["csv", "jsonl"]:
-    """``csv`` or ``jsonl`` from the extension, else from the first line."""
-    suffix = path.suffix.lower()
-    if suffix == ".csv":
-        return "csv"
-    if suffix in (".jsonl", ".ndjson"):
-        return "jsonl"
-    try:
-        with path.open("r", encoding="utf-8-sig", newline="") as f:
-            for line in f:
-                if not line.strip():
-                    continue
-                if line.lstrip().startswith("{"):
-                    return "jsonl"
-                if line.rstrip("\r\n") == ",".join(CSV_HEADER):
-                    return "csv"
-                break
-    except (OSError, UnicodeDecodeError) as e:
-        raise InputError(f"cannot read {path}: {e}") from e
-    raise InputError(
-        f"{path}: cannot tell the format; name it .csv (header "
-        f"{','.join(CSV_HEADER)}) or .jsonl (one JSON object per line)"
-    )
-
-
-def read_device_file(path: Path, fmt: Literal["csv", "jsonl"]) -> Iterator[tuple[int, NormalRow]]:
-    """Validated rows of a device file with their line numbers.
-
-    Raises InputError naming the file and line at the first bad row; the
-    caller must not keep anything it stored from this file (one transaction).
-    """
-    try:
-        with path.open("r", encoding="utf-8-sig", newline="") as f:
-            if fmt == "csv":
-                yield from _read_csv(path, f)
-            else:
-                yield from _read_jsonl(path, f)
-    except UnicodeDecodeError as e:
-        raise InputError(f"{path}: not UTF-8 text ({e})") from e
-    except OSError as e:
-        raise InputError(f"cannot read {path}: {e}") from e
-
-
-def _bad(path: Path, line: int, what: str) -> InputError:
-    return InputError(
-        f"{path} line {line}: {what}; nothing from this file was imported "
-        "(fix the line and import the file again)"
-    )
-
-
-# A well-formed CSV data line in one match: no valid field can contain a
-# quote, comma or newline, so every line of a good file matches this and only
-# lines that do not are handed to the csv module (quoted fields) or rejected.
-_CSV_LINE_RE = re.compile(
-    r"(?P<uuid>[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-"
-    r"[0-9A-Fa-f]{12}),"
-    r"(?P<hw>[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}),"
-    r"(?P<tag>[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}),"
-    r"(?P<groups>(?:[A-Za-z0-9][A-Za-z0-9_.+-]{0,63})"
-    r"(?:;[A-Za-z0-9][A-Za-z0-9_.+-]{0,63})*)?,"
-    r"(?P<version>0|[1-9][0-9]{0,18})?"
-    r"\r?\n?"
-)
-
-
-def _read_csv(path: Path, f: Iterable[str]) -> Iterator[tuple[int, NormalRow]]:
-    lines = iter(f)
-    first = next(lines, "")
-    if first.rstrip("\r\n") != ",".join(CSV_HEADER):
-        raise _bad(
-            path,
-            1,
-            f"the header must be exactly {','.join(CSV_HEADER)} "
-            f"(found {first.rstrip(chr(10) + chr(13))!r})",
-        )
-    match = _CSV_LINE_RE.fullmatch
-    ring = _ring_of_canonical
-    row = NormalRow
-    for line, text in enumerate(lines, start=2):
-        m = match(text)
-        if m is not None:
-            uuid, hardware_id, tag, groups_text, version_text = m.groups()
-            uuid = uuid.lower()
-            if groups_text is None:
-                groups: tuple[str, ...] = ()
-            elif ";" in groups_text:
-                groups = tuple(sorted(set(groups_text.split(";"))))
-            else:
-                groups = (groups_text,)
-            version = None if version_text is None else int(version_text)
-            if version is not None and version > MAX_VERSION:
-                raise _bad(path, line, _version_problem(version_text))
-            yield line, row(uuid, ring(uuid), hardware_id, tag, groups, version)
-        elif text.strip():
-            yield line, _slow_csv_row(path, line, text)
-
-
-def _version_problem(text: str) -> str:
-    return (
-        f"installed_version {text!r} must be empty (unknown) or an integer "
-        f"from 0 to {MAX_VERSION} without leading zeros"
-    )
-
-
-def _slow_csv_row(path: Path, line: int, text: str) -> NormalRow:
-    """Parse a line the fast pattern refused: accept quoting, or say what is wrong."""
-    try:
-        parsed = list(csv.reader([text], strict=True))
-    except csv.Error as e:
-        raise _bad(path, line, f"bad CSV ({e})") from e
-    fields = parsed[0] if parsed else []
-    if len(fields) != len(CSV_HEADER):
-        raise _bad(path, line, f"expected 5 fields, found {len(fields)}")
-    raw_uuid, hardware_id, tag, groups_text, version_text = fields
-    if _UUID_RE.fullmatch(raw_uuid) is None:
-        raise _bad(path, line, f"uuid {raw_uuid!r} is not an 8-4-4-4-12 UUID")
-    for what, value in (("hardware_id", hardware_id), ("tag", tag)):
-        if _NAME_RE.fullmatch(value) is None:
-            raise _bad(path, line, f"{what} {value!r} must match {_NAME_PATTERN}")
-    groups = groups_text.split(";") if groups_text else []
-    for group in groups:
-        if _NAME_RE.fullmatch(group) is None:
-            raise _bad(path, line, f"group {group!r} must match {_NAME_PATTERN}")
-    version: int | None = None
-    if version_text:
-        if _VERSION_RE.fullmatch(version_text) is None or (int(version_text) > MAX_VERSION):
-            raise _bad(path, line, _version_problem(version_text))
-        version = int(version_text)
-    uuid = raw_uuid.lower()
-    return NormalRow(
-        uuid,
-        _ring_of_canonical(uuid),
-        hardware_id,
-        tag,
-        tuple(sorted(set(groups))),
-        version,
-    )
-
-
-def _read_jsonl(path: Path, f: Iterable[str]) -> Iterator[tuple[int, NormalRow]]:
-    for line, text in enumerate(f, start=1):
-        if not text.strip():
-            continue
-        try:
-            obj = json.loads(text)
-        except ValueError as e:
-            raise _bad(path, line, f"not JSON ({e})") from e
-        if not isinstance(obj, dict):
-            raise _bad(path, line, "expected a JSON object")
-        unknown = sorted(set(obj) - _JSON_KEYS)
-        if unknown:
-            raise _bad(
-                path,
-                line,
-                f"unknown field {unknown[0]!r} (fields: {', '.join(CSV_HEADER)})",
-            )
-        for key in _REQUIRED_JSON_KEYS:
-            if key not in obj:
-                raise _bad(path, line, f"missing field {key!r}")
-        groups = obj.get("groups", [])
-        if not isinstance(groups, list) or not all(isinstance(g, str) for g in groups):
-            raise _bad(path, line, "groups must be a list of group-name strings")
-        version = obj.get("installed_version")
-        if version is not None and (isinstance(version, bool) or not isinstance(version, int)):
-            raise _bad(path, line, f"installed_version {version!r} must be an integer or null")
-        try:
-            row = normalise_row(
-                DeviceRow(
-                    obj["uuid"],
-                    obj["hardware_id"],
-                    obj["tag"],
-                    frozenset(groups),
-                    version,
-                )
-            )
-        except InputError as e:
-            raise _bad(path, line, str(e)) from e
-        yield line, row
+    return NormalRow(uuid, ring_of_canonical(uuid), row.hardware_id, row.tag, groups, version)

@@ -1,6 +1,6 @@
 """Waves: create a release in an offline threshold ceremony, sign, publish, list.
 
-A wave is created as a ceremony (``tufwaves.ceremony``) holding the new
+A wave is created as a ceremony (``tufwaves.server.ceremony``) holding the new
 top-level ``targets`` and the wave role; it is published, together with the
 first version of its rollout role, only when both reach their thresholds.
 """
@@ -19,10 +19,12 @@ from typing import Any
 from securesystemslib.signer import Key
 from tuf.api.metadata import DelegatedRole, Delegations, Metadata, TargetFile, Targets
 
-from tufwaves.ceremony import Ceremony, PendingRole
+from tufwaves._files import atomic_write
 from tufwaves.errors import InputError, RefusedError, StorageError
-from tufwaves.keys import KeyRef
-from tufwaves.metadata import (
+from tufwaves.server import staging
+from tufwaves.server.ceremony import Ceremony, PendingRole
+from tufwaves.server.keys import KeyRef
+from tufwaves.server.metadata import (
     Policy,
     WaveInfo,
     artifact_target,
@@ -39,7 +41,7 @@ from tufwaves.metadata import (
     wave_info,
     wave_role,
 )
-from tufwaves.repository import PublishedState, Repository, atomic_write
+from tufwaves.server.repository import PublishedState, Repository
 
 __all__ = [
     "WaveSummary",
@@ -49,7 +51,6 @@ __all__ = [
     "import_ceremony",
     "init_wave",
     "list_waves",
-    "load_ceremony",
     "publish_if_complete",
     "rollout_state",
     "sign_ceremony",
@@ -97,42 +98,14 @@ class WaveSummary:
         }
 
 
-def _ceremony_path(repo: Repository, ceremony_id: str) -> Path:
-    return repo.staging_dir / f"{ceremony_id}.json"
-
-
-def _local_path(repo: Repository, ceremony_id: str) -> Path:
-    return repo.staging_dir / f"{ceremony_id}.local.json"
-
-
-def load_ceremony(repo: Repository, ceremony_id: str) -> Ceremony:
-    path = _ceremony_path(repo, ceremony_id)
-    if not path.is_file():
-        raise InputError(
-            f"no pending ceremony {ceremony_id!r} in {repo.path} "
-            "('tufwaves waves list --status pending' shows them)"
-        )
-    return Ceremony.read(path)
-
-
 def ceremony_for_wave(repo: Repository, wave: str) -> str:
     """The pending ceremony of ``wave``: its creation, else its production fold."""
-    pending = pending_ids(repo)
+    pending = staging.pending_ids(repo)
     for cid in (wave_role(wave), f"production.{wave}"):
         if cid in pending:
             return cid
     raise InputError(
         f"wave {wave} has no pending ceremony ('tufwaves waves list --status pending')"
-    )
-
-
-def pending_ids(repo: Repository) -> list[str]:
-    if not repo.staging_dir.is_dir():
-        return []
-    return sorted(
-        p.name.removesuffix(".json")
-        for p in repo.staging_dir.glob("*.json")
-        if not p.name.endswith(".local.json")
     )
 
 
@@ -154,10 +127,10 @@ def _tag_versions(
             info = wave_info(repo.load_targets(wave_role(name), state))
             if info.tag == tag:
                 found.append((f"wave {name}", info.version))
-    for cid in pending_ids(repo):
+    for cid in staging.pending_ids(repo):
         if not cid.startswith("wave."):
             continue
-        for role in load_ceremony(repo, cid).roles:
+        for role in staging.load_ceremony(repo, cid).roles:
             if role.name == cid:
                 info = wave_info(role.metadata)
                 if info.tag == tag:
@@ -270,7 +243,7 @@ def init_wave(
     with repo.locked():
         state = repo.state()
         cid = wave_role(name)
-        if name in _published_waves(repo, state) or cid in pending_ids(repo):
+        if name in _published_waves(repo, state) or cid in staging.pending_ids(repo):
             raise RefusedError(
                 f"wave {name} already exists; wave names are never reused, choose another"
             )
@@ -321,13 +294,14 @@ def init_wave(
         if dry_run:
             return ceremony
         local = {"artifacts": {p: hashlib.sha256(d).hexdigest() for p, d in blobs.items()}}
+        (repo.staging_dir / f"{cid}.artifacts").mkdir(exist_ok=True)
         for data in blobs.values():
             atomic_write(
                 repo.staging_dir / f"{cid}.artifacts" / hashlib.sha256(data).hexdigest(),
                 data,
             )
-        atomic_write(_local_path(repo, cid), json.dumps(local, indent=2).encode())
-        atomic_write(_ceremony_path(repo, cid), ceremony.to_bytes())
+        atomic_write(staging.local_path(repo, cid), json.dumps(local, indent=2).encode())
+        atomic_write(staging.ceremony_path(repo, cid), ceremony.to_bytes())
         publish_if_complete(repo, ceremony)
     return ceremony
 
@@ -383,7 +357,7 @@ def publish_if_complete(repo: Repository, ceremony: Ceremony) -> bool:
             else:
                 roles[pending.name] = pending.metadata
         if ceremony.id.startswith("wave."):
-            local = json.loads(_local_path(repo, ceremony.id).read_bytes())
+            local = json.loads(staging.local_path(repo, ceremony.id).read_bytes())
             for path, digest in local["artifacts"].items():
                 data = (repo.staging_dir / f"{ceremony.id}.artifacts" / digest).read_bytes()
                 directory, _, base = path.rpartition("/")
@@ -404,7 +378,7 @@ def publish_if_complete(repo: Repository, ceremony: Ceremony) -> bool:
             if rollout is not None:
                 roles[rollout_role(name)] = rollout
         repo.publish(roles, root=root, artifacts=artifacts)
-        _discard_ceremony(repo, ceremony.id)
+        staging.remove(repo, ceremony.id)
     return True
 
 
@@ -450,7 +424,7 @@ def fold_into_production(repo: Repository, name: str, *, keys: Sequence[KeyRef] 
             if ref.signer is None:
                 raise InputError(f"--key {ref.name} is a public key; it cannot sign")
             ceremony.sign(ref.key.keyid, ref.signer)
-        atomic_write(_ceremony_path(repo, cid), ceremony.to_bytes())
+        atomic_write(staging.ceremony_path(repo, cid), ceremony.to_bytes())
         publish_if_complete(repo, ceremony)
     return ceremony
 
@@ -458,15 +432,15 @@ def fold_into_production(repo: Repository, name: str, *, keys: Sequence[KeyRef] 
 def discard_ceremony(repo: Repository, cid: str) -> None:
     """Drop a pending ceremony and its staged files; nothing was published."""
     with repo.locked():
-        if cid not in pending_ids(repo):
+        if cid not in staging.pending_ids(repo):
             raise InputError(f"no pending ceremony {cid!r} in {repo.path}")
-        _discard_ceremony(repo, cid)
+        staging.remove(repo, cid)
 
 
 def _refuse_if_targets_pending(repo: Repository) -> None:
     """Only one ceremony may change ``targets`` at a time: the second would sign
     a targets version the first one publishes first, and could never publish."""
-    for cid in pending_ids(repo):
+    for cid in staging.pending_ids(repo):
         if cid.startswith(("wave.", "production.")):
             wave = cid.split(".", 1)[1]
             raise RefusedError(
@@ -483,34 +457,24 @@ def rollout_state(repo: Repository, state: PublishedState, name: str) -> str:
     return rollout_info(repo.load_targets(rollout_role(name), state)).state
 
 
-def _discard_ceremony(repo: Repository, cid: str) -> None:
-    for path in (_ceremony_path(repo, cid), _local_path(repo, cid)):
-        path.unlink(missing_ok=True)
-    blobs = repo.staging_dir / f"{cid}.artifacts"
-    if blobs.is_dir():
-        for f in blobs.iterdir():
-            f.unlink()
-        blobs.rmdir()
-
-
 def sign_ceremony(repo: Repository, ceremony_id: str, ref: KeyRef) -> Ceremony:
     if ref.signer is None:
         raise InputError(f"--key {ref.name} is a public key; pass the .key file or a URI")
     with repo.locked():
-        ceremony = load_ceremony(repo, ceremony_id)
+        ceremony = staging.load_ceremony(repo, ceremony_id)
         ceremony.sign(ref.key.keyid, ref.signer)
         if not publish_if_complete(repo, ceremony):
-            atomic_write(_ceremony_path(repo, ceremony_id), ceremony.to_bytes())
+            atomic_write(staging.ceremony_path(repo, ceremony_id), ceremony.to_bytes())
     return ceremony
 
 
 def import_ceremony(repo: Repository, path: Path) -> tuple[Ceremony, list[tuple[str, str]]]:
     incoming = Ceremony.read(path)
     with repo.locked():
-        ceremony = load_ceremony(repo, incoming.id)
+        ceremony = staging.load_ceremony(repo, incoming.id)
         added = ceremony.merge(incoming)
         if not publish_if_complete(repo, ceremony):
-            atomic_write(_ceremony_path(repo, ceremony.id), ceremony.to_bytes())
+            atomic_write(staging.ceremony_path(repo, ceremony.id), ceremony.to_bytes())
     return ceremony, added
 
 
@@ -537,8 +501,8 @@ def _summary_from(
 def wave_summary(repo: Repository, name: str, state: PublishedState | None = None) -> WaveSummary:
     check_wave_name(name)
     cid = wave_role(name)
-    if cid in pending_ids(repo):
-        ceremony = load_ceremony(repo, cid)
+    if cid in staging.pending_ids(repo):
+        ceremony = staging.load_ceremony(repo, cid)
         wave_md = next(r.metadata for r in ceremony.roles if r.name == cid)
         return _summary_from(wave_md, "pending", 0, ceremony.status_lines())
     state = state or repo.state()
@@ -556,7 +520,7 @@ def list_waves(
 ) -> list[WaveSummary]:
     state = repo.state() if repo.is_published() else None
     names = set(_published_waves(repo, state)) if state else set()
-    names |= {c.removeprefix("wave.") for c in pending_ids(repo) if c.startswith("wave.")}
+    names |= {c.removeprefix("wave.") for c in staging.pending_ids(repo) if c.startswith("wave.")}
     out = []
     for name in sorted(names):
         summary = wave_summary(repo, name, state)

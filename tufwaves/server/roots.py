@@ -9,18 +9,20 @@ from pathlib import Path
 from securesystemslib.signer import Key
 from tuf.api.metadata import Metadata, Role, Root, Targets
 
-from tufwaves.ceremony import Ceremony, PendingRole
+from tufwaves._files import PRIVATE_MODE, atomic_write
 from tufwaves.errors import InputError, RefusedError, StorageError
-from tufwaves.keys import (
+from tufwaves.server.ceremony import Ceremony, PendingRole
+from tufwaves.server.keys import (
     KeyRef,
     generate_key,
     load_public_key,
     passphrase,
     write_key_pair,
 )
-from tufwaves.metadata import expiry
-from tufwaves.repository import CONFIG_NAME, Repository, atomic_write
-from tufwaves.waves import pending_ids, publish_if_complete
+from tufwaves.server.metadata import expiry
+from tufwaves.server.repository import CONFIG_NAME, Repository
+from tufwaves.server.staging import pending_ids
+from tufwaves.server.waves import publish_if_complete
 
 __all__ = ["ONLINE_ROLES", "create_repository", "repository_ceremony", "rotate_root"]
 
@@ -73,6 +75,8 @@ def create_repository(
     need_secret = any(role not in (online_keys or {}) for role in ONLINE_ROLES)
     secret = passphrase("the online keys", confirm=True) if need_secret else b""
     path.mkdir(parents=True, exist_ok=True)
+    for directory in (repo.metadata_dir, repo.targets_dir, repo.staging_dir, repo.ripples_dir):
+        directory.mkdir(exist_ok=True)
     online: dict[str, Key] = {}
     online_paths: dict[str, str] = {}
     for role in ONLINE_ROLES:
@@ -85,8 +89,7 @@ def create_repository(
                 atomic_write(target, pub.read_bytes())
                 priv = pub.with_suffix(".key")
                 if priv.exists():
-                    atomic_write(target.with_suffix(".key"), priv.read_bytes())
-                    target.with_suffix(".key").chmod(0o600)
+                    atomic_write(target.with_suffix(".key"), priv.read_bytes(), mode=PRIVATE_MODE)
             online[role] = key
             online_paths[role] = f"keys/{pub.name}"
         else:

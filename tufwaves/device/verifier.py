@@ -25,9 +25,7 @@ import logging
 from datetime import UTC, datetime
 from pathlib import Path
 
-from tufwaves.bundle import Bundle, BundleError, BundleTooLargeError
-from tufwaves.errors import InputError, VerificationError
-from tufwaves.verify._client import (
+from tufwaves.device._client import (
     BundleSource,
     Chain,
     ChainError,
@@ -37,7 +35,7 @@ from tufwaves.verify._client import (
     refresh,
     write_state_dir,
 )
-from tufwaves.verify._rules import (
+from tufwaves.device._rules import (
     Artifact,
     Decision,
     DeviceIdentity,
@@ -47,6 +45,8 @@ from tufwaves.verify._rules import (
     decide_rules,
     seen_cancelled,
 )
+from tufwaves.device.bundle import Bundle, BundleError, BundleTooLargeError
+from tufwaves.errors import InputError, VerificationError
 
 __all__ = [
     "Artifact",

@@ -44,8 +44,8 @@ from tuf.api.serialization import DeserializationError
 
 from tufwaves._files import atomic_write
 from tufwaves.errors import InputError, StorageError
-from tufwaves.keys import load_key_ref, load_public_key
-from tufwaves.metadata import now
+from tufwaves.server.keys import load_key_ref, load_public_key
+from tufwaves.server.metadata import now
 
 __all__ = ["PublishedState", "Repository", "atomic_write"]
 
@@ -251,6 +251,7 @@ class Repository:
 
         def write(path: Path, data: bytes) -> None:
             existed = path.exists()
+            path.parent.mkdir(parents=True, exist_ok=True)
             atomic_write(path, data)
             if not existed:
                 written.append(path)

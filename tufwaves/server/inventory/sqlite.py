@@ -22,7 +22,7 @@ from types import TracebackType
 from typing import Any, Literal, ParamSpec, Self, TypeVar
 
 from tufwaves.errors import InputError, RefusedError, StorageError
-from tufwaves.inventory import (
+from tufwaves.server.inventory import (
     AuditEntry,
     Device,
     DeviceRow,
@@ -38,327 +38,19 @@ from tufwaves.inventory import (
     check_time,
     check_version,
     check_wave,
-    detect_format,
     from_epoch,
     normalise_row,
-    read_device_file,
 )
+from tufwaves.server.inventory import sqlite_sql as _sql
+from tufwaves.server.inventory.readers import detect_format, read_device_file
 
 __all__ = ["FILENAME", "SCHEMA_VERSION", "SqliteInventory"]
 
-FILENAME = "inventory.sqlite"
-"""The inventory's file name inside a repository directory."""
-
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = _sql.SCHEMA_VERSION
 """Stored in ``PRAGMA user_version``; 0 means a new, empty file."""
 
-_BATCH = 50_000
-
-_SCHEMA = (
-    """CREATE TABLE devices (
-        id INTEGER PRIMARY KEY,
-        uuid TEXT NOT NULL,
-        ring INTEGER NOT NULL,
-        hardware_id TEXT NOT NULL,
-        tag TEXT NOT NULL,
-        installed_version INTEGER CHECK (installed_version >= 0),
-        last_seen INTEGER
-    ) STRICT""",
-    "CREATE UNIQUE INDEX devices_uuid ON devices (uuid)",
-    "CREATE INDEX devices_tag_ring ON devices (tag, ring)",
-    """CREATE TABLE groups (
-        id INTEGER PRIMARY KEY,
-        name TEXT NOT NULL UNIQUE
-    ) STRICT""",
-    """CREATE TABLE device_groups (
-        group_id INTEGER NOT NULL REFERENCES groups (id),
-        device_id INTEGER NOT NULL REFERENCES devices (id),
-        PRIMARY KEY (group_id, device_id)
-    ) STRICT, WITHOUT ROWID""",
-    "CREATE INDEX device_groups_device ON device_groups (device_id, group_id)",
-    """CREATE TABLE waves (
-        id INTEGER PRIMARY KEY,
-        name TEXT NOT NULL UNIQUE
-    ) STRICT""",
-    """CREATE TABLE ripples (
-        wave_id INTEGER NOT NULL REFERENCES waves (id),
-        idx INTEGER NOT NULL CHECK (idx >= 1),
-        created INTEGER NOT NULL,
-        selector TEXT NOT NULL,
-        devices INTEGER NOT NULL CHECK (devices >= 0),
-        encoding TEXT NOT NULL,
-        PRIMARY KEY (wave_id, idx)
-    ) STRICT, WITHOUT ROWID""",
-    """CREATE TABLE selections (
-        wave_id INTEGER NOT NULL,
-        ripple INTEGER NOT NULL,
-        device_id INTEGER NOT NULL REFERENCES devices (id),
-        UNIQUE (wave_id, device_id),
-        FOREIGN KEY (wave_id, ripple) REFERENCES ripples (wave_id, idx)
-    ) STRICT""",
-    "CREATE INDEX selections_ripple ON selections (wave_id, ripple)",
-    "CREATE INDEX selections_device ON selections (device_id)",
-    """CREATE TABLE audit (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        at INTEGER NOT NULL,
-        action TEXT NOT NULL,
-        key_ids TEXT NOT NULL,
-        arguments TEXT NOT NULL
-    ) STRICT""",
-    """CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit
-    BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END""",
-    """CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
-    BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END""",
-    f"PRAGMA user_version = {SCHEMA_VERSION:d}",
-)
-
-
-def _query(*fragments: str) -> str:
-    """Join constant SQL fragments of this module into one statement.
-
-    Only the module's own literal fragments are ever joined; every value is a
-    bound parameter.
-    """
-    return " ".join(fragments)
-
-
-# -- statements --------------------------------------------------------------
-
-# An import first appends every validated row to a temporary table (rowid =
-# line number), indexes it by UUID in one sort (which also finds a UUID that
-# appears twice), then applies it with a few set-based statements: devices go
-# in in UUID order, which keeps the UUID index append-mostly, and group rows
-# need no per-row round trip from Python.
-_STAGE_CREATE = """
-CREATE TEMP TABLE import_rows (
-    line INTEGER PRIMARY KEY,
-    uuid TEXT NOT NULL,
-    ring INTEGER NOT NULL,
-    hardware_id TEXT NOT NULL,
-    tag TEXT NOT NULL,
-    installed_version INTEGER,
-    groups TEXT
-)
-"""
-_STAGE_DROP = "DROP TABLE IF EXISTS temp.import_rows"
-_STAGE_ROW = "INSERT INTO temp.import_rows VALUES (?, ?, ?, ?, ?, ?, ?)"
-_STAGE_INDEX = "CREATE UNIQUE INDEX temp.import_rows_uuid ON import_rows (uuid)"
-_STAGE_DUPLICATE = """
-SELECT a.line, b.line, a.uuid FROM temp.import_rows AS a
-JOIN temp.import_rows AS b ON b.uuid = a.uuid AND b.line > a.line
-ORDER BY b.line LIMIT 1
-"""
-_STAGE_CLEAR_GROUPS = """
-DELETE FROM device_groups WHERE device_id IN (
-    SELECT d.id FROM temp.import_rows AS r JOIN devices AS d ON d.uuid = r.uuid)
-"""
-_STAGE_UPSERT = """
-INSERT INTO devices (uuid, ring, hardware_id, tag, installed_version)
-SELECT uuid, ring, hardware_id, tag, installed_version
-FROM temp.import_rows INDEXED BY import_rows_uuid WHERE true ORDER BY uuid
-ON CONFLICT (uuid) DO UPDATE SET
-    hardware_id = excluded.hardware_id,
-    tag = excluded.tag,
-    installed_version = coalesce(excluded.installed_version, installed_version)
-"""
-_STAGE_GROUPS = """
-INSERT INTO groups (name)
-SELECT DISTINCT j.value FROM temp.import_rows AS r, json_each(r.groups) AS j
-WHERE r.groups IS NOT NULL
-ON CONFLICT (name) DO NOTHING
-"""
-_STAGE_MEMBERSHIPS = """
-INSERT OR IGNORE INTO device_groups (group_id, device_id)
-SELECT g.id, d.id
-FROM temp.import_rows AS r INDEXED BY import_rows_uuid
-JOIN devices AS d ON d.uuid = r.uuid
-JOIN json_each(r.groups) AS j
-JOIN groups AS g ON g.name = j.value
-WHERE r.groups IS NOT NULL
-ORDER BY r.uuid
-"""
-
-_DEVICE = """
-SELECT d.uuid, d.hardware_id, d.tag, d.installed_version, d.last_seen,
-    (SELECT group_concat(g.name, ';')
-     FROM device_groups AS dg JOIN groups AS g ON g.id = dg.group_id
-     WHERE dg.device_id = d.id)
-FROM devices AS d
-"""
-_GET = _query(_DEVICE, "WHERE d.uuid = ?")
-_LIST = _query(
-    _DEVICE,
-    """
-WHERE (:tag IS NULL OR d.tag = :tag)
-  AND (:group IS NULL OR d.id IN (
-      SELECT dg.device_id FROM device_groups AS dg
-      WHERE dg.group_id = (SELECT g.id FROM groups AS g WHERE g.name = :group)))
-ORDER BY d.uuid
-LIMIT coalesce(:limit, -1)
-""",
-)
-
-# Eligibility of a device ``d`` for a wave. Parameters: tag, hw (JSON array of
-# hardware ids), version, wave, group (NULL for any).
-_MATCHES = """
-    d.tag = :tag
-    AND d.hardware_id IN (SELECT value FROM json_each(:hw))
-    AND (d.installed_version IS NULL OR d.installed_version < :version)
-"""
-# "Not selected by the wave" two ways, same rows: a probe of the (wave, device)
-# index per candidate (for walks that stop early), or one list of the wave's
-# selections built first and looked up per row (for passes over every row).
-_NOT_SELECTED_PROBE = """
-    AND NOT EXISTS (
-        SELECT 1 FROM selections AS s
-        WHERE s.wave_id = (SELECT w.id FROM waves AS w WHERE w.name = :wave)
-          AND s.device_id = d.id)
-"""
-_NOT_SELECTED_LIST = """
-    AND d.id NOT IN (
-        SELECT s.device_id FROM selections AS s
-        WHERE s.wave_id = (SELECT w.id FROM waves AS w WHERE w.name = :wave))
-"""
-_ELIGIBLE = _MATCHES + _NOT_SELECTED_PROBE
-_ELIGIBLE_SCAN = _MATCHES + _NOT_SELECTED_LIST
-# Group membership, also two ways: a list of the group's members built first
-# (a pass over every row), or a probe of the (group, device) key per candidate,
-# which lets a ring walk that stops after k rows return without reading the
-# whole group first.
-_IN_GROUP = """
-    AND d.id IN (
-        SELECT dg.device_id FROM device_groups AS dg
-        WHERE dg.group_id = (SELECT g.id FROM groups AS g WHERE g.name = :group))
-"""
-_IN_GROUP_PROBE = """
-    AND EXISTS (
-        SELECT 1 FROM device_groups AS dg
-        WHERE dg.group_id = (SELECT g.id FROM groups AS g WHERE g.name = :group)
-          AND dg.device_id = d.id)
-"""
-_GROUP_ID = "(SELECT g.id FROM groups AS g WHERE g.name = :group)"
-# Where the candidate devices come from. CROSS JOIN fixes the loop order.
-_FROM_DEVICES = "FROM devices AS d"
-_FROM_DEVICES_BY_UUID = "FROM devices AS d INDEXED BY devices_uuid"
-_FROM_DEVICES_SCAN = "FROM devices AS d NOT INDEXED"
-_FROM_GROUP = (
-    "FROM device_groups AS dg CROSS JOIN devices AS d ON d.id = dg.device_id "
-    "WHERE dg.group_id = " + _GROUP_ID + " AND"
-)
-_FROM_WITHIN = "FROM temp.within_devices AS w CROSS JOIN devices AS d ON d.id = w.id WHERE"
-_RING_FROM = "d.ring >= :start AND"
-_RING_BEFORE = "d.ring < :start AND"
-_BY_RING = "ORDER BY d.ring, d.uuid LIMIT :k"
-_BY_UUID = "ORDER BY d.uuid"
-_BY_RING_DESC = "ORDER BY d.ring DESC, d.uuid DESC LIMIT :k"
-# The devices a rollout chose (select_sorted), by row id, until recorded.
-_CHOSEN_CREATE = "CREATE TEMP TABLE IF NOT EXISTS chosen (id INTEGER PRIMARY KEY)"
-_CHOSEN_CLEAR = "DELETE FROM temp.chosen"
-_CHOSEN_INSERT = "INSERT INTO temp.chosen (id) SELECT d.id"
-_CHOSEN_UUIDS = "SELECT d.uuid FROM temp.chosen AS c CROSS JOIN devices AS d ON d.id = c.id"
-_CHOSEN_RECORD = """
-INSERT INTO selections (wave_id, ripple, device_id)
-SELECT ?, ?, c.id FROM temp.chosen AS c ORDER BY c.id
-"""
-# The end of a walk that a selection of nearly every eligible device leaves out.
-_PASSED_CREATE = "CREATE TEMP TABLE IF NOT EXISTS passed_over (id INTEGER PRIMARY KEY)"
-_PASSED_CLEAR = "DELETE FROM temp.passed_over"
-_PASSED_INSERT = "INSERT INTO temp.passed_over (id) SELECT d.id"
-_NOT_PASSED = "AND d.id NOT IN (SELECT p.id FROM temp.passed_over AS p)"
-_GROUP_SAMPLE = """
-SELECT count(*) FROM (
-    SELECT 1 FROM device_groups
-    WHERE group_id = (SELECT g.id FROM groups AS g WHERE g.name = :group)
-    LIMIT :cap)
-"""
-_TAG_SIZE = "SELECT count(*) FROM devices INDEXED BY devices_tag_ring WHERE tag = ?"
-_FLEET_SIZE = "SELECT coalesce(max(id), 0) FROM devices"
-
-# A group with fewer members than this is walked member by member (then
-# sorted) instead of walking the whole ring and probing membership.
-_SMALL_GROUP = 100_000
-
-
-_EXPLAIN = """
-SELECT d.tag, d.hardware_id, d.installed_version,
-    (SELECT s.ripple FROM selections AS s
-     WHERE s.wave_id = (SELECT w.id FROM waves AS w WHERE w.name = :wave)
-       AND s.device_id = d.id),
-    (:group IS NULL OR EXISTS (
-        SELECT 1 FROM device_groups AS dg JOIN groups AS g ON g.id = dg.group_id
-        WHERE g.name = :group AND dg.device_id = d.id))
-FROM devices AS d WHERE d.uuid = :uuid
-"""
-
-_SELECTED_RIPPLE = """
-SELECT s.ripple FROM selections AS s
-WHERE s.wave_id = (SELECT w.id FROM waves AS w WHERE w.name = ?)
-  AND s.device_id = (SELECT d.id FROM devices AS d WHERE d.uuid = ?)
-"""
-_DEVICE_SELECTIONS = """
-SELECT w.name, s.ripple FROM selections AS s JOIN waves AS w ON w.id = s.wave_id
-WHERE s.device_id = (SELECT d.id FROM devices AS d WHERE d.uuid = ?)
-ORDER BY w.name, s.ripple
-"""
-_ADD_SELECTION = """
-INSERT INTO selections (wave_id, ripple, device_id)
-SELECT ?, ?, id FROM devices WHERE uuid = ?
-"""
-_RIPPLES = """
-SELECT w.name, r.idx, r.created, r.selector, r.devices, r.encoding
-FROM ripples AS r JOIN waves AS w ON w.id = r.wave_id
-WHERE w.name = ? ORDER BY r.idx
-"""
-_MEMBERS = """
-SELECT d.uuid FROM selections AS s JOIN devices AS d ON d.id = s.device_id
-WHERE s.wave_id = (SELECT w.id FROM waves AS w WHERE w.name = ?) AND s.ripple = ?
-ORDER BY d.uuid
-"""
-
-# Per-group status. ``match`` = the wave's tag and one of its hardware ids.
-_STATUS_COLUMNS = """
-    count(*),
-    coalesce(sum(d.tag = :tag AND d.hardware_id IN (SELECT value FROM json_each(:hw))
-        AND (d.installed_version IS NULL OR d.installed_version < :version)
-        AND s.device_id IS NULL), 0),
-    coalesce(sum(s.device_id IS NOT NULL), 0),
-    coalesce(sum(d.tag = :tag AND d.hardware_id IN (SELECT value FROM json_each(:hw))
-        AND d.installed_version >= :version), 0)
-"""
-_STATUS_SELECTED = """
-    LEFT JOIN selections AS s
-        ON s.wave_id = (SELECT w.id FROM waves AS w WHERE w.name = :wave)
-       AND s.device_id = d.id
-"""
-_STATUS_GROUPS = _query(
-    "SELECT g.name,",
-    _STATUS_COLUMNS,
-    """
-FROM groups AS g
-JOIN device_groups AS dg ON dg.group_id = g.id
-JOIN devices AS d ON d.id = dg.device_id
-""",
-    _STATUS_SELECTED,
-    "GROUP BY g.name ORDER BY g.name",
-)
-_STATUS_UNGROUPED = _query(
-    "SELECT",
-    _STATUS_COLUMNS,
-    "FROM devices AS d",
-    _STATUS_SELECTED,
-    "WHERE NOT EXISTS (SELECT 1 FROM device_groups AS dg WHERE dg.device_id = d.id)",
-)
-_STATUS_TOTAL = _query("SELECT", _STATUS_COLUMNS, "FROM devices AS d", _STATUS_SELECTED)
-
-_AUDIT = """
-INSERT INTO audit (at, action, key_ids, arguments) VALUES (?, ?, ?, ?)
-RETURNING id
-"""
-_AUDIT_LOG = """
-SELECT id, at, action, key_ids, arguments FROM (
-    SELECT * FROM audit ORDER BY id DESC LIMIT coalesce(?, -1)
-) ORDER BY id
-"""
+FILENAME = "inventory.sqlite"
+"""The inventory's file name inside a repository directory."""
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
@@ -406,7 +98,7 @@ def _device(row: Sequence[Any]) -> Device:
 def _batches(
     rows: Iterable[tuple[int, NormalRow]],
 ) -> Iterator[list[tuple[Any, ...]]]:
-    """Rows as staging-table tuples, ``_BATCH`` at a time (groups as JSON text).
+    """Rows as staging-table tuples, ``_sql.BATCH`` at a time (groups as JSON text).
 
     Group names cannot contain a quote or a backslash, so joining them is JSON.
     """
@@ -415,7 +107,7 @@ def _batches(
     for line, (uuid, ring, hardware_id, tag, groups, version) in rows:
         groups_json = '["' + '","'.join(groups) + '"]' if groups else None
         append((line, uuid, ring, hardware_id, tag, version, groups_json))
-        if len(batch) >= _BATCH:
+        if len(batch) >= _sql.BATCH:
             yield batch
             batch = []
             append = batch.append
@@ -444,7 +136,7 @@ def _eligibility_params(e: Eligibility) -> dict[str, Any]:
 
 
 class SqliteInventory:
-    """The :class:`~tufwaves.inventory.Inventory` in one SQLite file."""
+    """The :class:`~tufwaves.server.inventory.Inventory` in one SQLite file."""
 
     def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
         """Use :meth:`open`; this wraps an already configured connection."""
@@ -492,7 +184,7 @@ class SqliteInventory:
         conn.execute("PRAGMA cache_size = -131072")  # 128 MiB
         conn.execute("PRAGMA temp.cache_size = -131072")  # imports stage rows there
         version = conn.execute("PRAGMA user_version").fetchone()[0]
-        if version == SCHEMA_VERSION:
+        if version == _sql.SCHEMA_VERSION:
             return
         with self._atomic():
             version = conn.execute("PRAGMA user_version").fetchone()[0]
@@ -503,12 +195,12 @@ class SqliteInventory:
                         f"{self.path} is an SQLite database but not a tufwaves "
                         "inventory; move it away"
                     )
-                for statement in _SCHEMA:
+                for statement in _sql.SCHEMA:
                     conn.execute(statement)
-            elif version != SCHEMA_VERSION:
+            elif version != _sql.SCHEMA_VERSION:
                 raise StorageError(
                     f"{self.path} has inventory schema {version}; this tufwaves "
-                    f"knows schema {SCHEMA_VERSION}: upgrade tufwaves"
+                    f"knows schema {_sql.SCHEMA_VERSION}: upgrade tufwaves"
                 )
 
     def close(self) -> None:
@@ -608,29 +300,29 @@ class SqliteInventory:
         conn = self._conn
         done = 0
         with self._atomic():
-            conn.execute(_STAGE_DROP)
-            conn.execute(_STAGE_CREATE)
+            conn.execute(_sql.STAGE_DROP)
+            conn.execute(_sql.STAGE_CREATE)
             try:
                 for batch in _batches(rows):
-                    conn.executemany(_STAGE_ROW, batch)
+                    conn.executemany(_sql.STAGE_ROW, batch)
                     done += len(batch)
                     if progress is not None:
                         progress(done)
                 try:
-                    conn.execute(_STAGE_INDEX)
+                    conn.execute(_sql.STAGE_INDEX)
                 except sqlite3.IntegrityError:
-                    first, second, uuid = conn.execute(_STAGE_DUPLICATE).fetchone()
+                    first, second, uuid = conn.execute(_sql.STAGE_DUPLICATE).fetchone()
                     raise InputError(
                         f"{source}{unit} {second}: uuid {uuid} was already given "
                         f"on {unit} {first} (a device may appear once); nothing "
                         "was imported (fix it and import again)"
                     ) from None
-                conn.execute(_STAGE_CLEAR_GROUPS)
-                conn.execute(_STAGE_UPSERT)
-                conn.execute(_STAGE_GROUPS)
-                conn.execute(_STAGE_MEMBERSHIPS)
+                conn.execute(_sql.STAGE_CLEAR_GROUPS)
+                conn.execute(_sql.STAGE_UPSERT)
+                conn.execute(_sql.STAGE_GROUPS)
+                conn.execute(_sql.STAGE_MEMBERSHIPS)
             finally:
-                conn.execute(_STAGE_DROP)
+                conn.execute(_sql.STAGE_DROP)
         return done
 
     @_translated
@@ -653,7 +345,7 @@ class SqliteInventory:
 
     @_translated
     def get(self, uuid: str) -> Device | None:
-        row = self._conn.execute(_GET, (canonical_uuid(uuid),)).fetchone()
+        row = self._conn.execute(_sql.GET, (canonical_uuid(uuid),)).fetchone()
         return None if row is None else _device(row)
 
     def list_devices(
@@ -669,7 +361,7 @@ class SqliteInventory:
         if limit is not None and (isinstance(limit, bool) or limit < 0):
             raise InputError(f"limit {limit!r} must be a non-negative integer")
         params = {"group": group, "tag": tag, "limit": limit}
-        return self._rows(_LIST, params, _device)
+        return self._rows(_sql.LIST, params, _device)
 
     def _rows(
         self,
@@ -693,7 +385,7 @@ class SqliteInventory:
     @_translated
     def count_eligible(self, e: Eligibility) -> int:
         source, condition = self._scan_source(e)
-        sql = _query("SELECT count(*)", source, condition)
+        sql = _sql.query("SELECT count(*)", source, condition)
         count: int = self._conn.execute(sql, _eligibility_params(e)).fetchone()[0]
         return count
 
@@ -714,11 +406,11 @@ class SqliteInventory:
         with self._within(within):
             source, restrict = self._source(e, within)
             head = ("SELECT d.uuid", source)
-            sql = _query(*head, _RING_FROM, _ELIGIBLE, restrict, _BY_RING)
+            sql = _sql.query(*head, _sql.RING_FROM, _sql.ELIGIBLE, restrict, _sql.BY_RING)
             picked = [row[0] for row in conn.execute(sql, params)]
             if len(picked) < k:
                 params["k"] = k - len(picked)
-                sql = _query(*head, _RING_BEFORE, _ELIGIBLE, restrict, _BY_RING)
+                sql = _sql.query(*head, _sql.RING_BEFORE, _sql.ELIGIBLE, restrict, _sql.BY_RING)
                 picked += [row[0] for row in conn.execute(sql, params)]
         return picked
 
@@ -729,18 +421,18 @@ class SqliteInventory:
         else walks an index of the devices table and probes the group per
         candidate (a walk that stops after k rows never reads the whole group).
         """
-        in_group = _IN_GROUP_PROBE if e.group is not None else ""
+        in_group = _sql.IN_GROUP_PROBE if e.group is not None else ""
         if within is not None:
-            return _FROM_WITHIN, in_group
+            return _sql.FROM_WITHIN, in_group
         if e.group is not None and self._small_group(e.group):
-            return _FROM_GROUP, ""
-        return _FROM_DEVICES + " WHERE", in_group
+            return _sql.FROM_GROUP, ""
+        return _sql.FROM_DEVICES + " WHERE", in_group
 
     def _small_group(self, group: str) -> bool:
         members: int = self._conn.execute(
-            _GROUP_SAMPLE, {"group": group, "cap": _SMALL_GROUP}
+            _sql.GROUP_SAMPLE, {"group": group, "cap": _sql.SMALL_GROUP}
         ).fetchone()[0]
-        return members < _SMALL_GROUP
+        return members < _sql.SMALL_GROUP
 
     def _scan_source(self, e: Eligibility) -> tuple[str, str]:
         """How to visit every eligible device once: (FROM fragment, condition).
@@ -752,12 +444,12 @@ class SqliteInventory:
         index with a probe per row.
         """
         if e.group is not None and self._small_group(e.group):
-            return _FROM_GROUP, _ELIGIBLE
+            return _sql.FROM_GROUP, _sql.ELIGIBLE
         if self._common_tag(e.tag):
-            in_group = _IN_GROUP if e.group is not None else ""
-            return _FROM_DEVICES_SCAN + " WHERE", _ELIGIBLE_SCAN + in_group
-        in_group = _IN_GROUP_PROBE if e.group is not None else ""
-        return _FROM_DEVICES + " WHERE", _ELIGIBLE + in_group
+            in_group = _sql.IN_GROUP if e.group is not None else ""
+            return _sql.FROM_DEVICES_SCAN + " WHERE", _sql.ELIGIBLE_SCAN + in_group
+        in_group = _sql.IN_GROUP_PROBE if e.group is not None else ""
+        return _sql.FROM_DEVICES + " WHERE", _sql.ELIGIBLE + in_group
 
     def _common_tag(self, tag: str) -> bool:
         """Does at least a third of the fleet follow ``tag``?
@@ -766,12 +458,12 @@ class SqliteInventory:
         rows from the (tag, ring) index; for a minority tag the index wins.
         """
         conn = self._conn
-        tag_size: int = conn.execute(_TAG_SIZE, (tag,)).fetchone()[0]
+        tag_size: int = conn.execute(_sql.TAG_SIZE, (tag,)).fetchone()[0]
         return tag_size * 3 >= self._fleet_size()
 
     def _fleet_size(self) -> int:
         """An upper bound of the number of devices (the largest row id)."""
-        size: int = self._conn.execute(_FLEET_SIZE).fetchone()[0]
+        size: int = self._conn.execute(_sql.FLEET_SIZE).fetchone()[0]
         return size
 
     @_translated
@@ -797,8 +489,8 @@ class SqliteInventory:
         _check_start(start)
         conn = self._conn
         self._selected = None
-        conn.execute(_CHOSEN_CREATE)
-        conn.execute(_CHOSEN_CLEAR)
+        conn.execute(_sql.CHOSEN_CREATE)
+        conn.execute(_sql.CHOSEN_CLEAR)
         params = _eligibility_params(e) | {"start": start}
         if k is None:
             self._choose_all(e, params)
@@ -807,7 +499,7 @@ class SqliteInventory:
                 eligible = self.count_eligible(e)
             if eligible is not None and k >= eligible:
                 if self._choose_all(e, params) > k:  # the count was stale: walk instead
-                    conn.execute(_CHOSEN_CLEAR)
+                    conn.execute(_sql.CHOSEN_CLEAR)
                     self._choose_walk(e, params, k)
             elif (
                 eligible is None
@@ -815,14 +507,14 @@ class SqliteInventory:
                 or not self._choose_all_but(e, params, k, eligible - k)
             ):
                 self._choose_walk(e, params, k)
-        uuids = [row[0] for row in conn.execute(_CHOSEN_UUIDS)]
+        uuids = [row[0] for row in conn.execute(_sql.CHOSEN_UUIDS)]
         uuids.sort()  # chosen rows come in row id order: runs already in UUID order
         self._selected = (uuids, len(uuids), self._txn if self._depth else -1)
         return uuids
 
     def _choose_all(self, e: Eligibility, params: dict[str, Any]) -> int:
         source, condition = self._scan_source(e)
-        sql = _query(_CHOSEN_INSERT, source, condition)
+        sql = _sql.query(_sql.CHOSEN_INSERT, source, condition)
         count: int = self._conn.execute(sql, params).rowcount
         return count
 
@@ -830,33 +522,51 @@ class SqliteInventory:
         """Choose all eligible devices but the last ``skip`` of the walk from
         ``start``; False (nothing chosen) if that does not leave ``k``."""
         conn = self._conn
-        conn.execute(_PASSED_CREATE)
-        conn.execute(_PASSED_CLEAR)
+        conn.execute(_sql.PASSED_CREATE)
+        conn.execute(_sql.PASSED_CLEAR)
         try:
             source, restrict = self._source(e, None)
             back = dict(params, k=skip)
-            sql = _query(_PASSED_INSERT, source, _RING_BEFORE, _ELIGIBLE, restrict, _BY_RING_DESC)
+            sql = _sql.query(
+                _sql.PASSED_INSERT,
+                source,
+                _sql.RING_BEFORE,
+                _sql.ELIGIBLE,
+                restrict,
+                _sql.BY_RING_DESC,
+            )
             found: int = conn.execute(sql, back).rowcount
             if found < skip:
                 back["k"] = skip - found
-                sql = _query(_PASSED_INSERT, source, _RING_FROM, _ELIGIBLE, restrict, _BY_RING_DESC)
+                sql = _sql.query(
+                    _sql.PASSED_INSERT,
+                    source,
+                    _sql.RING_FROM,
+                    _sql.ELIGIBLE,
+                    restrict,
+                    _sql.BY_RING_DESC,
+                )
                 found += conn.execute(sql, back).rowcount
             scan, condition = self._scan_source(e)
-            sql = _query(_CHOSEN_INSERT, scan, condition, _NOT_PASSED)
+            sql = _sql.query(_sql.CHOSEN_INSERT, scan, condition, _sql.NOT_PASSED)
             if found == skip and conn.execute(sql, params).rowcount == k:
                 return True
-            conn.execute(_CHOSEN_CLEAR)  # the count was stale: walk instead
+            conn.execute(_sql.CHOSEN_CLEAR)  # the count was stale: walk instead
             return False
         finally:
-            conn.execute(_PASSED_CLEAR)
+            conn.execute(_sql.PASSED_CLEAR)
 
     def _choose_walk(self, e: Eligibility, params: dict[str, Any], k: int) -> None:
         conn = self._conn
         source, restrict = self._source(e, None)
-        sql = _query(_CHOSEN_INSERT, source, _RING_FROM, _ELIGIBLE, restrict, _BY_RING)
+        sql = _sql.query(
+            _sql.CHOSEN_INSERT, source, _sql.RING_FROM, _sql.ELIGIBLE, restrict, _sql.BY_RING
+        )
         found: int = conn.execute(sql, dict(params, k=k)).rowcount
         if found < k:
-            sql = _query(_CHOSEN_INSERT, source, _RING_BEFORE, _ELIGIBLE, restrict, _BY_RING)
+            sql = _sql.query(
+                _sql.CHOSEN_INSERT, source, _sql.RING_BEFORE, _sql.ELIGIBLE, restrict, _sql.BY_RING
+            )
             conn.execute(sql, dict(params, k=k - found))
 
     @contextmanager
@@ -881,11 +591,11 @@ class SqliteInventory:
     @_translated
     def select_all(self, e: Eligibility) -> list[str]:
         source, condition = self._scan_source(e)
-        if source == _FROM_DEVICES_SCAN + " WHERE":
+        if source == _sql.FROM_DEVICES_SCAN + " WHERE":
             # Walking the UUID index yields the answer already sorted and, as
             # imports insert in UUID order, reads the table nearly in order.
-            source = _FROM_DEVICES_BY_UUID + " WHERE"
-        sql = _query("SELECT d.uuid", source, condition, _BY_UUID)
+            source = _sql.FROM_DEVICES_BY_UUID + " WHERE"
+        sql = _sql.query("SELECT d.uuid", source, condition, _sql.BY_UUID)
         return [row[0] for row in self._conn.execute(sql, _eligibility_params(e))]
 
     @_translated
@@ -894,7 +604,7 @@ class SqliteInventory:
         reasons: dict[str, str] = {}
         for raw in uuids:
             uuid = canonical_uuid(raw)
-            row = self._conn.execute(_EXPLAIN, params | {"uuid": uuid}).fetchone()
+            row = self._conn.execute(_sql.EXPLAIN, params | {"uuid": uuid}).fetchone()
             reason = _reason(e, row)
             if reason is not None:
                 reasons[uuid] = reason
@@ -906,7 +616,7 @@ class SqliteInventory:
         """Drop what select_sorted chose (it is only valid in its transaction)."""
         self._selected = None
         with contextlib.suppress(sqlite3.Error):
-            self._conn.execute(_CHOSEN_CLEAR)
+            self._conn.execute(_sql.CHOSEN_CLEAR)
 
     @_translated
     def record_ripple(
@@ -931,7 +641,7 @@ class SqliteInventory:
 
         def add(wave_id: int) -> int:
             inserted: int = self._conn.executemany(
-                _ADD_SELECTION, [(wave_id, index, u) for u in uuids]
+                _sql.ADD_SELECTION, [(wave_id, index, u) for u in uuids]
             ).rowcount
             return inserted
 
@@ -963,7 +673,7 @@ class SqliteInventory:
         kept, in row id order, without looking each UUID up again."""
 
         def add(wave_id: int) -> int:
-            inserted: int = self._conn.execute(_CHOSEN_RECORD, (wave_id, index)).rowcount
+            inserted: int = self._conn.execute(_sql.CHOSEN_RECORD, (wave_id, index)).rowcount
             return inserted
 
         self._record(wave, index, uuids_sorted, add, selector, encoding, key_ids, at)
@@ -1045,23 +755,23 @@ class SqliteInventory:
         return [
             RippleRecord(name, idx, from_epoch(created), selector, devices, encoding)
             for name, idx, created, selector, devices, encoding in self._conn.execute(
-                _RIPPLES, (wave,)
+                _sql.RIPPLES, (wave,)
             )
         ]
 
     def ripple_members(self, wave: str, index: int) -> Iterator[str]:
-        return self._rows(_MEMBERS, (wave, index), lambda row: str(row[0]))
+        return self._rows(_sql.MEMBERS, (wave, index), lambda row: str(row[0]))
 
     @_translated
     def selected_ripple(self, wave: str, uuid: str) -> int | None:
-        row = self._conn.execute(_SELECTED_RIPPLE, (wave, canonical_uuid(uuid))).fetchone()
+        row = self._conn.execute(_sql.SELECTED_RIPPLE, (wave, canonical_uuid(uuid))).fetchone()
         return None if row is None else int(row[0])
 
     @_translated
     def device_selections(self, uuid: str) -> list[tuple[str, int]]:
         return [
             (str(name), int(index))
-            for name, index in self._conn.execute(_DEVICE_SELECTIONS, (canonical_uuid(uuid),))
+            for name, index in self._conn.execute(_sql.DEVICE_SELECTIONS, (canonical_uuid(uuid),))
         ]
 
     @_translated
@@ -1071,11 +781,11 @@ class SqliteInventory:
         conn = self._conn
         result = [
             GroupStatus("group", name, *counts)
-            for name, *counts in conn.execute(_STATUS_GROUPS, params)
+            for name, *counts in conn.execute(_sql.STATUS_GROUPS, params)
         ]
-        ungrouped = conn.execute(_STATUS_UNGROUPED, params).fetchone()
+        ungrouped = conn.execute(_sql.STATUS_UNGROUPED, params).fetchone()
         result.append(GroupStatus("ungrouped", None, *ungrouped))
-        total = conn.execute(_STATUS_TOTAL, params).fetchone()
+        total = conn.execute(_sql.STATUS_TOTAL, params).fetchone()
         result.append(GroupStatus("total", None, *total))
         return result
 
@@ -1098,7 +808,7 @@ class SqliteInventory:
         arguments_text = canonical_json(dict(arguments))
         with self._atomic():
             entry_id = self._conn.execute(
-                _AUDIT, (when, action, canonical_json(list(keys)), arguments_text)
+                _sql.AUDIT, (when, action, canonical_json(list(keys)), arguments_text)
             ).fetchone()[0]
         return AuditEntry(entry_id, from_epoch(when), action, keys, arguments_text)
 
@@ -1106,7 +816,9 @@ class SqliteInventory:
     def audit_log(self, limit: int | None = None) -> list[AuditEntry]:
         return [
             AuditEntry(entry_id, from_epoch(at), action, tuple(json.loads(keys)), arguments)
-            for entry_id, at, action, keys, arguments in self._conn.execute(_AUDIT_LOG, (limit,))
+            for entry_id, at, action, keys, arguments in self._conn.execute(
+                _sql.AUDIT_LOG, (limit,)
+            )
         ]
 
 

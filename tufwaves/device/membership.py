@@ -3,8 +3,8 @@
 The normative definition is ``specs/membership.md``. Each encoding is a frozen
 value with ``to_dict()`` (the JSON stored under
 ``signed["x-tufwaves-ripple"]["membership"]``); :func:`membership_from_dict`
-parses untrusted JSON strictly. :class:`MerkleTreeFile` is the server-side
-store that hands out per-device inclusion proofs for large ripples.
+parses untrusted JSON strictly. The server-side store that hands out per-device
+inclusion proofs for large ripples is :mod:`tufwaves.server.merkle_file`.
 """
 
 from __future__ import annotations
@@ -13,20 +13,14 @@ import bisect
 import hashlib
 import hmac
 import itertools
-import mmap
-import os
 import re
-import struct
-import tempfile
 import uuid as uuid_mod
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from types import TracebackType
 from typing import Final, TypeGuard
 
-from tufwaves import _merkle
-from tufwaves.errors import InputError, StorageError
+from tufwaves.device import merkle as _merkle
+from tufwaves.errors import InputError
 
 __all__ = [
     "EVIDENCE_MAX_PATH",
@@ -38,7 +32,6 @@ __all__ = [
     "Membership",
     "MerkleEvidence",
     "MerkleMembership",
-    "MerkleTreeFile",
     "canonical_uuid",
     "encode_members",
     "fraction_member",
@@ -63,6 +56,8 @@ EVIDENCE_MAX_PATH: Final = 64
 """Most hashes a Merkle inclusion proof may carry (a tree of up to 2**64 leaves)."""
 
 SALT_LEN: Final = 32
+CHUNK_LEVEL: Final = 8
+"""Lowest stored level of a server-side tree file; also the root computation's chunk size."""
 _MAX_SIZE: Final = 2**64 - 1
 _ENC_LIST: Final = "list"
 _ENC_MERKLE: Final = "merkle-sha256"
@@ -108,11 +103,13 @@ def canonical_uuid(text: str) -> str:
     return text.lower()
 
 
-def _uuid_bytes(text: str) -> bytes:
+def uuid_bytes(text: str) -> bytes:
+    """The 16 bytes of a UUID in any accepted form. Raises InputError if malformed."""
     return uuid_mod.UUID(canonical_uuid(text)).bytes
 
 
-def _uuid_text(raw: bytes) -> str:
+def uuid_text(raw: bytes) -> str:
+    """The canonical string of 16 UUID bytes."""
     h = raw.hex()
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
@@ -374,7 +371,7 @@ class MerkleEvidence:
         return cls(role, index, hashes)
 
 
-def _join_sorted(sorted_leaves: Sequence[bytes] | bytes) -> bytes:
+def join_sorted(sorted_leaves: Sequence[bytes] | bytes) -> bytes:
     """Concatenate and check 16-byte leaves: strictly ascending, right length."""
     if isinstance(sorted_leaves, bytes | bytearray | memoryview):
         data = bytes(sorted_leaves)
@@ -387,7 +384,8 @@ def _join_sorted(sorted_leaves: Sequence[bytes] | bytes) -> bytes:
     return b"".join(sorted_leaves)
 
 
-def _not_sorted(bad: int) -> InputError:
+def not_sorted(bad: int) -> InputError:
+    """The error for leaf ``bad + 1`` not greater than its predecessor."""
     return InputError(
         f"leaf {bad + 1} is not greater than the one before it "
         "(leaves must be sorted and free of duplicates)"
@@ -403,13 +401,13 @@ def merkle_root(sorted_leaves: Sequence[bytes] | bytes) -> bytes:
     Raises:
         InputError: a leaf is not 16 bytes or the leaves are not strictly ascending.
     """
-    data = _join_sorted(sorted_leaves)
+    data = join_sorted(sorted_leaves)
     n = len(data) // _merkle.LEAF_LEN
     if n == 0:
         return _merkle.EMPTY_ROOT
-    base, bad = _merkle.chunk_roots(data, n, _TREE_LEVEL)
+    base, bad = _merkle.chunk_roots(data, n, CHUNK_LEVEL)
     if bad >= 0:
-        raise _not_sorted(bad)
+        raise not_sorted(bad)
     return _merkle.levels_above(base)[-1]
 
 
@@ -421,16 +419,16 @@ def merkle_inclusion_proof(
     Raises:
         InputError: bad leaves (as for :func:`merkle_root`) or index out of range.
     """
-    data = _join_sorted(sorted_leaves)
+    data = join_sorted(sorted_leaves)
     n = len(data) // _merkle.LEAF_LEN
     if not _is_int(leaf_index) or not 0 <= leaf_index < n:
         raise InputError(f"leaf index {_show(leaf_index)} is outside 0..{n - 1}")
-    base, bad = _merkle.chunk_roots(data, n, _TREE_LEVEL)
+    base, bad = _merkle.chunk_roots(data, n, CHUNK_LEVEL)
     if bad >= 0:
-        raise _not_sorted(bad)
+        raise not_sorted(bad)
     levels = _merkle.levels_above(base)
-    return tuple(_merkle.subtree_path(data, n, leaf_index, _TREE_LEVEL)) + tuple(
-        _upper_path(leaf_index, _TREE_LEVEL, levels)
+    return tuple(_merkle.subtree_path(data, n, leaf_index, CHUNK_LEVEL)) + tuple(
+        _upper_path(leaf_index, CHUNK_LEVEL, levels)
     )
 
 
@@ -483,7 +481,7 @@ def fraction_member(salt: bytes, uuid: str, parts_per_million: int) -> bool:
     if not isinstance(salt, bytes) or len(salt) != SALT_LEN:
         raise InputError("fraction salt must be 32 bytes")
     p = FractionMembership(parts_per_million).parts_per_million
-    digest = hashlib.sha256(FRACTION_DOMAIN + salt + _uuid_bytes(uuid)).digest()
+    digest = hashlib.sha256(FRACTION_DOMAIN + salt + uuid_bytes(uuid)).digest()
     return int.from_bytes(digest[:8], "big") * PPM < p * 2**64
 
 
@@ -530,218 +528,11 @@ def encode_members(
     """
     if not _is_int(list_max) or not 0 <= list_max <= LIST_MAX:
         raise InputError(f"list_max must be an integer 0..{LIST_MAX}")
-    data = _join_sorted(sorted_uuid_bytes)
+    data = join_sorted(sorted_uuid_bytes)
     n = len(data) // _merkle.LEAF_LEN
     if n <= list_max:
         leaves = [data[o : o + 16] for o in range(0, len(data), 16)]
         if any(a >= b for a, b in itertools.pairwise(leaves)):
             raise InputError("UUIDs must be sorted and free of duplicates")
-        return ListMembership(tuple(_uuid_text(x) for x in leaves))
+        return ListMembership(tuple(uuid_text(x) for x in leaves))
     return MerkleMembership(n, merkle_root(data))
-
-
-# --------------------------------------------------------------------------
-# The server-side tree file
-
-_TREE_LEVEL: Final = 8
-_MAGIC: Final = b"TWMERKL1"
-_HEADER = struct.Struct(">8sQB7x")
-
-
-def _level_counts(n: int, level: int) -> list[int]:
-    """Node counts of the stored levels ``level, level + 1, ...`` up to the root."""
-    if n == 0:
-        return []
-    counts = [-(-n >> level)]
-    while counts[-1] > 1:
-        counts.append((counts[-1] + 1) // 2)
-    return counts
-
-
-class MerkleTreeFile:
-    """A Merkle tree over sorted UUIDs, on disk, for serving per-device proofs.
-
-    Layout (all integers big-endian)::
-
-        header  magic "TWMERKL1" (8) | n: u64 | L: u8 | 7 zero bytes
-        leaves  n sorted 16-byte UUIDs
-        levels  the hashes of tree levels L, L+1, ... up to the root, each
-                level ceil(n / 2**L') hashes of 32 bytes
-
-    Opening maps the file read-only; :meth:`evidence` finds the leaf by binary
-    search, recomputes the one ``2**L``-leaf subtree it needs and reads the
-    rest of the path from the stored levels. Use as a context manager or call
-    :meth:`close`.
-    """
-
-    def __init__(self, path: Path) -> None:
-        """Open and check a tree file written by :meth:`build`.
-
-        Raises:
-            StorageError: the file cannot be read or is not a valid tree file.
-        """
-        self.path = Path(path)
-        try:
-            with self.path.open("rb") as f:
-                self._mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-        except (OSError, ValueError) as e:
-            raise StorageError(f"cannot open Merkle tree file {self.path}: {e}") from e
-        try:
-            self._parse()
-        except StorageError:
-            self._mm.close()
-            raise
-
-    def _parse(self) -> None:
-        mm = self._mm
-        if len(mm) < _HEADER.size:
-            raise StorageError(f"{self.path} is not a Merkle tree file (too short)")
-        magic, n, level = _HEADER.unpack_from(mm, 0)
-        if magic != _MAGIC or level > 32:
-            raise StorageError(f"{self.path} is not a Merkle tree file")
-        self._n: int = n
-        self._level: int = level
-        self._leaves_at = _HEADER.size
-        offset = self._leaves_at + n * _merkle.LEAF_LEN
-        self._levels: list[tuple[int, int]] = []
-        for count in _level_counts(n, level):
-            self._levels.append((offset, count))
-            offset += count * _merkle.HASH_LEN
-        if len(mm) != offset:
-            raise StorageError(
-                f"{self.path} is truncated or has trailing bytes "
-                f"({len(mm)} bytes, expected {offset})"
-            )
-        if n:
-            top = self._levels[-1][0]
-            self._root = bytes(mm[top : top + _merkle.HASH_LEN])
-        else:
-            self._root = _merkle.EMPTY_ROOT
-
-    @classmethod
-    def build(cls, path: Path, leaves: bytes, *, level: int = _TREE_LEVEL) -> MerkleMembership:
-        """Write the tree file for ``leaves`` atomically and return its commitment.
-
-        ``leaves`` is the concatenation of the sorted, de-duplicated 16-byte
-        UUIDs. The file is written to a temporary file in the same directory,
-        fsynced and renamed over ``path``. ``level`` is the lowest stored level
-        (subtrees of ``2**level`` leaves are recomputed per proof).
-
-        Raises:
-            InputError: ``leaves`` is not a multiple of 16 bytes or not strictly
-                ascending, or ``level`` is outside 0..20.
-            StorageError: the file cannot be written.
-        """
-        if not _is_int(level) or not 0 <= level <= 20:
-            raise InputError("stored level must be an integer 0..20")
-        data = _join_sorted(leaves)
-        n = len(data) // _merkle.LEAF_LEN
-        levels: list[bytes] = []
-        if n:
-            base, bad = _merkle.chunk_roots(data, n, level)
-            if bad >= 0:
-                raise _not_sorted(bad)
-            levels = _merkle.levels_above(base)
-        root = levels[-1] if levels else _merkle.EMPTY_ROOT
-        path = Path(path)
-        try:
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-            try:
-                with os.fdopen(fd, "wb") as f:
-                    f.write(_HEADER.pack(_MAGIC, n, level))
-                    f.write(data)
-                    for stored in levels:
-                        f.write(stored)
-                    f.flush()
-                    os.fsync(f.fileno())
-                Path(tmp).replace(path)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
-            dir_fd = os.open(path.parent, os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
-        except OSError as e:
-            raise StorageError(f"cannot write Merkle tree file {path}: {e}") from e
-        return MerkleMembership(n, root)
-
-    @property
-    def size(self) -> int:
-        """Number of leaves (devices)."""
-        return self._n
-
-    @property
-    def root(self) -> bytes:
-        """The tree's root hash."""
-        return self._root
-
-    def commitment(self) -> MerkleMembership:
-        """The signed form of this tree: ``MerkleMembership(size, root)``."""
-        return MerkleMembership(self._n, self._root)
-
-    def _leaf(self, i: int) -> bytes:
-        o = self._leaves_at + i * _merkle.LEAF_LEN
-        return self._mm[o : o + _merkle.LEAF_LEN]
-
-    def _index(self, uuid: str) -> int:
-        key = _uuid_bytes(uuid)
-        lo, hi = 0, self._n
-        while lo < hi:
-            mid = (lo + hi) // 2
-            if self._leaf(mid) < key:
-                lo = mid + 1
-            else:
-                hi = mid
-        return lo if lo < self._n and self._leaf(lo) == key else -1
-
-    def contains(self, uuid: str) -> bool:
-        """True iff ``uuid`` is a leaf. Raises InputError for a malformed UUID."""
-        return self._index(uuid) >= 0
-
-    def evidence(self, uuid: str, role: str) -> MerkleEvidence | None:
-        """The inclusion proof of ``uuid`` for the ripple ``role``, or None.
-
-        Raises:
-            InputError: ``uuid`` or ``role`` is malformed.
-        """
-        i = self._index(uuid)
-        if i < 0:
-            return None
-        level = self._level
-        start = (i >> level) << level
-        end = min(start + (1 << level), self._n)
-        lo = self._leaves_at + start * _merkle.LEAF_LEN
-        chunk = self._mm[lo : self._leaves_at + end * _merkle.LEAF_LEN]
-        path = _merkle.subtree_path(chunk, end - start, i - start, level)
-        width = _merkle.HASH_LEN
-        node = i >> level
-        for offset, count in self._levels:
-            if count <= 1:
-                break
-            sib = node ^ 1
-            if sib < count:
-                path.append(self._mm[offset + sib * width : offset + (sib + 1) * width])
-            node >>= 1
-        return MerkleEvidence(role, i, tuple(path))
-
-    def members(self) -> Iterator[str]:
-        """The canonical UUID strings, ascending."""
-        for i in range(self._n):
-            yield _uuid_text(self._leaf(i))
-
-    def close(self) -> None:
-        """Unmap the file."""
-        self._mm.close()
-
-    def __enter__(self) -> MerkleTreeFile:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()

@@ -10,7 +10,7 @@ Implements the command-line protocol of the TUF conformance suite
         --target-base-url URL --target-dir DIR download
 
 Exit status 0 on success, 1 on any failure. The workflow is the one
-:meth:`tufwaves.verify.Verifier.decide` runs (:mod:`tufwaves.verify._client`),
+:meth:`tufwaves.verify.Verifier.decide` runs (:mod:`tufwaves.device._client`),
 fed from HTTP instead of a bundle, with the same size caps. Verified metadata
 is kept in the metadata directory under unversioned names (``root.json``,
 ``timestamp.json``, ``<quoted role>.json``); artifacts in the target directory
@@ -31,8 +31,7 @@ from pathlib import Path
 
 from tuf.api.metadata import Root, TargetFile, Targets
 
-from tufwaves.bundle import LIMITS, role_size_cap
-from tufwaves.verify._client import (
+from tufwaves.device._client import (
     Chain,
     ChainError,
     Fetched,
@@ -41,6 +40,7 @@ from tufwaves.verify._client import (
     load_role,
     refresh,
 )
+from tufwaves.device.bundle import LIMITS, role_size_cap
 
 __all__ = ["main", "run"]
 
@@ -79,7 +79,7 @@ def _quoted(role: str) -> str:
 
 
 class HttpSource:
-    """A :class:`tufwaves.verify._client.Source` over a repository's HTTP URL."""
+    """A :class:`tufwaves.device._client.Source` over a repository's HTTP URL."""
 
     def __init__(self, metadata_url: str, metadata_dir: Path) -> None:
         self._base = metadata_url if metadata_url.endswith("/") else metadata_url + "/"

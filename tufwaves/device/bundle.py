@@ -20,8 +20,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, TypeGuard
 
+from tufwaves.device.membership import MerkleEvidence, canonical_uuid
 from tufwaves.errors import InputError
-from tufwaves.membership import MerkleEvidence, canonical_uuid
 
 __all__ = [
     "FORMAT",

@@ -19,7 +19,7 @@ from securesystemslib.signer import Key, Signature, Signer, SSlibKey
 from tuf.api.metadata import Metadata
 
 from tufwaves.errors import InputError, RefusedError
-from tufwaves.metadata import WAVE_FIELD
+from tufwaves.server.metadata import WAVE_FIELD
 
 __all__ = ["Ceremony", "PendingRole", "RoleStatus"]
 

@@ -1,0 +1,1 @@
+"""The server side of tufwaves (public API filled in below)."""

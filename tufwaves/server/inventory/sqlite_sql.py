@@ -1,0 +1,318 @@
+"""The SQL of the embedded SQLite inventory: its schema and every statement.
+
+:mod:`tufwaves.server.inventory.sqlite` holds the logic; this module only
+text. ``specs/inventory.md`` describes the schema.
+"""
+
+from __future__ import annotations
+
+SCHEMA_VERSION = 1
+"""Stored in ``PRAGMA user_version``; 0 means a new, empty file."""
+
+BATCH = 50_000
+
+SCHEMA = (
+    """CREATE TABLE devices (
+        id INTEGER PRIMARY KEY,
+        uuid TEXT NOT NULL,
+        ring INTEGER NOT NULL,
+        hardware_id TEXT NOT NULL,
+        tag TEXT NOT NULL,
+        installed_version INTEGER CHECK (installed_version >= 0),
+        last_seen INTEGER
+    ) STRICT""",
+    "CREATE UNIQUE INDEX devices_uuid ON devices (uuid)",
+    "CREATE INDEX devices_tag_ring ON devices (tag, ring)",
+    """CREATE TABLE groups (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE
+    ) STRICT""",
+    """CREATE TABLE device_groups (
+        group_id INTEGER NOT NULL REFERENCES groups (id),
+        device_id INTEGER NOT NULL REFERENCES devices (id),
+        PRIMARY KEY (group_id, device_id)
+    ) STRICT, WITHOUT ROWID""",
+    "CREATE INDEX device_groups_device ON device_groups (device_id, group_id)",
+    """CREATE TABLE waves (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE
+    ) STRICT""",
+    """CREATE TABLE ripples (
+        wave_id INTEGER NOT NULL REFERENCES waves (id),
+        idx INTEGER NOT NULL CHECK (idx >= 1),
+        created INTEGER NOT NULL,
+        selector TEXT NOT NULL,
+        devices INTEGER NOT NULL CHECK (devices >= 0),
+        encoding TEXT NOT NULL,
+        PRIMARY KEY (wave_id, idx)
+    ) STRICT, WITHOUT ROWID""",
+    """CREATE TABLE selections (
+        wave_id INTEGER NOT NULL,
+        ripple INTEGER NOT NULL,
+        device_id INTEGER NOT NULL REFERENCES devices (id),
+        UNIQUE (wave_id, device_id),
+        FOREIGN KEY (wave_id, ripple) REFERENCES ripples (wave_id, idx)
+    ) STRICT""",
+    "CREATE INDEX selections_ripple ON selections (wave_id, ripple)",
+    "CREATE INDEX selections_device ON selections (device_id)",
+    """CREATE TABLE audit (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        at INTEGER NOT NULL,
+        action TEXT NOT NULL,
+        key_ids TEXT NOT NULL,
+        arguments TEXT NOT NULL
+    ) STRICT""",
+    """CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit
+    BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END""",
+    """CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
+    BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END""",
+    f"PRAGMA user_version = {SCHEMA_VERSION:d}",
+)
+
+
+def query(*fragments: str) -> str:
+    """Join constant SQL fragments of this module into one statement.
+
+    Only the module's own literal fragments are ever joined; every value is a
+    bound parameter.
+    """
+    return " ".join(fragments)
+
+
+# -- statements --------------------------------------------------------------
+
+# An import first appends every validated row to a temporary table (rowid =
+# line number), indexes it by UUID in one sort (which also finds a UUID that
+# appears twice), then applies it with a few set-based statements: devices go
+# in in UUID order, which keeps the UUID index append-mostly, and group rows
+# need no per-row round trip from Python.
+STAGE_CREATE = """
+CREATE TEMP TABLE import_rows (
+    line INTEGER PRIMARY KEY,
+    uuid TEXT NOT NULL,
+    ring INTEGER NOT NULL,
+    hardware_id TEXT NOT NULL,
+    tag TEXT NOT NULL,
+    installed_version INTEGER,
+    groups TEXT
+)
+"""
+STAGE_DROP = "DROP TABLE IF EXISTS temp.import_rows"
+STAGE_ROW = "INSERT INTO temp.import_rows VALUES (?, ?, ?, ?, ?, ?, ?)"
+STAGE_INDEX = "CREATE UNIQUE INDEX temp.import_rows_uuid ON import_rows (uuid)"
+STAGE_DUPLICATE = """
+SELECT a.line, b.line, a.uuid FROM temp.import_rows AS a
+JOIN temp.import_rows AS b ON b.uuid = a.uuid AND b.line > a.line
+ORDER BY b.line LIMIT 1
+"""
+STAGE_CLEAR_GROUPS = """
+DELETE FROM device_groups WHERE device_id IN (
+    SELECT d.id FROM temp.import_rows AS r JOIN devices AS d ON d.uuid = r.uuid)
+"""
+STAGE_UPSERT = """
+INSERT INTO devices (uuid, ring, hardware_id, tag, installed_version)
+SELECT uuid, ring, hardware_id, tag, installed_version
+FROM temp.import_rows INDEXED BY import_rows_uuid WHERE true ORDER BY uuid
+ON CONFLICT (uuid) DO UPDATE SET
+    hardware_id = excluded.hardware_id,
+    tag = excluded.tag,
+    installed_version = coalesce(excluded.installed_version, installed_version)
+"""
+STAGE_GROUPS = """
+INSERT INTO groups (name)
+SELECT DISTINCT j.value FROM temp.import_rows AS r, json_each(r.groups) AS j
+WHERE r.groups IS NOT NULL
+ON CONFLICT (name) DO NOTHING
+"""
+STAGE_MEMBERSHIPS = """
+INSERT OR IGNORE INTO device_groups (group_id, device_id)
+SELECT g.id, d.id
+FROM temp.import_rows AS r INDEXED BY import_rows_uuid
+JOIN devices AS d ON d.uuid = r.uuid
+JOIN json_each(r.groups) AS j
+JOIN groups AS g ON g.name = j.value
+WHERE r.groups IS NOT NULL
+ORDER BY r.uuid
+"""
+
+DEVICE = """
+SELECT d.uuid, d.hardware_id, d.tag, d.installed_version, d.last_seen,
+    (SELECT group_concat(g.name, ';')
+     FROM device_groups AS dg JOIN groups AS g ON g.id = dg.group_id
+     WHERE dg.device_id = d.id)
+FROM devices AS d
+"""
+GET = query(DEVICE, "WHERE d.uuid = ?")
+LIST = query(
+    DEVICE,
+    """
+WHERE (:tag IS NULL OR d.tag = :tag)
+  AND (:group IS NULL OR d.id IN (
+      SELECT dg.device_id FROM device_groups AS dg
+      WHERE dg.group_id = (SELECT g.id FROM groups AS g WHERE g.name = :group)))
+ORDER BY d.uuid
+LIMIT coalesce(:limit, -1)
+""",
+)
+
+# Eligibility of a device ``d`` for a wave. Parameters: tag, hw (JSON array of
+# hardware ids), version, wave, group (NULL for any).
+MATCHES = """
+    d.tag = :tag
+    AND d.hardware_id IN (SELECT value FROM json_each(:hw))
+    AND (d.installed_version IS NULL OR d.installed_version < :version)
+"""
+# "Not selected by the wave" two ways, same rows: a probe of the (wave, device)
+# index per candidate (for walks that stop early), or one list of the wave's
+# selections built first and looked up per row (for passes over every row).
+NOT_SELECTED_PROBE = """
+    AND NOT EXISTS (
+        SELECT 1 FROM selections AS s
+        WHERE s.wave_id = (SELECT w.id FROM waves AS w WHERE w.name = :wave)
+          AND s.device_id = d.id)
+"""
+NOT_SELECTED_LIST = """
+    AND d.id NOT IN (
+        SELECT s.device_id FROM selections AS s
+        WHERE s.wave_id = (SELECT w.id FROM waves AS w WHERE w.name = :wave))
+"""
+ELIGIBLE = MATCHES + NOT_SELECTED_PROBE
+ELIGIBLE_SCAN = MATCHES + NOT_SELECTED_LIST
+# Group membership, also two ways: a list of the group's members built first
+# (a pass over every row), or a probe of the (group, device) key per candidate,
+# which lets a ring walk that stops after k rows return without reading the
+# whole group first.
+IN_GROUP = """
+    AND d.id IN (
+        SELECT dg.device_id FROM device_groups AS dg
+        WHERE dg.group_id = (SELECT g.id FROM groups AS g WHERE g.name = :group))
+"""
+IN_GROUP_PROBE = """
+    AND EXISTS (
+        SELECT 1 FROM device_groups AS dg
+        WHERE dg.group_id = (SELECT g.id FROM groups AS g WHERE g.name = :group)
+          AND dg.device_id = d.id)
+"""
+GROUP_ID = "(SELECT g.id FROM groups AS g WHERE g.name = :group)"
+# Where the candidate devices come from. CROSS JOIN fixes the loop order.
+FROM_DEVICES = "FROM devices AS d"
+FROM_DEVICES_BY_UUID = "FROM devices AS d INDEXED BY devices_uuid"
+FROM_DEVICES_SCAN = "FROM devices AS d NOT INDEXED"
+FROM_GROUP = (
+    "FROM device_groups AS dg CROSS JOIN devices AS d ON d.id = dg.device_id "
+    "WHERE dg.group_id = " + GROUP_ID + " AND"
+)
+FROM_WITHIN = "FROM temp.within_devices AS w CROSS JOIN devices AS d ON d.id = w.id WHERE"
+RING_FROM = "d.ring >= :start AND"
+RING_BEFORE = "d.ring < :start AND"
+BY_RING = "ORDER BY d.ring, d.uuid LIMIT :k"
+BY_UUID = "ORDER BY d.uuid"
+BY_RING_DESC = "ORDER BY d.ring DESC, d.uuid DESC LIMIT :k"
+# The devices a rollout chose (select_sorted), by row id, until recorded.
+CHOSEN_CREATE = "CREATE TEMP TABLE IF NOT EXISTS chosen (id INTEGER PRIMARY KEY)"
+CHOSEN_CLEAR = "DELETE FROM temp.chosen"
+CHOSEN_INSERT = "INSERT INTO temp.chosen (id) SELECT d.id"
+CHOSEN_UUIDS = "SELECT d.uuid FROM temp.chosen AS c CROSS JOIN devices AS d ON d.id = c.id"
+CHOSEN_RECORD = """
+INSERT INTO selections (wave_id, ripple, device_id)
+SELECT ?, ?, c.id FROM temp.chosen AS c ORDER BY c.id
+"""
+# The end of a walk that a selection of nearly every eligible device leaves out.
+PASSED_CREATE = "CREATE TEMP TABLE IF NOT EXISTS passed_over (id INTEGER PRIMARY KEY)"
+PASSED_CLEAR = "DELETE FROM temp.passed_over"
+PASSED_INSERT = "INSERT INTO temp.passed_over (id) SELECT d.id"
+NOT_PASSED = "AND d.id NOT IN (SELECT p.id FROM temp.passed_over AS p)"
+GROUP_SAMPLE = """
+SELECT count(*) FROM (
+    SELECT 1 FROM device_groups
+    WHERE group_id = (SELECT g.id FROM groups AS g WHERE g.name = :group)
+    LIMIT :cap)
+"""
+TAG_SIZE = "SELECT count(*) FROM devices INDEXED BY devices_tag_ring WHERE tag = ?"
+FLEET_SIZE = "SELECT coalesce(max(id), 0) FROM devices"
+
+# A group with fewer members than this is walked member by member (then
+# sorted) instead of walking the whole ring and probing membership.
+SMALL_GROUP = 100_000
+
+
+EXPLAIN = """
+SELECT d.tag, d.hardware_id, d.installed_version,
+    (SELECT s.ripple FROM selections AS s
+     WHERE s.wave_id = (SELECT w.id FROM waves AS w WHERE w.name = :wave)
+       AND s.device_id = d.id),
+    (:group IS NULL OR EXISTS (
+        SELECT 1 FROM device_groups AS dg JOIN groups AS g ON g.id = dg.group_id
+        WHERE g.name = :group AND dg.device_id = d.id))
+FROM devices AS d WHERE d.uuid = :uuid
+"""
+
+SELECTED_RIPPLE = """
+SELECT s.ripple FROM selections AS s
+WHERE s.wave_id = (SELECT w.id FROM waves AS w WHERE w.name = ?)
+  AND s.device_id = (SELECT d.id FROM devices AS d WHERE d.uuid = ?)
+"""
+DEVICE_SELECTIONS = """
+SELECT w.name, s.ripple FROM selections AS s JOIN waves AS w ON w.id = s.wave_id
+WHERE s.device_id = (SELECT d.id FROM devices AS d WHERE d.uuid = ?)
+ORDER BY w.name, s.ripple
+"""
+ADD_SELECTION = """
+INSERT INTO selections (wave_id, ripple, device_id)
+SELECT ?, ?, id FROM devices WHERE uuid = ?
+"""
+RIPPLES = """
+SELECT w.name, r.idx, r.created, r.selector, r.devices, r.encoding
+FROM ripples AS r JOIN waves AS w ON w.id = r.wave_id
+WHERE w.name = ? ORDER BY r.idx
+"""
+MEMBERS = """
+SELECT d.uuid FROM selections AS s JOIN devices AS d ON d.id = s.device_id
+WHERE s.wave_id = (SELECT w.id FROM waves AS w WHERE w.name = ?) AND s.ripple = ?
+ORDER BY d.uuid
+"""
+
+# Per-group status. ``match`` = the wave's tag and one of its hardware ids.
+STATUS_COLUMNS = """
+    count(*),
+    coalesce(sum(d.tag = :tag AND d.hardware_id IN (SELECT value FROM json_each(:hw))
+        AND (d.installed_version IS NULL OR d.installed_version < :version)
+        AND s.device_id IS NULL), 0),
+    coalesce(sum(s.device_id IS NOT NULL), 0),
+    coalesce(sum(d.tag = :tag AND d.hardware_id IN (SELECT value FROM json_each(:hw))
+        AND d.installed_version >= :version), 0)
+"""
+STATUS_SELECTED = """
+    LEFT JOIN selections AS s
+        ON s.wave_id = (SELECT w.id FROM waves AS w WHERE w.name = :wave)
+       AND s.device_id = d.id
+"""
+STATUS_GROUPS = query(
+    "SELECT g.name,",
+    STATUS_COLUMNS,
+    """
+FROM groups AS g
+JOIN device_groups AS dg ON dg.group_id = g.id
+JOIN devices AS d ON d.id = dg.device_id
+""",
+    STATUS_SELECTED,
+    "GROUP BY g.name ORDER BY g.name",
+)
+STATUS_UNGROUPED = query(
+    "SELECT",
+    STATUS_COLUMNS,
+    "FROM devices AS d",
+    STATUS_SELECTED,
+    "WHERE NOT EXISTS (SELECT 1 FROM device_groups AS dg WHERE dg.device_id = d.id)",
+)
+STATUS_TOTAL = query("SELECT", STATUS_COLUMNS, "FROM devices AS d", STATUS_SELECTED)
+
+AUDIT = """
+INSERT INTO audit (at, action, key_ids, arguments) VALUES (?, ?, ?, ?)
+RETURNING id
+"""
+AUDIT_LOG = """
+SELECT id, at, action, key_ids, arguments FROM (
+    SELECT * FROM audit ORDER BY id DESC LIMIT coalesce(?, -1)
+) ORDER BY id
+"""

@@ -1,0 +1,221 @@
+"""The server-side Merkle tree file: per-device inclusion proofs for large ripples.
+
+The commitment a ripple signs and the proof a device checks are defined in
+``specs/membership.md`` and computed by :mod:`tufwaves.device.merkle`; this
+module stores a ripple's tree on disk so that a bundle build reads one proof
+in microseconds without rehashing the ripple.
+"""
+
+from __future__ import annotations
+
+import mmap
+import struct
+from collections.abc import Iterator
+from pathlib import Path
+from types import TracebackType
+from typing import Final
+
+from tufwaves._files import atomic_writer
+from tufwaves.device import merkle as _merkle
+from tufwaves.device.membership import (
+    CHUNK_LEVEL,
+    MerkleEvidence,
+    MerkleMembership,
+    join_sorted,
+    not_sorted,
+    uuid_bytes,
+    uuid_text,
+)
+from tufwaves.errors import InputError, StorageError
+
+__all__ = ["MerkleTreeFile"]
+
+
+_MAGIC: Final = b"TWMERKL1"
+_HEADER = struct.Struct(">8sQB7x")
+
+
+def _level_counts(n: int, level: int) -> list[int]:
+    """Node counts of the stored levels ``level, level + 1, ...`` up to the root."""
+    if n == 0:
+        return []
+    counts = [-(-n >> level)]
+    while counts[-1] > 1:
+        counts.append((counts[-1] + 1) // 2)
+    return counts
+
+
+class MerkleTreeFile:
+    """A Merkle tree over sorted UUIDs, on disk, for serving per-device proofs.
+
+    Layout (all integers big-endian)::
+
+        header  magic "TWMERKL1" (8) | n: u64 | L: u8 | 7 zero bytes
+        leaves  n sorted 16-byte UUIDs
+        levels  the hashes of tree levels L, L+1, ... up to the root, each
+                level ceil(n / 2**L') hashes of 32 bytes
+
+    Opening maps the file read-only; :meth:`evidence` finds the leaf by binary
+    search, recomputes the one ``2**L``-leaf subtree it needs and reads the
+    rest of the path from the stored levels. Use as a context manager or call
+    :meth:`close`.
+    """
+
+    def __init__(self, path: Path) -> None:
+        """Open and check a tree file written by :meth:`build`.
+
+        Raises:
+            StorageError: the file cannot be read or is not a valid tree file.
+        """
+        self.path = Path(path)
+        try:
+            with self.path.open("rb") as f:
+                self._mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        except (OSError, ValueError) as e:
+            raise StorageError(f"cannot open Merkle tree file {self.path}: {e}") from e
+        try:
+            self._parse()
+        except StorageError:
+            self._mm.close()
+            raise
+
+    def _parse(self) -> None:
+        mm = self._mm
+        if len(mm) < _HEADER.size:
+            raise StorageError(f"{self.path} is not a Merkle tree file (too short)")
+        magic, n, level = _HEADER.unpack_from(mm, 0)
+        if magic != _MAGIC or level > 32:
+            raise StorageError(f"{self.path} is not a Merkle tree file")
+        self._n: int = n
+        self._level: int = level
+        self._leaves_at = _HEADER.size
+        offset = self._leaves_at + n * _merkle.LEAF_LEN
+        self._levels: list[tuple[int, int]] = []
+        for count in _level_counts(n, level):
+            self._levels.append((offset, count))
+            offset += count * _merkle.HASH_LEN
+        if len(mm) != offset:
+            raise StorageError(
+                f"{self.path} is truncated or has trailing bytes "
+                f"({len(mm)} bytes, expected {offset})"
+            )
+        if n:
+            top = self._levels[-1][0]
+            self._root = bytes(mm[top : top + _merkle.HASH_LEN])
+        else:
+            self._root = _merkle.EMPTY_ROOT
+
+    @classmethod
+    def build(cls, path: Path, leaves: bytes, *, level: int = CHUNK_LEVEL) -> MerkleMembership:
+        """Write the tree file for ``leaves`` atomically and return its commitment.
+
+        ``leaves`` is the concatenation of the sorted, de-duplicated 16-byte
+        UUIDs. The file is written to a temporary file in the same directory,
+        fsynced and renamed over ``path``. ``level`` is the lowest stored level
+        (subtrees of ``2**level`` leaves are recomputed per proof).
+
+        Raises:
+            InputError: ``leaves`` is not a multiple of 16 bytes or not strictly
+                ascending, or ``level`` is outside 0..20.
+            StorageError: the file cannot be written.
+        """
+        if type(level) is not int or not 0 <= level <= 20:
+            raise InputError("stored level must be an integer 0..20")
+        data = join_sorted(leaves)
+        n = len(data) // _merkle.LEAF_LEN
+        levels: list[bytes] = []
+        if n:
+            base, bad = _merkle.chunk_roots(data, n, level)
+            if bad >= 0:
+                raise not_sorted(bad)
+            levels = _merkle.levels_above(base)
+        root = levels[-1] if levels else _merkle.EMPTY_ROOT
+        path = Path(path)
+        try:
+            with atomic_writer(path) as f:
+                f.write(_HEADER.pack(_MAGIC, n, level))
+                f.write(data)
+                for stored in levels:
+                    f.write(stored)
+        except OSError as e:
+            raise StorageError(f"cannot write Merkle tree file {path}: {e}") from e
+        return MerkleMembership(n, root)
+
+    @property
+    def size(self) -> int:
+        """Number of leaves (devices)."""
+        return self._n
+
+    @property
+    def root(self) -> bytes:
+        """The tree's root hash."""
+        return self._root
+
+    def commitment(self) -> MerkleMembership:
+        """The signed form of this tree: ``MerkleMembership(size, root)``."""
+        return MerkleMembership(self._n, self._root)
+
+    def _leaf(self, i: int) -> bytes:
+        o = self._leaves_at + i * _merkle.LEAF_LEN
+        return self._mm[o : o + _merkle.LEAF_LEN]
+
+    def _index(self, uuid: str) -> int:
+        key = uuid_bytes(uuid)
+        lo, hi = 0, self._n
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if self._leaf(mid) < key:
+                lo = mid + 1
+            else:
+                hi = mid
+        return lo if lo < self._n and self._leaf(lo) == key else -1
+
+    def contains(self, uuid: str) -> bool:
+        """True iff ``uuid`` is a leaf. Raises InputError for a malformed UUID."""
+        return self._index(uuid) >= 0
+
+    def evidence(self, uuid: str, role: str) -> MerkleEvidence | None:
+        """The inclusion proof of ``uuid`` for the ripple ``role``, or None.
+
+        Raises:
+            InputError: ``uuid`` or ``role`` is malformed.
+        """
+        i = self._index(uuid)
+        if i < 0:
+            return None
+        level = self._level
+        start = (i >> level) << level
+        end = min(start + (1 << level), self._n)
+        lo = self._leaves_at + start * _merkle.LEAF_LEN
+        chunk = self._mm[lo : self._leaves_at + end * _merkle.LEAF_LEN]
+        path = _merkle.subtree_path(chunk, end - start, i - start, level)
+        width = _merkle.HASH_LEN
+        node = i >> level
+        for offset, count in self._levels:
+            if count <= 1:
+                break
+            sib = node ^ 1
+            if sib < count:
+                path.append(self._mm[offset + sib * width : offset + (sib + 1) * width])
+            node >>= 1
+        return MerkleEvidence(role, i, tuple(path))
+
+    def members(self) -> Iterator[str]:
+        """The canonical UUID strings, ascending."""
+        for i in range(self._n):
+            yield uuid_text(self._leaf(i))
+
+    def close(self) -> None:
+        """Unmap the file."""
+        self._mm.close()
+
+    def __enter__(self) -> MerkleTreeFile:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
