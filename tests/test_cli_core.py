@@ -71,10 +71,11 @@ def test_full_workflow_with_exit_codes(
     assert run(capsys, "repo", "sign", "--repo", repo, "--key", str(keys / "t2.key"))[0] == 0
     cfile = str(tmp_path / "repo-ceremony.json")
     assert run(capsys, "repo", "ceremony", "export", cfile, "--repo", repo)[0] == 0
+    ring = ["--keyring", str(keys), "--keyring", str(Path(repo) / "keys")]
     code, out, _ = run(
-        capsys, "repo", "ceremony", "sign", cfile, "--key", str(keys / "t3.key"), "--yes"
+        capsys, "repo", "ceremony", "sign", cfile, "--key", str(keys / "t3.key"), "--yes", *ring
     )
-    assert code == 0 and "role targets: 3 of" in out
+    assert code == 0 and "targets keys: 3 of 3 keys" in out and "UNKNOWN" not in out
     code, out, _ = run(capsys, "repo", "ceremony", "import", cfile, "--repo", repo)
     assert code == 0 and "published" in out
 
@@ -104,7 +105,15 @@ def test_full_workflow_with_exit_codes(
     for k in ("t2", "t3"):
         assert (
             run(
-                capsys, "waves", "ceremony", "sign", cfile, "--key", str(keys / f"{k}.key"), "--yes"
+                capsys,
+                "waves",
+                "ceremony",
+                "sign",
+                cfile,
+                "--key",
+                str(keys / f"{k}.key"),
+                "--yes",
+                *ring,
             )[0]
             == 0
         )

@@ -22,6 +22,7 @@ from tufwaves.server.ceremony import Ceremony
 from tufwaves.server.keys import generate_key, import_uri_key, load_key_ref
 from tufwaves.server.metadata import expiry, wave_info, wave_role
 from tufwaves.server.repository import Repository
+from tufwaves.server.review import Keyring, review
 from tufwaves.server.roots import create_repository
 from tufwaves.server.staging import load_ceremony
 from tufwaves.server.waves import (
@@ -116,7 +117,8 @@ def test_dry_run_changes_nothing(
     repo = make_repo()
     unchanged(repo.path)
     ceremony = new_wave(repo, artifact, keys=[keystore.ref("t1")], dry_run=True)
-    assert "waves/w1/hw1/fw-1.img" in ceremony.summary()
+    ring = Keyring.load([repo.metadata_dir / "root.json"])
+    assert "waves/w1/hw1/fw-1.img" in review(ceremony, ring).text()
 
 
 def _nothing(repo: Repository, ks: KeyStore, art: Path, tmp: Path) -> None:

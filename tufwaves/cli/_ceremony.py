@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -13,6 +14,7 @@ from tufwaves.errors import InputError, RefusedError
 from tufwaves.server.ceremony import Ceremony
 from tufwaves.server.keys import load_key_ref
 from tufwaves.server.repository import Repository
+from tufwaves.server.review import KEYRING_ENV, load_keyring, review, ring_name
 from tufwaves.server.staging import load_ceremony
 from tufwaves.server.waves import discard_ceremony, import_ceremony
 
@@ -44,16 +46,39 @@ def add_ceremony_commands(
         "sign",
         help="add one signature to a ceremony file (no repository needed)",
         description=(
-            "Print exactly what is being signed, ask for confirmation (unless "
-            "--yes), sign every role of the file that KEY may sign, and write "
-            "the file back."
+            "Print exactly what is being signed, computed from the signed metadata "
+            "alone: every key each role authorises, by key id and fingerprint, named "
+            "only from your --keyring (never from the file), and what changes against "
+            "the published version. Ask for confirmation (unless --yes), sign every "
+            "role of the file that KEY may sign, and write the file back."
         ),
-        epilog=f"example:\n  tufwaves {example_id} sign ceremony.json --key alice.key",
+        epilog=f"example:\n  tufwaves {example_id} sign ceremony.json --key alice.key "
+        "--keyring keys/ --keyring root.json",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sign.add_argument("file", type=Path, metavar="FILE")
     sign.add_argument("--key", required=True, help="private key file or URI")
-    sign.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    sign.add_argument(
+        "--keyring",
+        action="append",
+        type=Path,
+        default=[],
+        metavar="PATH",
+        help="public keys you trust, to name the keys the ceremony authorises: a .pub file, "
+        "a folder of them, or your copy of the current root (repeatable; default: "
+        f"${KEYRING_ENV}, paths separated by '{os.pathsep}'); other keys show as UNKNOWN",
+    )
+    sign.add_argument(
+        "--yes",
+        action="store_true",
+        help="do not ask for confirmation (refused when the ceremony authorises a key "
+        "your keyring does not know, unless --allow-unknown-keys)",
+    )
+    sign.add_argument(
+        "--allow-unknown-keys",
+        action="store_true",
+        help="with --yes: sign even though the ceremony authorises keys unknown to your keyring",
+    )
     sign.set_defaults(func=_sign_file)
 
     drop = csub.add_parser(
@@ -111,8 +136,16 @@ def _sign_file(args: argparse.Namespace) -> int:
     ref = load_key_ref(args.key)
     if ref.signer is None:
         raise InputError(f"--key {args.key} is a public key; pass the .key file or a URI")
-    print(ceremony.summary())
+    ring = load_keyring(args.keyring, os.environ)
+    summary = review(ceremony, ring)
+    print(summary.text())
     print(f"\nSigning as {ref.name} ({ref.key.keyid[:16]}...)")
+    if args.yes and (summary.unknown or summary.mismatched) and not args.allow_unknown_keys:
+        raise RefusedError(
+            "not signed: the ceremony authorises keys your keyring does not know (marked "
+            "UNKNOWN above); add their .pub files or your root with --keyring, or pass "
+            "--allow-unknown-keys if you know whose keys they are"
+        )
     if not args.yes:
         if not sys.stdin.isatty():
             raise InputError("no terminal to confirm at; check the summary and pass --yes")
@@ -121,7 +154,7 @@ def _sign_file(args: argparse.Namespace) -> int:
     roles = ceremony.sign(ref.key.keyid, ref.signer)
     atomic_write(args.file, ceremony.to_bytes())
     print(f"signed {', '.join(roles)}; now import the file with 'import'")
-    for line in ceremony.status_lines():
+    for line in ceremony.status_lines(lambda keyid: ring_name(keyid, ceremony, ring)):
         print(line)
     return 0
 

@@ -16,6 +16,7 @@ from tufwaves.server.inventory import RippleRecord
 from tufwaves.server.keys import load_key_ref, load_public_key
 from tufwaves.server.metadata import Policy, expiry
 from tufwaves.server.repository import Repository
+from tufwaves.server.review import Keyring, review
 from tufwaves.server.rollout import (
     Selector,
     cancel,
@@ -287,7 +288,8 @@ def _init(args: argparse.Namespace) -> int:
             emit_json({"dry_run": True, "roles": [r.to_dict() for r in ceremony.roles]})
         else:
             print("dry run: nothing was written. Would sign:\n")
-            print(ceremony.summary())
+            ring = Keyring.load([repo.metadata_dir / "root.json", repo.keys_dir])
+            print(review(ceremony, ring).text())
         return 0
     if args.json:
         emit_json(wave_summary(repo, args.wave).to_dict())

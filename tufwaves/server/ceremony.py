@@ -10,7 +10,7 @@ the keys allowed to sign each role and the thresholds, and needs no repository.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,7 +19,6 @@ from securesystemslib.signer import Key, Signature, Signer, SSlibKey
 from tuf.api.metadata import Metadata
 
 from tufwaves.errors import InputError, RefusedError
-from tufwaves.server.metadata import WAVE_FIELD
 
 __all__ = ["Ceremony", "PendingRole", "RoleStatus"]
 
@@ -39,6 +38,9 @@ class PendingRole:
     # keys: (their key ids, that threshold). ``keys`` then holds old and new keys,
     # and ``threshold`` counts only the new root's own keys.
     previous: tuple[frozenset[str], int] | None = None
+    # The currently published version of this role, if any, so that a signer
+    # sees what changes (untrusted: verified against the signer's own root).
+    published: Metadata[Any] | None = None
 
     def requirements(self) -> list[tuple[str, frozenset[str], int]]:
         """Every (label, key ids, threshold) that must be met."""
@@ -70,6 +72,8 @@ class PendingRole:
         }
         if self.previous is not None:
             out["previous"] = {"keyids": sorted(self.previous[0]), "threshold": self.previous[1]}
+        if self.published is not None:
+            out["published"] = self.published.to_dict()
         return out
 
     @classmethod
@@ -82,6 +86,11 @@ class PendingRole:
             previous=(
                 (frozenset(data["previous"]["keyids"]), int(data["previous"]["threshold"]))
                 if "previous" in data
+                else None
+            ),
+            published=(
+                Metadata.from_dict(json.loads(json.dumps(data["published"])))
+                if "published" in data
                 else None
             ),
         )
@@ -128,10 +137,17 @@ class Ceremony:
     def name_of(self, keyid: str) -> str:
         return self.key_names.get(keyid, keyid[:12])
 
-    def status_lines(self) -> list[str]:
+    def status_lines(self, name_of: Callable[[str], str] | None = None) -> list[str]:
+        """One line per threshold: signatures collected, and whose are awaited.
+
+        Args:
+            name_of: how to name a key id; by default the repository's own names
+                (``key_names``), which a signer must not trust.
+        """
+        name_of = name_of or self.name_of
         lines = []
         for s in self.status():
-            waiting = ", ".join(self.name_of(k) for k in s.waiting) or "nobody"
+            waiting = ", ".join(name_of(k) for k in s.waiting) or "nobody"
             lines.append(
                 f"{s.role}: {len(s.signed)} of {s.threshold} signatures"
                 + ("" if s.complete else f", waiting for: {waiting}")
@@ -211,48 +227,6 @@ class Ceremony:
                         keyid, theirs.metadata.signatures[keyid].signature
                     )
         return added
-
-    # ------------------------------------------------------------ summary
-    def summary(self) -> str:
-        """What exactly is being signed, for people at a signing ceremony."""
-        lines = [f"Ceremony {self.id}"]
-        for role in self.roles:
-            signed = role.metadata.signed
-            lines.append(
-                f"\n== {role.name} (version {signed.version}, expires "
-                f"{signed.expires:%Y-%m-%dT%H:%M:%SZ}), threshold {role.threshold} of "
-                + ", ".join(self.name_of(k) for k in sorted(role.keys))
-            )
-            if role.name == "root":
-                for rname, r in signed.roles.items():
-                    names = ", ".join(self.name_of(k) for k in r.keyids)
-                    lines.append(f"  role {rname}: {r.threshold} of [{names}]")
-                continue
-            info = signed.unrecognized_fields.get(WAVE_FIELD)
-            if info:
-                policy = info["policy"]
-                lines.append(f"  wave {info['name']}  tag {info['tag']}  version {info['version']}")
-                lines.append(
-                    f"  policy: max ripple size {policy['max_ripple_size'] or 'unlimited'}, "
-                    f"online complete {'allowed' if policy['online_complete'] else 'refused'}, "
-                    f"fractions up to {policy.get('max_fraction_ppm', 0) / 10_000:g}%"
-                )
-            for path, target in sorted(signed.targets.items()):
-                custom = target.custom
-                lines.append(f"  artifact {path}  {target.length} bytes")
-                for algo, digest in sorted(target.hashes.items()):
-                    lines.append(f"    {algo} {digest}")
-                lines.append(
-                    f"    hardware {','.join(custom.get('hardwareIds', []))}  "
-                    f"tags {','.join(custom.get('tags', []))}  version {custom.get('version')}"
-                )
-            if signed.delegations and signed.delegations.roles:
-                for dname, d in signed.delegations.roles.items():
-                    names = ", ".join(self.name_of(k) for k in d.keyids)
-                    lines.append(f"  delegates {dname}: {d.threshold} of [{names}]")
-        lines.append("")
-        lines.extend(self.status_lines())
-        return "\n".join(lines)
 
     # ------------------------------------------------------------ files
     def to_bytes(self) -> bytes:

@@ -208,6 +208,24 @@ class Repository:
             version = found
         return self._read(f"{version}.{role}.json")
 
+    def published(self, role: str) -> Metadata[Any] | None:
+        """The currently published metadata of ``role``, or None if there is none.
+
+        Args:
+            role: a role name (``root``, ``targets``, ``wave.W``, ...).
+
+        Raises:
+            StorageError: the published file is unreadable.
+        """
+        if not self.is_published():
+            return None
+        if role != "root" and self.state().version_of(role) is None:
+            return None
+        try:
+            return Metadata.from_bytes(self.role_bytes(role))
+        except DeserializationError as e:
+            raise StorageError(f"published {role} metadata is unreadable: {e}") from None
+
     def root(self) -> Metadata[Root]:
         return Metadata[Root].from_bytes(self.role_bytes("root"))
 

@@ -204,6 +204,7 @@ def rotate_root(
                     allowed,
                     role.threshold,
                     previous=(frozenset(old_role.keyids), old_role.threshold),
+                    published=current,
                 )
             ],
             dict(repo.config.get("key_names", {})),

@@ -278,7 +278,13 @@ def init_wave(
         ceremony = Ceremony(
             cid,
             [
-                PendingRole("targets", new_targets, offline_keys, threshold),
+                PendingRole(
+                    "targets",
+                    new_targets,
+                    offline_keys,
+                    threshold,
+                    published=repo.published("targets"),
+                ),
                 PendingRole(cid, wave_md, offline_keys, threshold),
             ],
             {
@@ -417,7 +423,15 @@ def fold_into_production(repo: Repository, name: str, *, keys: Sequence[KeyRef] 
         names = dict(repo.config.get("key_names", {}))
         ceremony = Ceremony(
             cid,
-            [PendingRole("targets", new_targets, offline_keys, threshold)],
+            [
+                PendingRole(
+                    "targets",
+                    new_targets,
+                    offline_keys,
+                    threshold,
+                    published=repo.published("targets"),
+                )
+            ],
             {k: v for k, v in names.items() if k in offline_keys},
         )
         for ref in keys:
