@@ -10,6 +10,7 @@ the keys allowed to sign each role and the thresholds, and needs no repository.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,10 +21,33 @@ from tuf.api.metadata import Metadata
 
 from tufwaves.errors import InputError, RefusedError
 
-__all__ = ["Ceremony", "PendingRole", "RoleStatus"]
+__all__ = ["Ceremony", "PendingRole", "RoleStatus", "check_ceremony_id"]
 
 FORMAT = "tufwaves-ceremony"
 MAX_CEREMONY_FILE = 20_000_000
+
+_WAVE = r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}"
+_ID_RE = re.compile(rf"repository|root\.[1-9][0-9]{{0,18}}|wave\.{_WAVE}|production\.{_WAVE}")
+_ROLE_RE = re.compile(rf"root|targets|wave\.{_WAVE}")
+
+
+def check_ceremony_id(value: object) -> str:
+    """A ceremony id (``repository``, ``root.N``, ``wave.W``, ``production.W``), or InputError.
+
+    Ids and role names read from a ceremony file become file names in the
+    repository's staging folder, so nothing else may pass.
+
+    Args:
+        value: the id as read.
+
+    Raises:
+        InputError: it is not a ceremony id.
+    """
+    if not isinstance(value, str) or _ID_RE.fullmatch(value) is None:
+        raise InputError(
+            f"{value!r} is not a ceremony id (repository, root.N, wave.W or production.W)"
+        )
+    return value
 
 
 @dataclass
@@ -78,8 +102,11 @@ class PendingRole:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> PendingRole:
+        name = data["role"]
+        if not isinstance(name, str) or _ROLE_RE.fullmatch(name) is None:
+            raise ValueError(f"role {name!r} is not root, targets or wave.W")
         return cls(
-            name=data["role"],
+            name=name,
             metadata=Metadata.from_dict(json.loads(json.dumps(data["metadata"]))),
             keys={kid: SSlibKey.from_dict(kid, dict(k)) for kid, k in data["keys"].items()},
             threshold=int(data["threshold"]),
@@ -249,7 +276,7 @@ class Ceremony:
                 raise ValueError("not a tufwaves ceremony file (format/version)")
             roles = [PendingRole.from_dict(r) for r in doc["roles"]]
             names = {str(k): str(v) for k, v in doc.get("key_names", {}).items()}
-            ceremony = cls(str(doc["id"]), roles, names)
+            ceremony = cls(check_ceremony_id(doc["id"]), roles, names)
         except Exception as e:
             raise InputError(f"{source} is malformed: {e}") from None
         return ceremony

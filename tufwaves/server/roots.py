@@ -21,7 +21,7 @@ from tufwaves.server.keys import (
 )
 from tufwaves.server.metadata import expiry
 from tufwaves.server.repository import CONFIG_NAME, Repository
-from tufwaves.server.staging import pending_ids
+from tufwaves.server.staging import ceremony_path, pending_ids
 from tufwaves.server.waves import publish_if_complete
 
 __all__ = ["ONLINE_ROLES", "create_repository", "repository_ceremony", "rotate_root"]
@@ -140,7 +140,7 @@ def create_repository(
                     pending.metadata.sign(ref.signer, append=True)
     with repo.locked():
         if not publish_if_complete(repo, ceremony):
-            atomic_write(repo.staging_dir / f"{CEREMONY_ID}.json", ceremony.to_bytes())
+            atomic_write(ceremony_path(repo, CEREMONY_ID), ceremony.to_bytes())
     assert (path / CONFIG_NAME).exists()  # noqa: S101
     return repo, ceremony
 
@@ -214,5 +214,5 @@ def rotate_root(
                 raise InputError(f"--key {ref.name} is a public key; it cannot sign")
             ceremony.sign(ref.key.keyid, ref.signer)
         if not publish_if_complete(repo, ceremony):
-            atomic_write(repo.staging_dir / f"{ceremony.id}.json", ceremony.to_bytes())
+            atomic_write(ceremony_path(repo, ceremony.id), ceremony.to_bytes())
     return ceremony

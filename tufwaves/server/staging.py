@@ -12,20 +12,37 @@ from __future__ import annotations
 from pathlib import Path
 
 from tufwaves.errors import InputError
-from tufwaves.server.ceremony import Ceremony
+from tufwaves.server.ceremony import Ceremony, check_ceremony_id
 from tufwaves.server.repository import Repository
 
 __all__ = ["ceremony_path", "load_ceremony", "local_path", "pending_ids", "remove"]
 
 
+def _inside(repo: Repository, ceremony_id: str, suffix: str) -> Path:
+    check_ceremony_id(ceremony_id)
+    path = repo.staging_dir / f"{ceremony_id}{suffix}"
+    if path.resolve().parent != repo.staging_dir.resolve():
+        raise InputError(f"ceremony {ceremony_id!r} would be stored outside {repo.staging_dir}")
+    return path
+
+
 def ceremony_path(repo: Repository, ceremony_id: str) -> Path:
-    """Where the pending ceremony ``ceremony_id`` is stored."""
-    return repo.staging_dir / f"{ceremony_id}.json"
+    """Where the pending ceremony ``ceremony_id`` is stored.
+
+    Raises:
+        InputError: ``ceremony_id`` is not a ceremony id, or names a file
+            outside the staging folder.
+    """
+    return _inside(repo, ceremony_id, ".json")
 
 
 def local_path(repo: Repository, ceremony_id: str) -> Path:
-    """Where this repository keeps what only it needs to publish ``ceremony_id``."""
-    return repo.staging_dir / f"{ceremony_id}.local.json"
+    """Where this repository keeps what only it needs to publish ``ceremony_id``.
+
+    Raises:
+        InputError: as :func:`ceremony_path`.
+    """
+    return _inside(repo, ceremony_id, ".local.json")
 
 
 def load_ceremony(repo: Repository, ceremony_id: str) -> Ceremony:
@@ -58,7 +75,7 @@ def remove(repo: Repository, cid: str) -> None:
     """Delete a pending ceremony and its staged files (the caller holds the lock)."""
     for path in (ceremony_path(repo, cid), local_path(repo, cid)):
         path.unlink(missing_ok=True)
-    blobs = repo.staging_dir / f"{cid}.artifacts"
+    blobs = _inside(repo, cid, ".artifacts")
     if blobs.is_dir():
         for f in blobs.iterdir():
             f.unlink()
