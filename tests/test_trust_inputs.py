@@ -51,3 +51,35 @@ def test_ceremony_import_refuses_ids_and_roles_that_are_not_names(
     assert code == 2
     assert "ceremony" in err and ("not a ceremony id" in err or "is not root, targets" in err)
     assert {**tree_digest(repo.path), **tree_digest(outside)} == before
+
+
+@pytest.mark.parametrize("mode", [0o640, 0o604, 0o660, 0o644], ids=oct)
+def test_private_key_readable_by_others_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], mode: int
+) -> None:
+    assert main(["keys", "generate", "k", "--dir", str(tmp_path)]) == 0
+    key = tmp_path / "k.key"
+    key.chmod(mode)
+    capsys.readouterr()
+    code = main(
+        ["repo", "init", str(tmp_path / "repo"), "--root-key", str(key), "--targets-key", str(key)]
+    )
+    err = capsys.readouterr().err
+    assert code == 3
+    assert str(key) in err and "chmod 600" in err
+    assert not (tmp_path / "repo").exists()
+    key.chmod(0o600)
+    assert (
+        main(
+            [
+                "repo",
+                "init",
+                str(tmp_path / "repo"),
+                "--root-key",
+                str(key),
+                "--targets-key",
+                str(key),
+            ]
+        )
+        == 0
+    )

@@ -178,6 +178,19 @@ def load_public_key(path: Path) -> tuple[str, Key, str | None]:
     return name, key, uri
 
 
+def _refuse_if_shared(path: Path) -> None:
+    """Refuse a private key file that group or others may read or write (as OpenSSH does)."""
+    try:
+        mode = path.stat().st_mode
+    except OSError as e:
+        raise KeyError_(f"cannot read key file {path}: {e.strerror}") from None
+    if mode & 0o077:
+        raise KeyError_(
+            f"private key file {path} is accessible by others (mode {mode & 0o777:o}); "
+            f"it is not used: make it private with 'chmod 600 {path}'"
+        )
+
+
 def _signer_from_pem(path: Path, pem: bytes) -> KeyRef:
     secret = passphrase(f"key {path.name}")
     try:
@@ -210,6 +223,7 @@ def load_key_ref(spec: str) -> KeyRef:
         if spec.startswith("file2:"):
             path = Path(spec[len("file2:") :])
             pem = _read_small(path)
+            _refuse_if_shared(path)
             try:
                 private = load_pem_private_key(pem, None)
             except (ValueError, TypeError):
@@ -236,6 +250,7 @@ def load_key_ref(spec: str) -> KeyRef:
     pem = _read_small(path)
     if b"PRIVATE KEY" not in pem:
         raise InputError(f"{path} is neither a .pub file nor a PEM private key")
+    _refuse_if_shared(path)
     return _signer_from_pem(path, pem)
 
 
