@@ -29,7 +29,16 @@ MAX_CEREMONY_FILE = 20_000_000
 
 @dataclass
 class PendingRole:
-    """One role waiting for signatures, with the keys allowed to sign it."""
+    """One role waiting for signatures, with the keys allowed to sign it.
+
+    Attributes:
+        name: The role's name.
+        metadata: The exact metadata to sign (signatures collected so far).
+        keys: The keys allowed to sign it, by key id.
+        threshold: How many of them must sign.
+        previous: For a root rotation: the previous root's key ids and
+            threshold, which must be met too.
+    """
 
     name: str
     metadata: Metadata[Any]
@@ -89,7 +98,14 @@ class PendingRole:
 
 @dataclass(frozen=True)
 class RoleStatus:
-    """One requirement of a role: ``threshold`` signatures among its keys."""
+    """One requirement of a role: ``threshold`` signatures among its keys.
+
+    Attributes:
+        role: The role (and, for a root rotation, which keys).
+        threshold: How many signatures are needed.
+        signed: Key ids that signed.
+        waiting: Key ids that have not.
+    """
 
     role: str
     threshold: int
@@ -103,7 +119,16 @@ class RoleStatus:
 
 @dataclass
 class Ceremony:
-    """A set of roles published together once every one meets its threshold."""
+    """A set of roles published together once every one meets its threshold.
+
+    Its file (:meth:`to_bytes`, :meth:`read`) is what travels to air-gapped
+    signers; it needs no repository to be signed.
+
+    Attributes:
+        id: The ceremony id (``repository``, ``root.N``, ``wave.W``, ``production.W``).
+        roles: The roles to sign.
+        key_names: Key id to name, for messages.
+    """
 
     id: str
     roles: list[PendingRole]
@@ -111,6 +136,11 @@ class Ceremony:
 
     # ------------------------------------------------------------ status
     def status(self) -> list[RoleStatus]:
+        """Who signed and who is awaited.
+
+        Returns:
+            One entry per requirement of each role.
+        """
         out = []
         for role in self.roles:
             valid = set(role.valid_signers())
@@ -129,6 +159,11 @@ class Ceremony:
         return self.key_names.get(keyid, keyid[:12])
 
     def status_lines(self) -> list[str]:
+        """:meth:`status` for people, e.g. ``targets: 1 of 2 signatures, waiting for: bob``.
+
+        Returns:
+            One line per requirement.
+        """
         lines = []
         for s in self.status():
             waiting = ", ".join(self.name_of(k) for k in s.waiting) or "nobody"
@@ -140,7 +175,18 @@ class Ceremony:
 
     # ------------------------------------------------------------ signing
     def sign(self, keyid: str, signer: Signer) -> list[str]:
-        """Sign every role this key may sign; return their names."""
+        """Sign every role this key may sign (the air-gapped step).
+
+        Args:
+            keyid: The signing key's id.
+            signer: Its signer.
+
+        Returns:
+            The names of the roles signed.
+
+        Raises:
+            RefusedError: The key may sign no role, or already signed one.
+        """
         signed = []
         for role in self.roles:
             if keyid not in role.keys:
@@ -163,8 +209,16 @@ class Ceremony:
     def merge(self, other: Ceremony) -> list[tuple[str, str]]:
         """Add the valid new signatures of ``other`` (an imported file).
 
-        Refuses content that differs from ours, signatures by keys not in the
-        role, signatures over other bytes, and a file that adds nothing.
+        Args:
+            other: The same ceremony, signed elsewhere.
+
+        Returns:
+            The (role, key id) signatures added.
+
+        Raises:
+            RefusedError: Content that differs from ours, signatures by keys
+                not in the role, signatures over other bytes, or a file that
+                adds nothing.
         """
         if other.id != self.id or [r.name for r in other.roles] != [r.name for r in self.roles]:
             raise RefusedError(
@@ -214,7 +268,11 @@ class Ceremony:
 
     # ------------------------------------------------------------ summary
     def summary(self) -> str:
-        """What exactly is being signed, for people at a signing ceremony."""
+        """What exactly is being signed, for people at a signing ceremony.
+
+        Returns:
+            Text: roles, versions, expiry, keys, artifacts and hashes, status.
+        """
         lines = [f"Ceremony {self.id}"]
         for role in self.roles:
             signed = role.metadata.signed
@@ -256,6 +314,11 @@ class Ceremony:
 
     # ------------------------------------------------------------ files
     def to_bytes(self) -> bytes:
+        """The ceremony file (``specs/ceremony.md``).
+
+        Returns:
+            Its bytes.
+        """
         doc = {
             "format": FORMAT,
             "version": 1,
@@ -267,6 +330,18 @@ class Ceremony:
 
     @classmethod
     def from_bytes(cls, data: bytes, *, source: str = "ceremony file") -> Ceremony:
+        """Parse a ceremony file.
+
+        Args:
+            data: Its bytes.
+            source: What to call it in messages.
+
+        Returns:
+            The ceremony.
+
+        Raises:
+            InputError: It is too large or malformed.
+        """
         if len(data) > MAX_CEREMONY_FILE:
             raise InputError(f"{source} is larger than {MAX_CEREMONY_FILE} bytes")
         try:
@@ -282,6 +357,17 @@ class Ceremony:
 
     @classmethod
     def read(cls, path: Path) -> Ceremony:
+        """Read a ceremony file.
+
+        Args:
+            path: The file.
+
+        Returns:
+            The ceremony.
+
+        Raises:
+            InputError: It does not exist, is too large or is malformed.
+        """
         try:
             data = path.read_bytes()
         except FileNotFoundError:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -29,6 +29,7 @@ from tufwaves.errors import InputError
 __all__ = [
     "PREFIX",
     "ROLLOUT_STATES",
+    "Clock",
     "Policy",
     "WaveInfo",
     "build_ripple",
@@ -105,7 +106,16 @@ def ripple_role(wave: str, index: int) -> str:
     return f"ripple.{wave}.{index}"
 
 
+Clock = Callable[[], datetime]
+"""What the server side reads the time from: returns a timezone-aware datetime."""
+
+
 def now() -> datetime:
+    """The real time: UTC, whole seconds. The default :data:`Clock`.
+
+    Returns:
+        The current time.
+    """
     return datetime.now(UTC).replace(microsecond=0)
 
 
@@ -115,7 +125,22 @@ def expiry(
     at: datetime | str | None = None,
     start: datetime | None = None,
 ) -> datetime:
-    """An expiry time: whole seconds, UTC, in the future (refused otherwise)."""
+    """An expiry time: whole seconds, UTC, after ``start`` (refused otherwise).
+
+    Args:
+        days: Days after ``start``; the default (neither ``days`` nor ``at``)
+            is 365, as on the command line.
+        at: An absolute time instead: a timezone-aware datetime or RFC 3339 text.
+        start: The time it must be after (default: the real time now); pass
+            ``repo.now()`` to follow a repository's clock.
+
+    Returns:
+        The expiry time.
+
+    Raises:
+        InputError: ``days`` is not positive, ``at`` is malformed or has no
+            time zone, or the result is not after ``start``.
+    """
     base = start or now()
     if at is not None:
         if isinstance(at, str):

@@ -19,7 +19,15 @@ __all__ = ["ceremony_path", "load_ceremony", "local_path", "pending_ids", "remov
 
 
 def ceremony_path(repo: Repository, ceremony_id: str) -> Path:
-    """Where the pending ceremony ``ceremony_id`` is stored."""
+    """Where the pending ceremony ``ceremony_id`` is stored.
+
+    Args:
+        repo: The repository.
+        ceremony_id: The ceremony id.
+
+    Returns:
+        The path of its ceremony file.
+    """
     return repo.staging_dir / f"{ceremony_id}.json"
 
 
@@ -29,7 +37,15 @@ def local_path(repo: Repository, ceremony_id: str) -> Path:
 
 
 def load_ceremony(repo: Repository, ceremony_id: str) -> Ceremony:
-    """The pending ceremony ``ceremony_id``.
+    """The pending ceremony ``ceremony_id``, e.g. to export its file.
+
+    Args:
+        repo: The repository.
+        ceremony_id: The ceremony id (``wave.W``, ``production.W``,
+            ``repository``, ``root.N``).
+
+    Returns:
+        The ceremony; ``to_bytes()`` is the file signers sign.
 
     Raises:
         InputError: no such ceremony is pending.
@@ -44,7 +60,14 @@ def load_ceremony(repo: Repository, ceremony_id: str) -> Ceremony:
 
 
 def pending_ids(repo: Repository) -> list[str]:
-    """The ids of every pending ceremony, sorted."""
+    """The ids of every pending ceremony, sorted.
+
+    Args:
+        repo: The repository.
+
+    Returns:
+        Ceremony ids.
+    """
     if not repo.staging_dir.is_dir():
         return []
     return sorted(
