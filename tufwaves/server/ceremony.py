@@ -50,13 +50,22 @@ class PendingRole:
     previous: tuple[frozenset[str], int] | None = None
 
     def requirements(self) -> list[tuple[str, frozenset[str], int]]:
-        """Every (label, key ids, threshold) that must be met."""
+        """Every (label, key ids, threshold) that must be met.
+
+        Returns:
+            One requirement, or two for a root rotation (new and previous root).
+        """
         if self.previous is None:
             return [("", frozenset(self.keys), self.threshold)]
         new = frozenset(self.metadata.signed.roles["root"].keyids)
         return [("new root", new, self.threshold), ("previous root", *self.previous)]
 
     def valid_signers(self) -> list[str]:
+        """The key ids whose signatures on the metadata verify.
+
+        Returns:
+            Key ids allowed to sign this role, with a valid signature.
+        """
         data = self.metadata.signed_bytes
         good = []
         for keyid, sig in self.metadata.signatures.items():
@@ -71,6 +80,11 @@ class PendingRole:
         return good
 
     def to_dict(self) -> dict[str, Any]:
+        """The role's entry in a ceremony file.
+
+        Returns:
+            A dict of JSON types.
+        """
         out: dict[str, Any] = {
             "role": self.name,
             "metadata": self.metadata.to_dict(),
@@ -83,6 +97,14 @@ class PendingRole:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> PendingRole:
+        """A role's entry in a ceremony file.
+
+        Args:
+            data: The entry.
+
+        Returns:
+            The pending role.
+        """
         return cls(
             name=data["role"],
             metadata=Metadata.from_dict(json.loads(json.dumps(data["metadata"]))),
@@ -114,6 +136,7 @@ class RoleStatus:
 
     @property
     def complete(self) -> bool:
+        """Whether the threshold is met."""
         return len(self.signed) >= self.threshold
 
 
@@ -153,9 +176,18 @@ class Ceremony:
 
     @property
     def complete(self) -> bool:
+        """Whether every role meets its thresholds (then it can be published)."""
         return all(s.complete for s in self.status())
 
     def name_of(self, keyid: str) -> str:
+        """The name of a key, for messages.
+
+        Args:
+            keyid: The key id.
+
+        Returns:
+            Its name, or the first 12 digits of the key id.
+        """
         return self.key_names.get(keyid, keyid[:12])
 
     def status_lines(self) -> list[str]:

@@ -176,6 +176,17 @@ class Policy:
     ``max_fraction_ppm`` caps fraction ripples (parts per million); left out,
     it is 1,000,000 when the online side may complete the wave and 0 (no
     fraction ripples) when it may not, since a 100 % fraction is a completion.
+
+    Attributes:
+        max_ripple_size: The most devices one ripple may name (None: no limit).
+        online_complete: Whether the online rollout keys may complete the
+            wave; otherwise it takes an offline ceremony
+            (:func:`~tufwaves.server.waves.fold_into_production`).
+        fraction_salt: The salt of fraction ripples (64 hex digits; random).
+        max_fraction_ppm: The largest fraction ripple, in parts per million.
+
+    Raises:
+        InputError: A value out of range.
     """
 
     max_ripple_size: int | None = None
@@ -208,6 +219,11 @@ class Policy:
         return self.max_fraction_ppm
 
     def to_dict(self) -> dict[str, Any]:
+        """The policy as signed into the wave (JSON-ready).
+
+        Returns:
+            A dict of JSON types.
+        """
         return {
             "max_ripple_size": self.max_ripple_size,
             "online_complete": self.online_complete,
@@ -217,6 +233,17 @@ class Policy:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Policy:
+        """The policy signed into a wave.
+
+        Args:
+            data: The ``policy`` object of the wave field.
+
+        Returns:
+            The policy.
+
+        Raises:
+            InputError: A missing, extra or mistyped field.
+        """
         if set(data) != _POLICY_FIELDS:
             raise InputError(f"unexpected policy fields {sorted(data)}")
         size = data["max_ripple_size"]

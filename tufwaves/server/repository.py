@@ -254,6 +254,9 @@ class Repository:
         Re-entrant within one process. Every function of the server API that
         changes the repository takes it itself.
 
+        Yields:
+            Nothing: the lock is held inside the ``with`` block.
+
         Raises:
             StorageError: Another process held it for the whole timeout.
         """

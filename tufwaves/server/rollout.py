@@ -190,18 +190,22 @@ class WaveContext:
 
     @property
     def name(self) -> str:
+        """The wave's name."""
         return self.info.name
 
     @property
     def policy(self) -> Policy:
+        """The wave's signed rollout policy."""
         return self.info.policy
 
     @property
     def status(self) -> str:
+        """``active``, ``cancelled`` or ``complete``."""
         return rollout_info(self.rollout).state if self.rollout else "active"
 
     @property
     def ripple_count(self) -> int:
+        """How many ripples were signed."""
         return rollout_info(self.rollout).ripples if self.rollout else 0
 
     def eligibility(self, group: str | None = None) -> Eligibility:
