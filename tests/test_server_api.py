@@ -5,6 +5,8 @@ from __future__ import annotations
 import inspect
 import re
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -76,3 +78,60 @@ def test_module_docstring_gives_an_overview() -> None:
     doc = server.__doc__ or ""
     for topic in ("Repository", "Keys", "Waves", "Rollouts", "Bundles", "Inventory"):
         assert topic in doc
+
+
+def test_passphrase_is_passed_in_not_read_from_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(server.PASSPHRASE_ENV, raising=False)
+    asked: list[str] = []
+
+    def ask(purpose: str) -> bytes:
+        asked.append(purpose)
+        return b"s3cret"
+
+    server.write_key_pair("root", tmp_path / "keys", server.generate_key(), b"s3cret")
+    root = server.load_key_ref(tmp_path / "keys" / "root.key", passphrase=ask)
+    assert asked == ["key root.key"] and root.signer is not None
+    with pytest.raises(server.KeyError_, match="wrong passphrase"):
+        server.load_key_ref(tmp_path / "keys" / "root.key", passphrase=b"wrong")
+    with pytest.raises(server.KeyError_, match="non-empty"):
+        server.load_key_ref(tmp_path / "keys" / "root.key", passphrase=b"")
+    targets = server.KeyRef.from_signer(server.generate_key(), "t1")
+    repo, ceremony = server.create_repository(
+        tmp_path / "repo",
+        root_keys=[root],
+        root_threshold=1,
+        targets_keys=[targets],
+        targets_threshold=1,
+        passphrase=ask,
+    )
+    assert ceremony.complete
+    assert {"the online keys", "key snapshot.key", "key timestamp.key"} <= set(asked)
+    # The online keys sign with the passphrase the repository was opened with.
+    reopened = server.Repository.open(repo.path, passphrase=b"s3cret")
+    assert reopened.refresh().timestamp.signed.version == 2
+    with pytest.raises(server.KeyError_):
+        server.Repository.open(repo.path).refresh()  # no env, no terminal
+
+
+def test_the_repository_clock_sets_what_it_signs(tmp_path: Path) -> None:
+    at = datetime(2031, 5, 6, 7, 8, 9, 123, tzinfo=UTC)
+    key = server.KeyRef.from_signer(server.generate_key(), "k")
+    repo, _ = server.create_repository(
+        tmp_path / "repo",
+        root_keys=[key],
+        root_threshold=1,
+        targets_keys=[key],
+        targets_threshold=1,
+        passphrase=b"pw",
+        clock=lambda: at,
+    )
+    start = at.replace(microsecond=0)
+    assert repo.now() == start
+    assert repo.root().signed.expires == start + timedelta(days=365)
+    state = repo.state()
+    assert state.timestamp.signed.expires == start + timedelta(days=1)
+    assert state.snapshot.signed.expires == start + timedelta(days=7)
+    repo.clock = lambda: at + timedelta(hours=5)
+    assert repo.refresh().timestamp.signed.expires == start + timedelta(days=1, hours=5)
