@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import json
 import multiprocessing
-import time
 import uuid as uuidlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -397,11 +396,11 @@ def test_expired_wave_takes_no_more_signatures(
     make_repo: RepoFactory, keystore: KeyStore, artifact: Path
 ) -> None:
     repo = make_repo()
-    soon = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=2)
-    publish_wave(repo, keystore, artifact, expires=expiry(at=soon))
+    publish_wave(repo, keystore, artifact, expires=expiry(days=1, start=repo.now()))
     with open_inventory(repo) as inv:
         inv.import_rows(FLEET)
-        time.sleep(2.5)
+        later = repo.now() + timedelta(days=1, seconds=1)
+        repo.clock = lambda: later
         before = tree_digest(repo.path)
         for action in (
             lambda: rollout(repo, inv, "w1", Selector(limit=1)),

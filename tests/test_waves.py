@@ -410,6 +410,7 @@ def test_private_key_uri_signers(
         pem.write_bytes(
             signer._private_key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
         )
+        pem.chmod(0o600)  # a private key readable by others is refused
         signers.append((name, signer, pem))
     (_, _, pem1), (n2, s2, pem2) = signers
     pub2 = import_uri_key(

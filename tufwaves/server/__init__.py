@@ -1,1 +1,173 @@
-"""The server side of tufwaves (public API filled in below)."""
+"""The server side of tufwaves as a library: the API an update server embeds.
+
+Import everything from here; the submodules are internal and may change.
+
+Overview:
+
+* **Repository** -- :func:`create_repository` makes one (root, targets and
+  online keys, first publish or a pending ceremony); :meth:`Repository.open`
+  opens one. A repository takes a ``clock`` (the time everything it signs
+  and checks uses; default the real UTC time) and the ``passphrase`` of its
+  online keys (bytes or a callable; default ``TUFWAVES_KEY_PASSPHRASE`` or a
+  terminal prompt, as on the command line). :func:`rotate_root` starts a new
+  root version; :meth:`Repository.refresh` re-signs snapshot and timestamp.
+* **Keys and signers** -- every function that signs takes :class:`KeyRef`
+  values: :meth:`KeyRef.from_signer` wraps any securesystemslib ``Signer``
+  (HSM, cloud KMS, in memory); :func:`load_key_ref` reads a key file or URI,
+  with ``passphrase=`` given by the caller. :func:`generate_key` and
+  :func:`write_key_pair` make key files.
+* **Waves and ceremonies** -- :func:`init_wave` creates a release signed by
+  the offline targets keys; until a threshold has signed, it waits in a
+  :class:`Ceremony`: :func:`sign_ceremony` adds a signature here, or the
+  ceremony file (:func:`load_ceremony` then :meth:`Ceremony.to_bytes`) is
+  signed elsewhere (:meth:`Ceremony.sign`) and :func:`import_ceremony`-ed.
+  :func:`review` is what a signer sees before signing: every key each role
+  authorises, named only from the signer's :class:`Keyring`.
+  :func:`list_waves` and :func:`wave_summary` show waves;
+  :func:`fold_into_production` completes a wave offline.
+* **Rollouts** -- :func:`rollout` signs a ripple of devices chosen by a
+  :class:`Selector`; :func:`cancel` and :func:`complete` end a wave;
+  :func:`rollout_status` counts devices per group.
+* **Bundles** -- :func:`build_bundle` gives a device everything it needs to
+  decide with :class:`tufwaves.verify.Verifier`.
+* **Inventory** -- the fleet and rollout history behind the
+  :class:`Inventory` protocol; :class:`SqliteInventory` (via
+  :func:`open_inventory`) is the embedded default.
+
+Errors are :class:`~tufwaves.errors.TufwavesError` subclasses, re-exported
+here; their message says what was wrong and what to do next.
+
+Example (the README's "Embedding" section has a complete one)::
+
+    from tufwaves.server import Repository, Selector, open_inventory, rollout
+
+    repo = Repository.open("repo", passphrase=b"...")
+    with open_inventory(repo) as inv:
+        ripple = rollout(repo, inv, "spring-fix", Selector(limit=10))
+"""
+
+from __future__ import annotations
+
+from tufwaves.errors import (
+    InputError,
+    KeyError_,
+    RefusedError,
+    StorageError,
+    TufwavesError,
+    VerificationError,
+)
+from tufwaves.server.bundler import build_bundle
+from tufwaves.server.ceremony import Ceremony, PendingRole, RoleStatus
+from tufwaves.server.inventory import (
+    AuditEntry,
+    Device,
+    DeviceRow,
+    Eligibility,
+    GroupStatus,
+    ImportResult,
+    Inventory,
+    RippleRecord,
+)
+from tufwaves.server.inventory.sqlite import SqliteInventory
+from tufwaves.server.keys import (
+    PASSPHRASE_ENV,
+    KeyRef,
+    Passphrase,
+    generate_key,
+    load_key_ref,
+    load_public_key,
+    write_key_pair,
+)
+from tufwaves.server.metadata import Clock, Policy, expiry, now
+from tufwaves.server.repository import PublishedState, Repository
+from tufwaves.server.review import Keyring, Review, fingerprint, review
+from tufwaves.server.rollout import (
+    RolloutResult,
+    RolloutStatus,
+    Selector,
+    WaveContext,
+    cancel,
+    complete,
+    load_wave,
+    open_inventory,
+    ripple_members,
+    rollout,
+    rollout_status,
+)
+from tufwaves.server.roots import create_repository, repository_ceremony, rotate_root
+from tufwaves.server.staging import load_ceremony, pending_ids
+from tufwaves.server.waves import (
+    WaveSummary,
+    ceremony_for_wave,
+    discard_ceremony,
+    fold_into_production,
+    import_ceremony,
+    init_wave,
+    list_waves,
+    sign_ceremony,
+    wave_summary,
+)
+
+__all__ = [
+    "PASSPHRASE_ENV",
+    "AuditEntry",
+    "Ceremony",
+    "Clock",
+    "Device",
+    "DeviceRow",
+    "Eligibility",
+    "GroupStatus",
+    "ImportResult",
+    "InputError",
+    "Inventory",
+    "KeyError_",
+    "KeyRef",
+    "Keyring",
+    "Passphrase",
+    "PendingRole",
+    "Policy",
+    "PublishedState",
+    "RefusedError",
+    "Repository",
+    "Review",
+    "RippleRecord",
+    "RoleStatus",
+    "RolloutResult",
+    "RolloutStatus",
+    "Selector",
+    "SqliteInventory",
+    "StorageError",
+    "TufwavesError",
+    "VerificationError",
+    "WaveContext",
+    "WaveSummary",
+    "build_bundle",
+    "cancel",
+    "ceremony_for_wave",
+    "complete",
+    "create_repository",
+    "discard_ceremony",
+    "expiry",
+    "fingerprint",
+    "fold_into_production",
+    "generate_key",
+    "import_ceremony",
+    "init_wave",
+    "list_waves",
+    "load_ceremony",
+    "load_key_ref",
+    "load_public_key",
+    "load_wave",
+    "now",
+    "open_inventory",
+    "pending_ids",
+    "repository_ceremony",
+    "review",
+    "ripple_members",
+    "rollout",
+    "rollout_status",
+    "rotate_root",
+    "sign_ceremony",
+    "wave_summary",
+    "write_key_pair",
+]

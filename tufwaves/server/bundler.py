@@ -34,9 +34,24 @@ def build_bundle(
     """Everything device ``uuid`` needs to decide, for a device that trusts
     root version ``since_root``.
 
-    ``waves`` limits the bundle to those waves; by default every published wave
-    whose tag and hardware ids match the device (from the inventory) is
-    included, with the ripples that selected it and every fraction ripple.
+    Give the bundle (``bundle.to_bytes()``) to the device, which decides with
+    :meth:`tufwaves.verify.Verifier.decide`.
+
+    Args:
+        repo: The repository.
+        inv: Its inventory.
+        uuid: The device.
+        since_root: The root version the device trusts; newer roots are included.
+        waves: Only these waves; by default every published wave whose tag and
+            hardware ids match the device (from the inventory), with the
+            ripples that selected it and every fraction ripple.
+
+    Returns:
+        The bundle.
+
+    Raises:
+        InputError: A bad UUID, a device not in the inventory (without
+            ``waves``), an unknown wave, or ``since_root`` out of range.
     """
     uuid = canonical_uuid(uuid)
     device = inv.get(uuid)

@@ -52,7 +52,16 @@ def check_ceremony_id(value: object) -> str:
 
 @dataclass
 class PendingRole:
-    """One role waiting for signatures, with the keys allowed to sign it."""
+    """One role waiting for signatures, with the keys allowed to sign it.
+
+    Attributes:
+        name: The role's name.
+        metadata: The exact metadata to sign (signatures collected so far).
+        keys: The keys allowed to sign it, by key id.
+        threshold: How many of them must sign.
+        previous: For a root rotation: the previous root's key ids and
+            threshold, which must be met too.
+    """
 
     name: str
     metadata: Metadata[Any]
@@ -67,13 +76,22 @@ class PendingRole:
     published: Metadata[Any] | None = None
 
     def requirements(self) -> list[tuple[str, frozenset[str], int]]:
-        """Every (label, key ids, threshold) that must be met."""
+        """Every (label, key ids, threshold) that must be met.
+
+        Returns:
+            One requirement, or two for a root rotation (new and previous root).
+        """
         if self.previous is None:
             return [("", frozenset(self.keys), self.threshold)]
         new = frozenset(self.metadata.signed.roles["root"].keyids)
         return [("new root", new, self.threshold), ("previous root", *self.previous)]
 
     def valid_signers(self) -> list[str]:
+        """The key ids whose signatures on the metadata verify.
+
+        Returns:
+            Key ids allowed to sign this role, with a valid signature.
+        """
         data = self.metadata.signed_bytes
         good = []
         for keyid, sig in self.metadata.signatures.items():
@@ -88,6 +106,11 @@ class PendingRole:
         return good
 
     def to_dict(self) -> dict[str, Any]:
+        """The role's entry in a ceremony file.
+
+        Returns:
+            A dict of JSON types.
+        """
         out: dict[str, Any] = {
             "role": self.name,
             "metadata": self.metadata.to_dict(),
@@ -102,6 +125,18 @@ class PendingRole:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> PendingRole:
+        """A role's entry in a ceremony file.
+
+        Args:
+            data: The entry.
+
+        Returns:
+            The pending role.
+
+        Raises:
+            ValueError: the role name is not root, targets or wave.W (the
+                caller, :meth:`Ceremony.from_bytes`, reports it as malformed).
+        """
         name = data["role"]
         if not isinstance(name, str) or _ROLE_RE.fullmatch(name) is None:
             raise ValueError(f"role {name!r} is not root, targets or wave.W")
@@ -125,7 +160,14 @@ class PendingRole:
 
 @dataclass(frozen=True)
 class RoleStatus:
-    """One requirement of a role: ``threshold`` signatures among its keys."""
+    """One requirement of a role: ``threshold`` signatures among its keys.
+
+    Attributes:
+        role: The role (and, for a root rotation, which keys).
+        threshold: How many signatures are needed.
+        signed: Key ids that signed.
+        waiting: Key ids that have not.
+    """
 
     role: str
     threshold: int
@@ -134,12 +176,22 @@ class RoleStatus:
 
     @property
     def complete(self) -> bool:
+        """Whether the threshold is met."""
         return len(self.signed) >= self.threshold
 
 
 @dataclass
 class Ceremony:
-    """A set of roles published together once every one meets its threshold."""
+    """A set of roles published together once every one meets its threshold.
+
+    Its file (:meth:`to_bytes`, :meth:`read`) is what travels to air-gapped
+    signers; it needs no repository to be signed.
+
+    Attributes:
+        id: The ceremony id (``repository``, ``root.N``, ``wave.W``, ``production.W``).
+        roles: The roles to sign.
+        key_names: Key id to name, for messages.
+    """
 
     id: str
     roles: list[PendingRole]
@@ -147,6 +199,11 @@ class Ceremony:
 
     # ------------------------------------------------------------ status
     def status(self) -> list[RoleStatus]:
+        """Who signed and who is awaited.
+
+        Returns:
+            One entry per requirement of each role.
+        """
         out = []
         for role in self.roles:
             valid = set(role.valid_signers())
@@ -159,17 +216,29 @@ class Ceremony:
 
     @property
     def complete(self) -> bool:
+        """Whether every role meets its thresholds (then it can be published)."""
         return all(s.complete for s in self.status())
 
     def name_of(self, keyid: str) -> str:
+        """The name of a key, for messages.
+
+        Args:
+            keyid: The key id.
+
+        Returns:
+            Its name, or the first 12 digits of the key id.
+        """
         return self.key_names.get(keyid, keyid[:12])
 
     def status_lines(self, name_of: Callable[[str], str] | None = None) -> list[str]:
-        """One line per threshold: signatures collected, and whose are awaited.
+        """:meth:`status` for people, e.g. ``targets: 1 of 2 signatures, waiting for: bob``.
 
         Args:
             name_of: how to name a key id; by default the repository's own names
                 (``key_names``), which a signer must not trust.
+
+        Returns:
+            One line per requirement.
         """
         name_of = name_of or self.name_of
         lines = []
@@ -183,7 +252,18 @@ class Ceremony:
 
     # ------------------------------------------------------------ signing
     def sign(self, keyid: str, signer: Signer) -> list[str]:
-        """Sign every role this key may sign; return their names."""
+        """Sign every role this key may sign (the air-gapped step).
+
+        Args:
+            keyid: The signing key's id.
+            signer: Its signer.
+
+        Returns:
+            The names of the roles signed.
+
+        Raises:
+            RefusedError: The key may sign no role, or already signed one.
+        """
         signed = []
         for role in self.roles:
             if keyid not in role.keys:
@@ -206,8 +286,16 @@ class Ceremony:
     def merge(self, other: Ceremony) -> list[tuple[str, str]]:
         """Add the valid new signatures of ``other`` (an imported file).
 
-        Refuses content that differs from ours, signatures by keys not in the
-        role, signatures over other bytes, and a file that adds nothing.
+        Args:
+            other: The same ceremony, signed elsewhere.
+
+        Returns:
+            The (role, key id) signatures added.
+
+        Raises:
+            RefusedError: Content that differs from ours, signatures by keys
+                not in the role, signatures over other bytes, or a file that
+                adds nothing.
         """
         if other.id != self.id or [r.name for r in other.roles] != [r.name for r in self.roles]:
             raise RefusedError(
@@ -257,6 +345,11 @@ class Ceremony:
 
     # ------------------------------------------------------------ files
     def to_bytes(self) -> bytes:
+        """The ceremony file (``specs/ceremony.md``).
+
+        Returns:
+            Its bytes.
+        """
         doc = {
             "format": FORMAT,
             "version": 1,
@@ -268,6 +361,18 @@ class Ceremony:
 
     @classmethod
     def from_bytes(cls, data: bytes, *, source: str = "ceremony file") -> Ceremony:
+        """Parse a ceremony file.
+
+        Args:
+            data: Its bytes.
+            source: What to call it in messages.
+
+        Returns:
+            The ceremony.
+
+        Raises:
+            InputError: It is too large or malformed.
+        """
         if len(data) > MAX_CEREMONY_FILE:
             raise InputError(f"{source} is larger than {MAX_CEREMONY_FILE} bytes")
         try:
@@ -283,6 +388,17 @@ class Ceremony:
 
     @classmethod
     def read(cls, path: Path) -> Ceremony:
+        """Read a ceremony file.
+
+        Args:
+            path: The file.
+
+        Returns:
+            The ceremony.
+
+        Raises:
+            InputError: It does not exist, is too large or is malformed.
+        """
         try:
             data = path.read_bytes()
         except FileNotFoundError:

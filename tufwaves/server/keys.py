@@ -9,8 +9,10 @@ A key pair on disk is two files:
 * ``NAME.key`` -- the private key, PKCS#8 PEM encrypted with the passphrase,
   mode 0600, created exclusively and never overwritten.
 
-The passphrase comes from ``TUFWAVES_KEY_PASSPHRASE`` or an interactive prompt,
-never from the command line, and never appears in a message.
+A library caller passes the passphrase in (``passphrase=`` bytes, or a
+callable asked with what the passphrase is for); left out, it comes from
+``TUFWAVES_KEY_PASSPHRASE`` or an interactive prompt (what the command line
+does), never from the command line, and never appears in a message.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import json
 import os
 import re
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,10 +42,12 @@ __all__ = [
     "KEY_TYPES",
     "PASSPHRASE_ENV",
     "KeyRef",
+    "Passphrase",
     "generate_key",
     "load_key_ref",
     "load_public_key",
     "passphrase",
+    "resolve_passphrase",
     "write_key_pair",
 ]
 
@@ -52,9 +57,26 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _URI_RE = re.compile(r"^[a-z][a-z0-9+.-]*:")
 _MAX_KEY_FILE = 64 * 1024
 
+Passphrase = bytes | Callable[[str], bytes] | None
+"""Where a key passphrase comes from: the bytes themselves, a callable asked
+with what it is for (e.g. ``"key alice.key"``) that returns them, or ``None``
+for ``TUFWAVES_KEY_PASSPHRASE`` or a terminal prompt (the command line's way)."""
+
 
 def passphrase(purpose: str, *, confirm: bool = False) -> bytes:
-    """The key passphrase from ``TUFWAVES_KEY_PASSPHRASE`` or a prompt."""
+    """The key passphrase from ``TUFWAVES_KEY_PASSPHRASE`` or a terminal prompt.
+
+    Args:
+        purpose: What the passphrase is for, shown in the prompt.
+        confirm: Ask twice at a prompt (for keys about to be created).
+
+    Returns:
+        The passphrase as bytes.
+
+    Raises:
+        KeyError_: The variable is set but empty, there is no terminal to ask
+            at, the two entries differ, or the entry is empty.
+    """
     env = os.environ.get(PASSPHRASE_ENV)
     if env is not None:
         if not env:
@@ -73,7 +95,42 @@ def passphrase(purpose: str, *, confirm: bool = False) -> bytes:
     return first.encode()
 
 
+def resolve_passphrase(source: Passphrase, purpose: str, *, confirm: bool = False) -> bytes:
+    """The passphrase a caller gave, or else the command line's (:func:`passphrase`).
+
+    Args:
+        source: Bytes, a callable given ``purpose`` that returns bytes, or
+            ``None`` for ``TUFWAVES_KEY_PASSPHRASE`` or a terminal prompt.
+        purpose: What the passphrase is for (for the callable or the prompt).
+        confirm: Ask twice at a prompt (for keys about to be created).
+
+    Returns:
+        The passphrase as bytes.
+
+    Raises:
+        KeyError_: The passphrase is empty or not bytes, or none can be had.
+    """
+    if source is None:
+        return passphrase(purpose, confirm=confirm)
+    secret = source(purpose) if callable(source) else source
+    if not isinstance(secret, bytes) or not secret:
+        raise KeyError_(f"the passphrase given for {purpose} must be non-empty bytes")
+    return secret
+
+
 def generate_key(key_type: str = "ed25519") -> CryptoSigner:
+    """A new private key in memory, as a securesystemslib signer.
+
+    Args:
+        key_type: ``"ed25519"`` (default), ``"ecdsa"`` (P-256) or ``"rsa"``.
+
+    Returns:
+        A ``CryptoSigner``; its ``public_key`` is the TUF key. Save it with
+        :func:`write_key_pair` or use it directly with :meth:`KeyRef.from_signer`.
+
+    Raises:
+        InputError: Unknown key type.
+    """
     if key_type == "ed25519":
         return CryptoSigner.generate_ed25519()
     if key_type == "ecdsa":
@@ -113,7 +170,21 @@ def public_key_json(name: str, key: Key, uri: str | None = None) -> bytes:
 def write_key_pair(
     name: str, directory: Path, signer: CryptoSigner, secret: bytes
 ) -> tuple[Path, Path]:
-    """Write ``NAME.pub`` and the encrypted ``NAME.key``; never overwrite."""
+    """Write ``NAME.pub`` and ``NAME.key`` (encrypted, mode 0600); never overwrite.
+
+    Args:
+        name: The key's name (1-64 of letters, digits, ``_.-``), also its file name.
+        directory: Where to write the two files (created if missing).
+        signer: The key, e.g. from :func:`generate_key`.
+        secret: The passphrase that encrypts the private key.
+
+    Returns:
+        The paths of the ``.pub`` and the ``.key`` file.
+
+    Raises:
+        InputError: Bad key name.
+        StorageError: A file exists already or cannot be written.
+    """
     if not _NAME_RE.match(name):
         raise InputError(f"bad key name {name!r}: use 1-64 letters, digits, '_', '.', '-'")
     directory.mkdir(parents=True, exist_ok=True)
@@ -131,15 +202,36 @@ def write_key_pair(
 
 @dataclass(frozen=True)
 class KeyRef:
-    """A key named on the command line: its public half and maybe a signer.
+    """A key as the server API takes it: its public half and maybe a signer.
 
-    ``signer`` is None for a ``.pub`` file whose signature is collected later
-    (by a ceremony). The repr never shows key material.
+    Get one from a key file or URI with :func:`load_key_ref`, or from any
+    securesystemslib ``Signer`` (HSM, cloud KMS, in memory) with
+    :meth:`from_signer`. The repr never shows key material.
+
+    Attributes:
+        name: The key's name in messages and ceremony files.
+        key: The public key.
+        signer: What signs with it; ``None`` for a public key whose signature is
+            collected later (by a ceremony).
     """
 
     name: str
     key: Key
     signer: Signer | None = None
+
+    @classmethod
+    def from_signer(cls, signer: Signer, name: str | None = None) -> KeyRef:
+        """A key that signs with ``signer``.
+
+        Args:
+            signer: Any securesystemslib signer.
+            name: The key's name (default: the first 12 digits of its key id).
+
+        Returns:
+            A KeyRef that can sign.
+        """
+        key = signer.public_key
+        return cls(name or key.keyid[:12], key, signer)
 
     def __repr__(self) -> str:
         return f"KeyRef(name={self.name!r}, keyid={self.key.keyid[:12]}...)"
@@ -157,7 +249,18 @@ def _read_small(path: Path) -> bytes:
 
 
 def load_public_key(path: Path) -> tuple[str, Key, str | None]:
-    """Read a ``.pub`` file: (name, key, private key URI or None)."""
+    """Read a ``.pub`` file.
+
+    Args:
+        path: The ``.pub`` file.
+
+    Returns:
+        The key's name, the public key, and the URI of its signer or ``None``.
+
+    Raises:
+        InputError: The file is not a tufwaves public key file.
+        KeyError_: The file cannot be read.
+    """
     raw = _read_small(path)
     try:
         data = json.loads(raw)
@@ -191,8 +294,8 @@ def _refuse_if_shared(path: Path) -> None:
         )
 
 
-def _signer_from_pem(path: Path, pem: bytes) -> KeyRef:
-    secret = passphrase(f"key {path.name}")
+def _signer_from_pem(path: Path, pem: bytes, source: Passphrase) -> KeyRef:
+    secret = resolve_passphrase(source, f"key {path.name}")
     try:
         private = load_pem_private_key(pem, secret)
     except (ValueError, TypeError):
@@ -209,16 +312,31 @@ def _signer_from_pem(path: Path, pem: bytes) -> KeyRef:
     return KeyRef(name, public, CryptoSigner(private, public))
 
 
-def load_key_ref(spec: str) -> KeyRef:
-    """Resolve a KEY argument.
+def load_key_ref(spec: str | Path, *, passphrase: Passphrase = None) -> KeyRef:
+    """Load a key file or private-key URI (a KEY argument of the command line).
 
     * ``PATH.key``: an encrypted private key file (public half from ``PATH.pub``
-      if present), asks for the passphrase;
+      if present), decrypted with the passphrase;
     * ``PATH.pub``: a public key; a signer if it names a private-key URI;
     * ``SCHEME:...``: a securesystemslib private-key URI; ``file2:`` URIs need
       no more, other schemes need a ``.pub`` that names them
       (``tufwaves keys import-uri``).
+
+    Args:
+        spec: The path or URI.
+        passphrase: For a ``.key`` file: the passphrase, or a callable asked
+            with ``"key NAME.key"``; ``None`` (default) reads
+            ``TUFWAVES_KEY_PASSPHRASE`` or prompts at a terminal.
+
+    Returns:
+        The key, with a signer unless it is a ``.pub`` naming no URI.
+
+    Raises:
+        InputError: The file or URI is not a key this function understands.
+        KeyError_: The file cannot be read, the passphrase is wrong or missing,
+            or the signer cannot be loaded.
     """
+    spec = str(spec)
     if _URI_RE.match(spec) and not Path(spec).exists():
         if spec.startswith("file2:"):
             path = Path(spec[len("file2:") :])
@@ -243,6 +361,8 @@ def load_key_ref(spec: str) -> KeyRef:
         name, key, uri = load_public_key(path)
         if uri is None:
             return KeyRef(name, key)
+        if uri.startswith("file2:"):
+            _refuse_if_shared(Path(uri.removeprefix("file2:")))
         try:
             return KeyRef(name, key, Signer.from_priv_key_uri(uri, key))
         except Exception as e:
@@ -251,11 +371,25 @@ def load_key_ref(spec: str) -> KeyRef:
     if b"PRIVATE KEY" not in pem:
         raise InputError(f"{path} is neither a .pub file nor a PEM private key")
     _refuse_if_shared(path)
-    return _signer_from_pem(path, pem)
+    return _signer_from_pem(path, pem, passphrase)
 
 
 def import_uri_key(name: str, directory: Path, uri: str, public_pem: bytes) -> Path:
-    """Write ``NAME.pub`` for a key whose private half lives behind ``uri``."""
+    """Write ``NAME.pub`` for a key whose private half lives behind ``uri``.
+
+    Args:
+        name: The key's name, also its file name.
+        directory: Where to write ``NAME.pub``.
+        uri: A securesystemslib private-key URI (HSM, cloud KMS, ...).
+        public_pem: The public key in PEM.
+
+    Returns:
+        The path of the ``.pub`` file; pass it to :func:`load_key_ref`.
+
+    Raises:
+        InputError: Bad name or not a PEM public key.
+        StorageError: The file exists already or cannot be written.
+    """
     if not _NAME_RE.match(name):
         raise InputError(f"bad key name {name!r}")
     try:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -29,6 +29,7 @@ from tufwaves.errors import InputError
 __all__ = [
     "PREFIX",
     "ROLLOUT_STATES",
+    "Clock",
     "Policy",
     "WaveInfo",
     "build_ripple",
@@ -105,7 +106,16 @@ def ripple_role(wave: str, index: int) -> str:
     return f"ripple.{wave}.{index}"
 
 
+Clock = Callable[[], datetime]
+"""What the server side reads the time from: returns a timezone-aware datetime."""
+
+
 def now() -> datetime:
+    """The real time: UTC, whole seconds. The default :data:`Clock`.
+
+    Returns:
+        The current time.
+    """
     return datetime.now(UTC).replace(microsecond=0)
 
 
@@ -115,7 +125,22 @@ def expiry(
     at: datetime | str | None = None,
     start: datetime | None = None,
 ) -> datetime:
-    """An expiry time: whole seconds, UTC, in the future (refused otherwise)."""
+    """An expiry time: whole seconds, UTC, after ``start`` (refused otherwise).
+
+    Args:
+        days: Days after ``start``; the default (neither ``days`` nor ``at``)
+            is 365, as on the command line.
+        at: An absolute time instead: a timezone-aware datetime or RFC 3339 text.
+        start: The time it must be after (default: the real time now); pass
+            ``repo.now()`` to follow a repository's clock.
+
+    Returns:
+        The expiry time.
+
+    Raises:
+        InputError: ``days`` is not positive, ``at`` is malformed or has no
+            time zone, or the result is not after ``start``.
+    """
     base = start or now()
     if at is not None:
         if isinstance(at, str):
@@ -151,6 +176,17 @@ class Policy:
     ``max_fraction_ppm`` caps fraction ripples (parts per million); left out,
     it is 1,000,000 when the online side may complete the wave and 0 (no
     fraction ripples) when it may not, since a 100 % fraction is a completion.
+
+    Attributes:
+        max_ripple_size: The most devices one ripple may name (None: no limit).
+        online_complete: Whether the online rollout keys may complete the
+            wave; otherwise it takes an offline ceremony
+            (:func:`~tufwaves.server.waves.fold_into_production`).
+        fraction_salt: The salt of fraction ripples (64 hex digits; random).
+        max_fraction_ppm: The largest fraction ripple, in parts per million.
+
+    Raises:
+        InputError: A value out of range.
     """
 
     max_ripple_size: int | None = None
@@ -183,6 +219,11 @@ class Policy:
         return self.max_fraction_ppm
 
     def to_dict(self) -> dict[str, Any]:
+        """The policy as signed into the wave (JSON-ready).
+
+        Returns:
+            A dict of JSON types.
+        """
         return {
             "max_ripple_size": self.max_ripple_size,
             "online_complete": self.online_complete,
@@ -192,6 +233,17 @@ class Policy:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Policy:
+        """The policy signed into a wave.
+
+        Args:
+            data: The ``policy`` object of the wave field.
+
+        Returns:
+            The policy.
+
+        Raises:
+            InputError: A missing, extra or mistyped field.
+        """
         if set(data) != _POLICY_FIELDS:
             raise InputError(f"unexpected policy fields {sorted(data)}")
         size = data["max_ripple_size"]

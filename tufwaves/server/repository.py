@@ -27,7 +27,7 @@ import os
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -44,8 +44,8 @@ from tuf.api.serialization import DeserializationError
 
 from tufwaves._files import atomic_write
 from tufwaves.errors import InputError, StorageError
-from tufwaves.server.keys import load_key_ref, load_public_key
-from tufwaves.server.metadata import now
+from tufwaves.server.keys import Passphrase, load_key_ref, load_public_key
+from tufwaves.server.metadata import Clock, now
 
 __all__ = ["PublishedState", "Repository", "atomic_write"]
 
@@ -57,7 +57,14 @@ LOCK_TIMEOUT_ENV = "TUFWAVES_LOCK_TIMEOUT"
 
 @dataclass(frozen=True)
 class PublishedState:
-    """What clients currently see: timestamp, snapshot and role versions."""
+    """What clients currently see: timestamp, snapshot and role versions.
+
+    Attributes:
+        timestamp: The published timestamp.
+        snapshot: The snapshot it names.
+        root_version: The newest root version.
+        timestamp_bytes: The timestamp's exact bytes (when read from disk).
+    """
 
     timestamp: Metadata[Timestamp]
     snapshot: Metadata[Snapshot]
@@ -65,18 +72,53 @@ class PublishedState:
     timestamp_bytes: bytes = b""
 
     def version_of(self, role: str) -> int | None:
+        """The published version of ``role``.
+
+        Args:
+            role: A role name other than root and timestamp, e.g. ``"wave.w1"``.
+
+        Returns:
+            Its version in the snapshot, or ``None`` if it is not published.
+        """
         meta = self.snapshot.signed.meta.get(f"{role}.json")
         return meta.version if meta else None
 
     def roles(self) -> list[str]:
+        """The names of every role the snapshot lists (targets, waves, rollouts...).
+
+        Returns:
+            Role names, in snapshot order.
+        """
         return [name.removesuffix(".json") for name in self.snapshot.signed.meta]
 
 
 class Repository:
-    """One tufwaves repository directory."""
+    """One tufwaves repository directory (layout in the module docstring).
 
-    def __init__(self, path: Path) -> None:
+    Open an existing one with :meth:`open`; create one with
+    :func:`~tufwaves.server.roots.create_repository`. Every change takes the
+    repository lock (:meth:`locked`), so several processes may share it.
+
+    Args:
+        path: The repository directory.
+        clock: Returns the current time for everything the repository signs
+            (expiry of snapshot and timestamp, rollout times, expiry checks);
+            default: the real UTC time. Tests and simulations pass their own.
+        passphrase: The passphrase of the online keys in ``REPO/keys`` (bytes,
+            or a callable asked with what it is for); default ``None`` reads
+            ``TUFWAVES_KEY_PASSPHRASE`` or prompts at a terminal.
+
+    Attributes:
+        clock: As above; may be replaced at any time.
+        passphrase: As above.
+    """
+
+    def __init__(
+        self, path: Path, *, clock: Clock | None = None, passphrase: Passphrase = None
+    ) -> None:
         self.path = path
+        self.clock: Clock = clock or now
+        self.passphrase: Passphrase = passphrase
         self.metadata_dir = path / "metadata"
         self.targets_dir = path / "targets"
         self.keys_dir = path / "keys"
@@ -88,8 +130,23 @@ class Repository:
 
     # ------------------------------------------------------------------ open
     @classmethod
-    def open(cls, path: Path | str) -> Repository:
-        repo = cls(Path(path))
+    def open(
+        cls, path: Path | str, *, clock: Clock | None = None, passphrase: Passphrase = None
+    ) -> Repository:
+        """Open an existing repository.
+
+        Args:
+            path: The repository directory.
+            clock: See the class docstring (default: the real UTC time).
+            passphrase: The online keys' passphrase; see the class docstring.
+
+        Returns:
+            The repository.
+
+        Raises:
+            InputError: ``path`` is not a tufwaves repository.
+        """
+        repo = cls(Path(path), clock=clock, passphrase=passphrase)
         if not (repo.path / CONFIG_NAME).is_file():
             raise InputError(
                 f"{repo.path} is not a tufwaves repository (no {CONFIG_NAME}); "
@@ -97,8 +154,21 @@ class Repository:
             )
         return repo
 
+    def now(self) -> datetime:
+        """The repository clock's time, in UTC and whole seconds.
+
+        Returns:
+            The current time as this repository sees it.
+        """
+        return self.clock().astimezone(UTC).replace(microsecond=0)
+
     @property
     def config(self) -> dict[str, Any]:
+        """The repository configuration (``tufwaves.json``).
+
+        Raises:
+            StorageError: It cannot be read.
+        """
         if self._config is None:
             try:
                 self._config = json.loads((self.path / CONFIG_NAME).read_bytes())
@@ -107,6 +177,11 @@ class Repository:
         return self._config
 
     def write_config(self, config: Mapping[str, Any]) -> None:
+        """Replace the repository configuration (``tufwaves.json``).
+
+        Args:
+            config: The whole new configuration.
+        """
         atomic_write(
             self.path / CONFIG_NAME,
             (json.dumps(config, indent=2, sort_keys=True) + "\n").encode(),
@@ -114,21 +189,59 @@ class Repository:
         self._config = dict(config)
 
     def key_name(self, keyid: str) -> str:
+        """The name of a key, for messages.
+
+        Args:
+            keyid: The key id.
+
+        Returns:
+            Its recorded name, or the first 12 digits of the key id.
+        """
         names: dict[str, str] = self.config.get("key_names", {})
         return names.get(keyid, keyid[:12])
 
     def remember_key_names(self, names: Mapping[str, str]) -> None:
+        """Record the names of keys (used in messages and ceremony files).
+
+        Args:
+            names: Key id to name.
+        """
         config = dict(self.config)
         config["key_names"] = {**config.get("key_names", {}), **names}
         self.write_config(config)
 
     def online_key(self, role: str) -> Key:
+        """The public online key of ``role``.
+
+        Args:
+            role: ``"snapshot"``, ``"timestamp"`` or ``"rollout"``.
+
+        Returns:
+            The public key.
+
+        Raises:
+            InputError: The ``.pub`` file is malformed.
+            KeyError_: It cannot be read.
+        """
         rel = self.config["online_keys"][role]
         return load_public_key(self.path / rel)[1]
 
     def online_signer(self, role: str) -> Signer:
+        """The signer of the online key of ``role``, decrypted with :attr:`passphrase`.
+
+        Args:
+            role: ``"snapshot"``, ``"timestamp"`` or ``"rollout"``.
+
+        Returns:
+            The signer.
+
+        Raises:
+            KeyError_: The key cannot be read or decrypted.
+        """
         rel: str = self.config["online_keys"][role]
-        ref = load_key_ref(str(self.path / rel).removesuffix(".pub") + ".key")
+        ref = load_key_ref(
+            str(self.path / rel).removesuffix(".pub") + ".key", passphrase=self.passphrase
+        )
         if ref.signer is None:  # pragma: no cover - .key always yields a signer
             raise StorageError(f"no private key for the online {role} key")
         return ref.signer
@@ -136,7 +249,17 @@ class Repository:
     # ------------------------------------------------------------------ lock
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
-        """Hold the repository lock; wait up to TUFWAVES_LOCK_TIMEOUT seconds."""
+        """Hold the repository lock; wait up to TUFWAVES_LOCK_TIMEOUT seconds.
+
+        Re-entrant within one process. Every function of the server API that
+        changes the repository takes it itself.
+
+        Yields:
+            Nothing: the lock is held inside the ``with`` block.
+
+        Raises:
+            StorageError: Another process held it for the whole timeout.
+        """
         if self._lock_fd is not None:  # re-entrant within one process
             yield
             return
@@ -176,9 +299,23 @@ class Repository:
             ) from None
 
     def is_published(self) -> bool:
+        """Whether a first publish happened (the repository ceremony is over).
+
+        Returns:
+            True when ``metadata/timestamp.json`` exists.
+        """
         return (self.metadata_dir / "timestamp.json").is_file()
 
     def state(self) -> PublishedState:
+        """What clients see now.
+
+        Returns:
+            The published timestamp, snapshot and root version.
+
+        Raises:
+            InputError: Nothing is published yet.
+            StorageError: Published metadata is missing or unreadable.
+        """
         if not self.is_published():
             raise InputError(
                 f"{self.path} has no published metadata yet; finish the "
@@ -195,6 +332,20 @@ class Repository:
         return PublishedState(ts, snap, root.signed.version, ts_bytes)
 
     def role_bytes(self, role: str, version: int | None = None) -> bytes:
+        """The exact published bytes of a role's metadata.
+
+        Args:
+            role: The role name.
+            version: Which version (default: the current one). ``root`` version
+                1 is what devices are provisioned with.
+
+        Returns:
+            The metadata file's bytes.
+
+        Raises:
+            InputError: The role is not published.
+            StorageError: The file is missing.
+        """
         if role == "timestamp":
             return self._read("timestamp.json")
         if role == "root":
@@ -214,6 +365,9 @@ class Repository:
         Args:
             role: a role name (``root``, ``targets``, ``wave.W``, ...).
 
+        Returns:
+            The metadata as published, signatures included.
+
         Raises:
             StorageError: the published file is unreadable.
         """
@@ -227,9 +381,26 @@ class Repository:
             raise StorageError(f"published {role} metadata is unreadable: {e}") from None
 
     def root(self) -> Metadata[Root]:
+        """The newest published root.
+
+        Returns:
+            The root metadata.
+        """
         return Metadata[Root].from_bytes(self.role_bytes("root"))
 
     def load_targets(self, role: str, state: PublishedState | None = None) -> Metadata[Targets]:
+        """A published targets-type role (targets, wave, rollout, ripple).
+
+        Args:
+            role: The role name.
+            state: The published state to read it from (default: the current one).
+
+        Returns:
+            The role's metadata.
+
+        Raises:
+            InputError: The role is not published.
+        """
         version = (state or self.state()).version_of(role)
         if version is None:
             raise InputError(f"role {role} is not published")
@@ -248,9 +419,25 @@ class Repository:
     ) -> PublishedState:
         """Publish new versions of ``roles`` (and maybe a new root) atomically.
 
-        Each role's version must be one more than the published one (1 for a
-        new role). ``artifacts`` maps target-relative paths to bytes, written
-        first. Must be called with the lock held.
+        A new snapshot and timestamp are signed with the online keys, expiring
+        7 days and 1 day after :meth:`now`. Must be called with the lock held.
+
+        Args:
+            roles: Role name to new, signed metadata; each version must be one
+                more than the published one (1 for a new role).
+            root: A new, signed root version.
+            artifacts: Target-relative path to bytes, written first.
+            extra_files: Other files to write in the same step.
+            snapshot_signer: Instead of the online snapshot key.
+            timestamp_signer: Instead of the online timestamp key.
+
+        Returns:
+            The new published state.
+
+        Raises:
+            RuntimeError: The lock is not held.
+            StorageError: A version does not follow the published one (another
+                process published meanwhile) or a file cannot be written.
         """
         if self._lock_fd is None:
             raise RuntimeError("publish() needs the repository lock")
@@ -274,7 +461,7 @@ class Repository:
             if not existed:
                 written.append(path)
 
-        start = now()
+        start = self.now()
         try:
             for rel, data in (artifacts or {}).items():
                 write(self.targets_dir / rel, data)
@@ -333,7 +520,14 @@ class Repository:
         )
 
     def refresh(self) -> PublishedState:
-        """Re-sign snapshot and timestamp with fresh expiry (for a cron job)."""
+        """Re-sign snapshot and timestamp with fresh expiry (for a cron job).
+
+        Returns:
+            The new published state.
+
+        Raises:
+            StorageError: The lock is busy or a file cannot be written.
+        """
         with self.locked():
             return self.publish({})
 

@@ -129,7 +129,14 @@ class Keyring:
             self.names.setdefault(keyid, f"{'/'.join(roles)} key of root v{md.signed.version}")
 
     def name(self, key: Key) -> str | None:
-        """The signer's name for ``key``, or None if the keyring does not know it."""
+        """The signer's name for ``key``, matched by fingerprint.
+
+        Args:
+            key: a public key.
+
+        Returns:
+            Its name, or None if the keyring does not know the key material.
+        """
         return self.names.get(fingerprint(key))
 
 
@@ -148,7 +155,11 @@ class Review:
     mismatched: list[str]
 
     def text(self) -> str:
-        """The summary as printed."""
+        """The summary as printed.
+
+        Returns:
+            The lines joined by newlines.
+        """
         return "\n".join(self.lines)
 
 

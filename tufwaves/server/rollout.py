@@ -35,7 +35,7 @@ from tufwaves.device.membership import (
     merkle_root,
 )
 from tufwaves.errors import InputError, RefusedError
-from tufwaves.server.inventory import Eligibility, Inventory
+from tufwaves.server.inventory import Eligibility, GroupStatus, Inventory
 from tufwaves.server.inventory.sqlite import SqliteInventory
 from tufwaves.server.keys import KeyRef
 from tufwaves.server.merkle_file import MerkleTreeFile
@@ -45,7 +45,6 @@ from tufwaves.server.metadata import (
     build_ripple,
     build_rollout,
     check_tag,
-    now,
     ripple_role,
     rollout_info,
     rollout_role,
@@ -58,6 +57,7 @@ from tufwaves.server.waves import discard_ceremony
 
 __all__ = [
     "RolloutResult",
+    "RolloutStatus",
     "Selector",
     "WaveContext",
     "cancel",
@@ -66,6 +66,7 @@ __all__ = [
     "open_inventory",
     "ripple_members",
     "rollout",
+    "rollout_status",
     "seed_start",
     "tree_path",
 ]
@@ -75,7 +76,25 @@ PERCENT_SCALE = 100
 
 @dataclass(frozen=True)
 class Selector:
-    """How a rollout chooses devices (the ``waves rollout`` options)."""
+    """How a rollout chooses devices (the ``waves rollout`` options).
+
+    Semantics in ``specs/rollout.md``. Only devices of the wave's tag and
+    hardware ids whose installed version is below the wave's and that no earlier
+    ripple of the wave selected are ever chosen.
+
+    Attributes:
+        group: Only devices of this group; alone, every eligible one of it.
+        limit: At most this many devices.
+        percent: At most this percentage (1-100) of the eligible devices.
+        uuids: Exactly these devices (every one must be eligible), or with
+            ``limit``/``percent`` a sample of them.
+        seed: Makes the sample reproducible (default: random).
+        fraction_ppm: A fraction ripple instead: no device list, every device
+            with H(salt, uuid) below this many parts per million may install.
+
+    Raises:
+        InputError: An impossible combination or value.
+    """
 
     group: str | None = None
     limit: int | None = None
@@ -109,6 +128,11 @@ class Selector:
             raise InputError("--uuids lists no device")
 
     def to_dict(self) -> dict[str, Any]:
+        """The selector as recorded in the inventory (JSON-ready).
+
+        Returns:
+            A dict of the options that were set.
+        """
         out: dict[str, Any] = {}
         if self.group is not None:
             out["group"] = self.group
@@ -126,7 +150,14 @@ class Selector:
 
 
 def seed_start(seed: str | None) -> int:
-    """The ring start: from ``seed`` (reproducible) or a CSPRNG."""
+    """The ring start of a selection.
+
+    Args:
+        seed: Makes it reproducible; ``None`` draws it from a CSPRNG.
+
+    Returns:
+        A signed 64-bit ring position.
+    """
     raw = (
         hashlib.sha256(b"tufwaves-seed-v1\x00" + seed.encode()).digest()[:8]
         if seed is not None
@@ -137,7 +168,17 @@ def seed_start(seed: str | None) -> int:
 
 @dataclass(frozen=True)
 class WaveContext:
-    """A published wave as the rollout side needs it."""
+    """A published wave as the rollout side needs it (from :func:`load_wave`).
+
+    Attributes:
+        info: The wave's name, tag, version and policy.
+        hardware_ids: The hardware ids of its artifacts.
+        rollout_delegation: The wave's delegation to its rollout role.
+        rollout_keys: The rollout keys by key id.
+        expires: The wave role's expiry.
+        rollout: The published rollout role, ``None`` before the first one.
+        state: The published state it was read from.
+    """
 
     info: WaveInfo
     hardware_ids: frozenset[str]
@@ -149,21 +190,33 @@ class WaveContext:
 
     @property
     def name(self) -> str:
+        """The wave's name."""
         return self.info.name
 
     @property
     def policy(self) -> Policy:
+        """The wave's signed rollout policy."""
         return self.info.policy
 
     @property
     def status(self) -> str:
+        """``active``, ``cancelled`` or ``complete``."""
         return rollout_info(self.rollout).state if self.rollout else "active"
 
     @property
     def ripple_count(self) -> int:
+        """How many ripples were signed."""
         return rollout_info(self.rollout).ripples if self.rollout else 0
 
     def eligibility(self, group: str | None = None) -> Eligibility:
+        """Which devices the wave may still pick, for :class:`Inventory` queries.
+
+        Args:
+            group: Only devices of this group.
+
+        Returns:
+            The eligibility rule.
+        """
         return Eligibility(
             wave=self.name,
             tag=self.info.tag,
@@ -174,6 +227,19 @@ class WaveContext:
 
 
 def load_wave(repo: Repository, name: str, state: PublishedState | None = None) -> WaveContext:
+    """A published wave with its rollout state.
+
+    Args:
+        repo: The repository.
+        name: The wave's name.
+        state: The published state to read (default: the current one).
+
+    Returns:
+        The wave.
+
+    Raises:
+        InputError: No such published wave, or it delegates no rollout role.
+    """
     state = state or repo.state()
     if state.version_of(wave_role(name)) is None:
         raise InputError(
@@ -206,10 +272,34 @@ def load_wave(repo: Repository, name: str, state: PublishedState | None = None) 
 
 
 def open_inventory(repo: Repository) -> SqliteInventory:
+    """The repository's embedded SQLite inventory (``REPO/inventory.sqlite``).
+
+    Use it as a context manager; any other :class:`Inventory` implementation
+    can be passed to the rollout functions instead.
+
+    Args:
+        repo: The repository.
+
+    Returns:
+        The open inventory (created if missing).
+
+    Raises:
+        StorageError: The database cannot be opened.
+    """
     return SqliteInventory.open(repo.inventory_path)
 
 
 def tree_path(repo: Repository, wave: str, index: int) -> Path:
+    """Where the Merkle tree file of a large ripple is kept.
+
+    Args:
+        repo: The repository.
+        wave: The wave's name.
+        index: The ripple's index.
+
+    Returns:
+        The path (present only for ``merkle-sha256`` ripples).
+    """
     return repo.ripples_dir / wave / f"{index}.merkle"
 
 
@@ -260,6 +350,19 @@ def _signed_rollout(
 
 @dataclass(frozen=True)
 class RolloutResult:
+    """One ripple signed (or previewed) by :func:`rollout`.
+
+    Attributes:
+        wave: The wave's name.
+        index: The ripple's index, from 1.
+        uuids: The devices it names, sorted; empty for a fraction ripple.
+        encoding: ``list``, ``merkle-sha256`` or ``fraction``.
+        membership: The signed membership field.
+        selector: How the devices were chosen.
+        dry_run: True if nothing was signed or written.
+        at: When it was signed (the repository's clock).
+    """
+
     wave: str
     index: int
     uuids: tuple[str, ...]  # sorted; empty for a fraction ripple
@@ -270,6 +373,11 @@ class RolloutResult:
     at: datetime
 
     def to_dict(self) -> dict[str, Any]:
+        """The result as JSON-ready data (what ``--json`` prints).
+
+        Returns:
+            A dict of JSON types.
+        """
         return {
             "wave": self.wave,
             "ripple": self.index,
@@ -344,10 +452,31 @@ def rollout(
 ) -> RolloutResult:
     """Select devices, sign ripple K and the rollout role, publish (or preview).
 
-    ``progress`` is told each phase (for people watching a large ripple).
+    Selection, the inventory record and the publish happen under the
+    repository lock and one inventory transaction: two rollouts never pick the
+    same device twice.
+
+    Args:
+        repo: The repository.
+        inv: Its inventory.
+        wave_name: A published, active, unexpired wave.
+        selector: Which devices.
+        keys: The wave's rollout keys, when they are not the repository's
+            online rollout key.
+        dry_run: Select only: sign and write nothing.
+        progress: Told each phase (for people watching a large ripple).
+
+    Returns:
+        The ripple.
+
+    Raises:
+        InputError: No such wave, or a key that cannot sign.
+        RefusedError: The wave is not active or expired, no device is
+            eligible, the signed policy forbids the ripple, or too few
+            rollout keys can sign.
     """
     say = progress or (lambda _: None)
-    at = now()
+    at = repo.now()
     with repo.locked(), inv.transaction():
         wave = load_wave(repo, wave_name)
         if not dry_run:  # a preview writes nothing, not even a recovery
@@ -356,7 +485,7 @@ def rollout(
             raise RefusedError(
                 f"wave {wave_name} is {wave.status}; a {wave.status} wave takes no more rollouts"
             )
-        _require_unexpired(wave)
+        _require_unexpired(repo, wave)
         index = wave.ripple_count + 1
         signers = [] if dry_run else _rollout_signers(repo, wave, keys)
         tree = tree_path(repo, wave_name, index)
@@ -448,7 +577,7 @@ def _reconcile(repo: Repository, inv: Inventory, wave: WaveContext) -> None:
             {"recovered": True},
             encoding,
             sorted(ripple.signatures),
-            now(),
+            repo.now(),
         )
 
 
@@ -490,13 +619,14 @@ def _transition(
                 f"with 'tufwaves waves complete {wave_name} --offline --repo REPO "
                 "--key OFFLINE_KEY'"
             )
-        _require_unexpired(wave)
+        _require_unexpired(repo, wave)
         signers = _rollout_signers(repo, wave, keys)
         roll = _signed_rollout(wave, target, wave.ripple_count, signers)
         inv.audit(
             "cancel" if target == "cancelled" else "complete",
             sorted(roll.signatures),
             {"wave": wave_name},
+            repo.now(),
         )
         repo.publish({rollout_role(wave_name): roll})
         if target == "cancelled" and f"production.{wave_name}" in pending_ids(repo):
@@ -506,8 +636,8 @@ def _transition(
     return []
 
 
-def _require_unexpired(wave: WaveContext) -> None:
-    if wave.expires <= now():
+def _require_unexpired(repo: Repository, wave: WaveContext) -> None:
+    if wave.expires <= repo.now():
         raise RefusedError(
             f"wave {wave.name} expired at {wave.expires:%Y-%m-%dT%H:%M:%SZ}; devices refuse "
             "it, so nothing more is signed for it"
@@ -519,20 +649,63 @@ def cancel(
 ) -> list[str]:
     """Sign the rollout role ``cancelled``: devices refuse the wave from now on.
 
-    A pending offline production ceremony of the wave is discarded (its id is
-    returned), so a cancelled wave can never reach production.
+    A pending offline production ceremony of the wave is discarded, so a
+    cancelled wave can never reach production.
+
+    Args:
+        repo: The repository.
+        inv: Its inventory (the cancel is audited there).
+        wave: The wave's name.
+        keys: The wave's rollout keys, when not the repository's online key.
+
+    Returns:
+        The ids of the ceremonies discarded (``production.W``, or none).
+
+    Raises:
+        InputError: No such wave, or a key that cannot sign.
+        RefusedError: The wave is not active or expired, or too few rollout
+            keys can sign.
     """
     return _transition(repo, inv, wave, "cancelled", keys)
 
 
 def complete(repo: Repository, inv: Inventory, wave: str, *, keys: Sequence[KeyRef] = ()) -> None:
-    """Sign the rollout role ``complete``: every matching device may install."""
+    """Sign the rollout role ``complete``: every matching device may install.
+
+    Args:
+        repo: The repository.
+        inv: Its inventory (the completion is audited there).
+        wave: The wave's name.
+        keys: The wave's rollout keys, when not the repository's online key.
+
+    Raises:
+        InputError: No such wave, or a key that cannot sign.
+        RefusedError: The wave is not active or expired, its signed policy
+            needs an offline completion
+            (:func:`~tufwaves.server.waves.fold_into_production`), or too few
+            rollout keys can sign.
+    """
     _transition(repo, inv, wave, "complete", keys)
 
 
 def ripple_members(repo: Repository, inv: Inventory, wave_name: str, index: int) -> list[str]:
-    """The devices ripple ``index`` names, sorted: recorded ones for list and
-    Merkle ripples, recomputed from the inventory for fraction ripples."""
+    """The devices ripple ``index`` names, sorted.
+
+    Recorded ones for list and Merkle ripples, recomputed from the inventory
+    for fraction ripples.
+
+    Args:
+        repo: The repository.
+        inv: Its inventory.
+        wave_name: The wave's name.
+        index: The ripple's index, from 1.
+
+    Returns:
+        Canonical UUIDs, sorted.
+
+    Raises:
+        InputError: No such wave or ripple.
+    """
     wave = load_wave(repo, wave_name)
     if not 1 <= index <= wave.ripple_count:
         raise InputError(f"wave {wave_name} has no ripple {index} (it has {wave.ripple_count})")
@@ -548,4 +721,56 @@ def ripple_members(repo: Repository, inv: Inventory, wave_name: str, index: int)
         for d in inv.list_devices(tag=wave.info.tag)
         if d.hardware_id in wave.hardware_ids
         and fraction_member(salt, d.uuid, membership.parts_per_million)
+    )
+
+
+@dataclass(frozen=True)
+class RolloutStatus:
+    """How far a wave got (``waves status``), from :func:`rollout_status`.
+
+    Attributes:
+        wave: The wave's name.
+        status: ``active``, ``cancelled`` or ``complete``.
+        ripples: How many ripples were signed.
+        groups: Per-group counts: one row per group in name order, then the
+            ungrouped row, then the total row.
+    """
+
+    wave: str
+    status: str
+    ripples: int
+    groups: tuple[GroupStatus, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The status as JSON-ready data (what ``--json`` prints).
+
+        Returns:
+            A dict of JSON types.
+        """
+        return {
+            "wave": self.wave,
+            "status": self.status,
+            "ripples": self.ripples,
+            "groups": [g.to_dict() for g in self.groups],
+        }
+
+
+def rollout_status(repo: Repository, inv: Inventory, wave_name: str) -> RolloutStatus:
+    """A wave's rollout state and, per group, its total, eligible, selected and
+    updated devices.
+
+    Args:
+        repo: The repository.
+        inv: Its inventory.
+        wave_name: A published wave.
+
+    Returns:
+        The status.
+
+    Raises:
+        InputError: No such published wave.
+    """
+    wave = load_wave(repo, wave_name)
+    return RolloutStatus(
+        wave_name, wave.status, wave.ripple_count, tuple(inv.status(wave.eligibility()))
     )

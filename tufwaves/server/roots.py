@@ -14,12 +14,13 @@ from tufwaves.errors import InputError, RefusedError, StorageError
 from tufwaves.server.ceremony import Ceremony, PendingRole
 from tufwaves.server.keys import (
     KeyRef,
+    Passphrase,
     generate_key,
     load_public_key,
-    passphrase,
+    resolve_passphrase,
     write_key_pair,
 )
-from tufwaves.server.metadata import expiry
+from tufwaves.server.metadata import Clock, expiry
 from tufwaves.server.repository import CONFIG_NAME, Repository
 from tufwaves.server.staging import ceremony_path, pending_ids
 from tufwaves.server.waves import publish_if_complete
@@ -46,14 +47,42 @@ def create_repository(
     targets_threshold: int,
     online_keys: dict[str, Path] | None = None,
     expires: datetime | None = None,
+    passphrase: Passphrase = None,
+    clock: Clock | None = None,
 ) -> tuple[Repository, Ceremony]:
     """Create ``path`` as a tufwaves repository.
 
     Online snapshot, timestamp and rollout keys are generated into
-    ``REPO/keys`` (encrypted with the key passphrase) unless ``online_keys``
+    ``REPO/keys`` (encrypted with ``passphrase``) unless ``online_keys``
     names existing ``.pub`` files (their ``.key`` beside them). The first root
     and targets are signed with every key that can sign now and published if
-    both reach their thresholds; otherwise they wait in a ceremony.
+    both reach their thresholds; otherwise they wait in a ceremony
+    (:func:`repository_ceremony`; sign it with
+    :func:`~tufwaves.server.waves.sign_ceremony`).
+
+    Args:
+        path: A new or empty directory.
+        root_keys: The root keys (those with a signer sign now).
+        root_threshold: How many root keys must sign, 1..len(root_keys).
+        targets_keys: The offline targets keys, which sign every wave.
+        targets_threshold: How many targets keys must sign.
+        online_keys: Role (``snapshot``, ``timestamp``, ``rollout``) to an
+            existing ``.pub`` file, instead of generating that key.
+        expires: Expiry of root and targets (default: 365 days after the
+            clock's now, as on the command line).
+        passphrase: Encrypts the generated online keys and later decrypts
+            them (bytes, or a callable asked with what it is for); ``None``
+            reads ``TUFWAVES_KEY_PASSPHRASE`` or prompts at a terminal.
+        clock: The returned repository's clock (default: the real UTC time).
+
+    Returns:
+        The repository (with ``clock`` and ``passphrase`` set) and its first
+        ceremony, ``complete`` if it was published.
+
+    Raises:
+        InputError: No keys, a key given twice, or a threshold out of range.
+        StorageError: ``path`` is not empty or cannot be written.
+        KeyError_: No passphrase can be had.
     """
     if not root_keys or not targets_keys:
         raise InputError("a repository needs at least one --root-key and one --targets-key")
@@ -69,11 +98,11 @@ def create_repository(
             )
     if path.exists() and any(path.iterdir()):
         raise StorageError(f"{path} exists and is not empty; choose a new directory")
-    expires = expires or expiry()
-    repo = Repository(path)
+    repo = Repository(path, clock=clock, passphrase=passphrase)
+    expires = expires or expiry(start=repo.now())
     # Check the passphrase before creating anything.
     need_secret = any(role not in (online_keys or {}) for role in ONLINE_ROLES)
-    secret = passphrase("the online keys", confirm=True) if need_secret else b""
+    secret = resolve_passphrase(passphrase, "the online keys", confirm=True) if need_secret else b""
     path.mkdir(parents=True, exist_ok=True)
     for directory in (repo.metadata_dir, repo.targets_dir, repo.staging_dir, repo.ripples_dir):
         directory.mkdir(exist_ok=True)
@@ -146,7 +175,17 @@ def create_repository(
 
 
 def repository_ceremony(repo: Repository) -> str:
-    """The pending ceremony of the repository itself: its creation or a root rotation."""
+    """The pending ceremony of the repository itself: its creation or a root rotation.
+
+    Args:
+        repo: The repository.
+
+    Returns:
+        The ceremony id (``"repository"`` or ``"root.N"``).
+
+    Raises:
+        InputError: None is pending.
+    """
     for cid in pending_ids(repo):
         if cid == CEREMONY_ID or cid.startswith("root."):
             return cid
@@ -158,7 +197,7 @@ def rotate_root(
     *,
     root_keys: Sequence[KeyRef] = (),
     root_threshold: int | None = None,
-    expires: datetime,
+    expires: datetime | None = None,
     keys: Sequence[KeyRef] = (),
 ) -> Ceremony:
     """Start root version N+1: new root keys and/or threshold, a fresh expiry.
@@ -166,7 +205,27 @@ def rotate_root(
     It is published when a threshold of the new root's keys AND a threshold of
     the current root's keys have signed it (TUF clients check both), together
     with a new snapshot and timestamp. Other roles' keys stay as they are.
+
+    Args:
+        repo: The repository.
+        root_keys: The new root keys (default: keep the current ones).
+        root_threshold: The new threshold (default: the current one, at most
+            the number of keys).
+        expires: Expiry of the new root (default: 365 days after
+            ``repo.now()``, as on the command line).
+        keys: Old or new root keys that sign now.
+
+    Returns:
+        The ceremony (id ``root.N``), ``complete`` if it was published.
+
+    Raises:
+        RefusedError: A repository ceremony is already pending, or a key may
+            not sign it.
+        InputError: A threshold out of range, a key given twice, or a ``keys``
+            entry that cannot sign.
     """
+    if expires is None:
+        expires = expiry(start=repo.now())
     with repo.locked():
         if any(c == CEREMONY_ID or c.startswith("root.") for c in pending_ids(repo)):
             raise RefusedError(

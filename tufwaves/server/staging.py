@@ -29,6 +29,13 @@ def _inside(repo: Repository, ceremony_id: str, suffix: str) -> Path:
 def ceremony_path(repo: Repository, ceremony_id: str) -> Path:
     """Where the pending ceremony ``ceremony_id`` is stored.
 
+    Args:
+        repo: The repository.
+        ceremony_id: The ceremony id.
+
+    Returns:
+        The path of its ceremony file.
+
     Raises:
         InputError: ``ceremony_id`` is not a ceremony id, or names a file
             outside the staging folder.
@@ -46,7 +53,15 @@ def local_path(repo: Repository, ceremony_id: str) -> Path:
 
 
 def load_ceremony(repo: Repository, ceremony_id: str) -> Ceremony:
-    """The pending ceremony ``ceremony_id``.
+    """The pending ceremony ``ceremony_id``, e.g. to export its file.
+
+    Args:
+        repo: The repository.
+        ceremony_id: The ceremony id (``wave.W``, ``production.W``,
+            ``repository``, ``root.N``).
+
+    Returns:
+        The ceremony; ``to_bytes()`` is the file signers sign.
 
     Raises:
         InputError: no such ceremony is pending.
@@ -61,7 +76,14 @@ def load_ceremony(repo: Repository, ceremony_id: str) -> Ceremony:
 
 
 def pending_ids(repo: Repository) -> list[str]:
-    """The ids of every pending ceremony, sorted."""
+    """The ids of every pending ceremony, sorted.
+
+    Args:
+        repo: The repository.
+
+    Returns:
+        Ceremony ids.
+    """
     if not repo.staging_dir.is_dir():
         return []
     return sorted(

@@ -34,6 +34,7 @@ from tufwaves.server.metadata import (
     check_hardware_id,
     check_tag,
     check_wave_name,
+    expiry,
     parse_version,
     rollout_delegation,
     rollout_info,
@@ -62,6 +63,23 @@ MAX_ARTIFACT = 4 * 1024**3
 
 @dataclass(frozen=True)
 class WaveSummary:
+    """A wave as people and scripts see it (``waves show`` / ``waves list``).
+
+    Attributes:
+        name: The wave's name.
+        tag: The device tag it is for.
+        version: Its release version.
+        status: ``pending`` (ceremony not complete), ``active``,
+            ``cancelled`` or ``complete``.
+        expires: When the wave role expires.
+        artifacts: Its target files.
+        ripples: How many ripples were signed.
+        rollout_keyids: The keys that sign its rollout.
+        rollout_threshold: How many of them must sign.
+        policy: The signed rollout policy.
+        signatures: While pending, one status line per role of the ceremony.
+    """
+
     name: str
     tag: str
     version: int
@@ -75,6 +93,11 @@ class WaveSummary:
     signatures: tuple[str, ...]  # status lines while pending
 
     def to_dict(self) -> dict[str, Any]:
+        """The summary as JSON-ready data (what ``--json`` prints).
+
+        Returns:
+            A dict of JSON types.
+        """
         return {
             "name": self.name,
             "tag": self.tag,
@@ -99,7 +122,19 @@ class WaveSummary:
 
 
 def ceremony_for_wave(repo: Repository, wave: str) -> str:
-    """The pending ceremony of ``wave``: its creation, else its production fold."""
+    """The pending ceremony of ``wave``: its creation, else its production fold.
+
+    Args:
+        repo: The repository.
+        wave: The wave's name.
+
+    Returns:
+        The ceremony id (``wave.W`` or ``production.W``), for
+        :func:`sign_ceremony` or :func:`~tufwaves.server.staging.load_ceremony`.
+
+    Raises:
+        InputError: The wave has no pending ceremony.
+    """
     pending = staging.pending_ids(repo)
     for cid in (wave_role(wave), f"production.{wave}"):
         if cid in pending:
@@ -208,11 +243,48 @@ def init_wave(
     rollout_keys: Sequence[Key] = (),
     rollout_threshold: int = 1,
     policy: Policy | None = None,
-    expires: datetime,
+    expires: datetime | None = None,
     keys: Sequence[KeyRef] = (),
     dry_run: bool = False,
 ) -> Ceremony:
-    """Create wave ``name``: build, sign with ``keys``; publish if complete."""
+    """Create wave ``name`` in a ceremony: build, sign with ``keys``; publish if complete.
+
+    The ceremony holds the wave role and the next ``targets`` (delegating to
+    it), both signed by the offline targets keys. Until a threshold of them has
+    signed, the wave is pending: collect signatures with :func:`sign_ceremony`,
+    or export the ceremony file (:meth:`Ceremony.to_bytes` of
+    :func:`~tufwaves.server.staging.load_ceremony`), sign it elsewhere
+    (:meth:`Ceremony.sign`) and :func:`import_ceremony` it.
+
+    Args:
+        repo: The repository.
+        name: The wave's name (1-64 of letters, digits, ``_-``); never reused.
+        version: The release version, an integer above every version used
+            for ``tag`` so far.
+        tag: The device tag it is for.
+        artifacts: Files to release; one target per file and hardware id.
+        hardware_ids: The hardware ids the artifacts are for.
+        targets_file: Targets given as TUF JSON instead of (or besides) files.
+        rollout_keys: The keys that sign its ripples (default: the
+            repository's online rollout key, threshold 1).
+        rollout_threshold: How many rollout keys must sign a ripple.
+        policy: The rollout policy signed into the wave (default: ``Policy()``).
+        expires: The wave's expiry (default: 365 days after ``repo.now()``,
+            as on the command line).
+        keys: Offline targets keys that sign now.
+        dry_run: Build and sign in memory only; write nothing.
+
+    Returns:
+        The ceremony; ``complete`` when the wave was published.
+
+    Raises:
+        InputError: A bad name, tag, hardware id, version or artifact, or a
+            ``keys`` entry that cannot sign.
+        RefusedError: The name is taken, the version does not increase,
+            another targets ceremony is pending, or a key may not sign.
+    """
+    if expires is None:
+        expires = expiry(start=repo.now())
     check_wave_name(name)
     check_tag(tag)
     number = parse_version(version)
@@ -350,7 +422,18 @@ def _signed_by_repository(
 
 
 def publish_if_complete(repo: Repository, ceremony: Ceremony) -> bool:
-    """Publish a ceremony whose roles all meet their thresholds."""
+    """Publish a ceremony whose roles all meet their thresholds.
+
+    Args:
+        repo: The repository.
+        ceremony: A ceremony of this repository.
+
+    Returns:
+        True if it was complete and is now published, False if not complete.
+
+    Raises:
+        RefusedError: A production ceremony of a wave that is no longer active.
+    """
     if not ceremony.complete:
         return False
     with repo.locked():
@@ -403,6 +486,18 @@ def fold_into_production(repo: Repository, name: str, *, keys: Sequence[KeyRef] 
     When the new targets reaches its threshold it is published together with
     the wave's rollout role marked ``complete`` (signed by the repository's
     rollout key when it is the wave's rollout key).
+
+    Args:
+        repo: The repository.
+        name: The wave's name.
+        keys: Offline targets keys that sign now.
+
+    Returns:
+        The ceremony (id ``production.NAME``); ``complete`` when published.
+
+    Raises:
+        InputError: No such published wave, or a key that cannot sign.
+        RefusedError: The wave is not active, or another targets ceremony is pending.
     """
     check_wave_name(name)
     cid = f"production.{name}"
@@ -444,7 +539,15 @@ def fold_into_production(repo: Repository, name: str, *, keys: Sequence[KeyRef] 
 
 
 def discard_ceremony(repo: Repository, cid: str) -> None:
-    """Drop a pending ceremony and its staged files; nothing was published."""
+    """Drop a pending ceremony and its staged files; nothing was published.
+
+    Args:
+        repo: The repository.
+        cid: The ceremony id, e.g. ``wave.W`` (:func:`ceremony_for_wave`).
+
+    Raises:
+        InputError: No such ceremony is pending.
+    """
     with repo.locked():
         if cid not in staging.pending_ids(repo):
             raise InputError(f"no pending ceremony {cid!r} in {repo.path}")
@@ -465,13 +568,38 @@ def _refuse_if_targets_pending(repo: Repository) -> None:
 
 
 def rollout_state(repo: Repository, state: PublishedState, name: str) -> str:
-    """active, cancelled or complete (active before the first rollout role)."""
+    """The rollout state of a published wave.
+
+    Args:
+        repo: The repository.
+        state: The published state to read.
+        name: The wave's name.
+
+    Returns:
+        ``active``, ``cancelled`` or ``complete`` (``active`` before the first
+        rollout role).
+    """
     if state.version_of(rollout_role(name)) is None:
         return "active"
     return rollout_info(repo.load_targets(rollout_role(name), state)).state
 
 
 def sign_ceremony(repo: Repository, ceremony_id: str, ref: KeyRef) -> Ceremony:
+    """Add one signature to a pending ceremony; publish it if now complete.
+
+    Args:
+        repo: The repository.
+        ceremony_id: The ceremony (:func:`ceremony_for_wave`,
+            :func:`~tufwaves.server.roots.repository_ceremony`).
+        ref: A key that may sign it, with a signer.
+
+    Returns:
+        The ceremony; ``complete`` when it was published.
+
+    Raises:
+        InputError: ``ref`` cannot sign, or no such ceremony is pending.
+        RefusedError: The key may not sign it or already did.
+    """
     if ref.signer is None:
         raise InputError(f"--key {ref.name} is a public key; pass the .key file or a URI")
     with repo.locked():
@@ -483,6 +611,21 @@ def sign_ceremony(repo: Repository, ceremony_id: str, ref: KeyRef) -> Ceremony:
 
 
 def import_ceremony(repo: Repository, path: Path) -> tuple[Ceremony, list[tuple[str, str]]]:
+    """Merge the signatures of a ceremony file signed elsewhere; publish if complete.
+
+    Args:
+        repo: The repository.
+        path: The ceremony file (exported, then signed with :meth:`Ceremony.sign`).
+
+    Returns:
+        The ceremony (``complete`` when published) and the (role, key id)
+        signatures the file added.
+
+    Raises:
+        InputError: The file is malformed or its ceremony is not pending.
+        RefusedError: The file differs from the pending ceremony, carries a
+            bad or foreign signature, or adds nothing.
+    """
     incoming = Ceremony.read(path)
     with repo.locked():
         ceremony = staging.load_ceremony(repo, incoming.id)
@@ -513,6 +656,19 @@ def _summary_from(
 
 
 def wave_summary(repo: Repository, name: str, state: PublishedState | None = None) -> WaveSummary:
+    """One wave, pending or published.
+
+    Args:
+        repo: The repository.
+        name: The wave's name.
+        state: The published state to read (default: the current one).
+
+    Returns:
+        Its summary.
+
+    Raises:
+        InputError: No such wave.
+    """
     check_wave_name(name)
     cid = wave_role(name)
     if cid in staging.pending_ids(repo):
@@ -532,6 +688,17 @@ def wave_summary(repo: Repository, name: str, state: PublishedState | None = Non
 def list_waves(
     repo: Repository, *, tag: str | None = None, status: str | None = None
 ) -> list[WaveSummary]:
+    """Every wave, pending or published, by name.
+
+    Args:
+        repo: The repository.
+        tag: Only waves of this tag.
+        status: Only waves in this status (``pending``, ``active``,
+            ``cancelled``, ``complete``).
+
+    Returns:
+        Their summaries.
+    """
     state = repo.state() if repo.is_published() else None
     names = set(_published_waves(repo, state)) if state else set()
     names |= {c.removeprefix("wave.") for c in staging.pending_ids(repo) if c.startswith("wave.")}

@@ -80,6 +80,11 @@ class Device:
     last_seen: datetime | None
 
     def to_dict(self) -> dict[str, Any]:
+        """As JSON-ready data (what ``--json`` prints).
+
+        Returns:
+            A dict of JSON types.
+        """
         return {
             "uuid": self.uuid,
             "hardware_id": self.hardware_id,
@@ -129,6 +134,11 @@ class ImportResult:
     updated: int
 
     def to_dict(self) -> dict[str, Any]:
+        """As JSON-ready data (what ``--json`` prints).
+
+        Returns:
+            A dict of JSON types.
+        """
         return {
             "path": self.path,
             "format": self.format,
@@ -151,6 +161,7 @@ class RippleRecord:
 
     @property
     def selector_data(self) -> dict[str, Any]:
+        """The selector, parsed."""
         data: dict[str, Any] = json.loads(self.selector)
         return data
 
@@ -163,6 +174,11 @@ class RippleRecord:
         return f"{self.devices:,}"
 
     def to_dict(self) -> dict[str, Any]:
+        """As JSON-ready data (what ``--json`` prints).
+
+        Returns:
+            A dict of JSON types.
+        """
         return {
             "wave": self.wave,
             "index": self.index,
@@ -189,6 +205,11 @@ class GroupStatus:
     updated: int
 
     def to_dict(self) -> dict[str, Any]:
+        """As JSON-ready data (what ``--json`` prints).
+
+        Returns:
+            A dict of JSON types.
+        """
         return {
             "kind": self.kind,
             "group": self.group,
@@ -211,10 +232,16 @@ class AuditEntry:
 
     @property
     def arguments_data(self) -> dict[str, Any]:
+        """The arguments, parsed."""
         data: dict[str, Any] = json.loads(self.arguments)
         return data
 
     def to_dict(self) -> dict[str, Any]:
+        """As JSON-ready data (what ``--json`` prints).
+
+        Returns:
+            A dict of JSON types.
+        """
         return {
             "id": self.id,
             "at": _format_time(self.at),
@@ -244,7 +271,9 @@ class Inventory(Protocol):
         """
         ...
 
-    def close(self) -> None: ...
+    def close(self) -> None:
+        """Release the database; the object is unusable afterwards."""
+        ...
 
     def __enter__(self) -> Self: ...
 
@@ -271,7 +300,9 @@ class Inventory(Protocol):
         """Record what a device reported: its installed version, seen ``at``."""
         ...
 
-    def get(self, uuid: str) -> Device | None: ...
+    def get(self, uuid: str) -> Device | None:
+        """The device ``uuid``, or None if the inventory does not know it."""
+        ...
 
     def list_devices(
         self,
@@ -284,7 +315,9 @@ class Inventory(Protocol):
 
     # selection
 
-    def count_eligible(self, e: Eligibility) -> int: ...
+    def count_eligible(self, e: Eligibility) -> int:
+        """How many devices ``e`` allows now."""
+        ...
 
     def select_ring(
         self,
@@ -334,13 +367,17 @@ class Inventory(Protocol):
         selected by this wave aborts the whole ripple (RefusedError)."""
         ...
 
-    def ripples(self, wave: str) -> list[RippleRecord]: ...
+    def ripples(self, wave: str) -> list[RippleRecord]:
+        """The recorded ripples of ``wave``, by index."""
+        ...
 
     def ripple_members(self, wave: str, index: int) -> Iterator[str]:
         """The UUIDs a ripple selected, sorted."""
         ...
 
-    def selected_ripple(self, wave: str, uuid: str) -> int | None: ...
+    def selected_ripple(self, wave: str, uuid: str) -> int | None:
+        """The index of the ripple of ``wave`` that selected the device, or None."""
+        ...
 
     def device_selections(self, uuid: str) -> list[tuple[str, int]]:
         """Every (wave, ripple index) that selected the device, sorted."""
@@ -359,7 +396,9 @@ class Inventory(Protocol):
         key_ids: Sequence[str],
         arguments: Mapping[str, Any],
         at: datetime | None = None,
-    ) -> AuditEntry: ...
+    ) -> AuditEntry:
+        """Append an entry to the audit log (``at`` default: now) and return it."""
+        ...
 
     def audit_log(self, limit: int | None = None) -> list[AuditEntry]:
         """The newest ``limit`` entries (all without a limit), oldest first."""
