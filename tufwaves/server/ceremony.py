@@ -18,8 +18,8 @@ from typing import Any
 from securesystemslib.signer import Key, Signature, Signer, SSlibKey
 from tuf.api.metadata import Metadata
 
+from tufwaves.device.profile import WAVE_FIELD
 from tufwaves.errors import InputError, RefusedError
-from tufwaves.server.metadata import WAVE_FIELD
 
 __all__ = ["Ceremony", "PendingRole", "RoleStatus"]
 

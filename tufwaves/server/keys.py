@@ -48,7 +48,7 @@ __all__ = [
 
 PASSPHRASE_ENV = "TUFWAVES_KEY_PASSPHRASE"  # noqa: S105 - a variable name
 KEY_TYPES = ("ed25519", "ecdsa", "rsa")
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _URI_RE = re.compile(r"^[a-z][a-z0-9+.-]*:")
 _MAX_KEY_FILE = 64 * 1024
 
@@ -114,7 +114,7 @@ def write_key_pair(
     name: str, directory: Path, signer: CryptoSigner, secret: bytes
 ) -> tuple[Path, Path]:
     """Write ``NAME.pub`` and the encrypted ``NAME.key``; never overwrite."""
-    if not _NAME_RE.match(name):
+    if not _NAME_RE.fullmatch(name):
         raise InputError(f"bad key name {name!r}: use 1-64 letters, digits, '_', '.', '-'")
     directory.mkdir(parents=True, exist_ok=True)
     pub, priv = directory / f"{name}.pub", directory / f"{name}.key"
@@ -241,7 +241,7 @@ def load_key_ref(spec: str) -> KeyRef:
 
 def import_uri_key(name: str, directory: Path, uri: str, public_pem: bytes) -> Path:
     """Write ``NAME.pub`` for a key whose private half lives behind ``uri``."""
-    if not _NAME_RE.match(name):
+    if not _NAME_RE.fullmatch(name):
         raise InputError(f"bad key name {name!r}")
     try:
         public = SSlibKey.from_crypto(load_pem_public_key(public_pem))

@@ -20,6 +20,7 @@ from securesystemslib.signer import Key
 from tuf.api.metadata import DelegatedRole, Delegations, Metadata, TargetFile, Targets
 
 from tufwaves._files import atomic_write
+from tufwaves.device.profile import check_version
 from tufwaves.errors import InputError, RefusedError, StorageError
 from tufwaves.server import staging
 from tufwaves.server.ceremony import Ceremony, PendingRole
@@ -34,7 +35,6 @@ from tufwaves.server.metadata import (
     check_hardware_id,
     check_tag,
     check_wave_name,
-    parse_version,
     rollout_delegation,
     rollout_info,
     rollout_role,
@@ -199,7 +199,7 @@ def _targets_file_entries(
 def init_wave(
     repo: Repository,
     name: str,
-    version: str,
+    version: int,
     tag: str,
     *,
     artifacts: Sequence[Path] = (),
@@ -212,10 +212,13 @@ def init_wave(
     keys: Sequence[KeyRef] = (),
     dry_run: bool = False,
 ) -> Ceremony:
-    """Create wave ``name``: build, sign with ``keys``; publish if complete."""
+    """Create wave ``name``: build, sign with ``keys``; publish if complete.
+
+    ``version`` is the release version, an ``int`` from 0 to 2**63-1.
+    """
     check_wave_name(name)
     check_tag(tag)
-    number = parse_version(version)
+    number = check_version(version, "wave version")
     for hw in hardware_ids:
         check_hardware_id(hw)
     if artifacts and not hardware_ids:
