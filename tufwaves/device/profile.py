@@ -1,6 +1,6 @@
 """The tufwaves metadata profile: role names, field names and value rules.
 
-The one definition of ``specs/metadata.md`` in code. The server side builds
+The one definition of ``specs/metadata.md`` (§12) in code. The server side builds
 and parses metadata with it and the verifier reads metadata with it, so what
 one side writes the other accepts. Every syntax is matched whole
 (``re.fullmatch``): a trailing newline is never part of a valid value.
