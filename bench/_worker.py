@@ -99,7 +99,7 @@ def task_setup(p: Params) -> Params:
     init_wave(
         repo,
         WAVE,
-        str(WAVE_VERSION),
+        WAVE_VERSION,
         TAG,
         artifacts=[artifact],
         hardware_ids=[HARDWARE],

@@ -116,7 +116,7 @@ def publish_wave(
     keystore: KeyStore,
     artifact: Path,
     name: str = "w1",
-    version: str = "10",
+    version: int = 10,
     *,
     signers: tuple[str, ...] = ("t1",),
     **kw: Any,

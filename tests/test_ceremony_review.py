@@ -40,7 +40,7 @@ def prepared(repo_factory: RepoFactory, keystore: KeyStore, artifact: Path) -> t
     init_wave(
         repo,
         "w1",
-        "10",
+        10,
         "prod",
         artifacts=[artifact],
         hardware_ids=["hw1"],

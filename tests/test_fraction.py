@@ -136,10 +136,8 @@ def test_fraction_cap_is_enforced_before_signing(
     make_repo: RepoFactory, keystore: KeyStore, artifact: Path
 ) -> None:
     repo = make_repo()
-    publish_wave(repo, keystore, artifact, "capped", "10", policy=Policy(max_fraction_ppm=200_000))
-    publish_wave(
-        repo, keystore, artifact, "offline-only", "11", policy=Policy(online_complete=False)
-    )
+    publish_wave(repo, keystore, artifact, "capped", 10, policy=Policy(max_fraction_ppm=200_000))
+    publish_wave(repo, keystore, artifact, "offline-only", 11, policy=Policy(online_complete=False))
     with open_inventory(repo) as inv:
         inv.import_rows(FLEET)
         before = tree_digest(repo.path)

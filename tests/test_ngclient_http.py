@@ -26,7 +26,7 @@ def test_ngclient_over_http(
     init_wave(
         repo,
         "w1",
-        "5",
+        5,
         "prod",
         artifacts=[artifact],
         hardware_ids=["hw"],

@@ -35,7 +35,7 @@ from tufwaves.server.waves import (
 )
 
 
-def new_wave(repo: Repository, artifact: Path, name: str = "w1", version: str = "10", **kw):  # type: ignore[no-untyped-def]
+def new_wave(repo: Repository, artifact: Path, name: str = "w1", version: int = 10, **kw):  # type: ignore[no-untyped-def]
     kw.setdefault("hardware_ids", ["hw1"])
     kw.setdefault("expires", expiry())
     return init_wave(repo, name, version, "prod", artifacts=[artifact], **kw)
@@ -126,11 +126,11 @@ def _nothing(repo: Repository, ks: KeyStore, art: Path, tmp: Path) -> None:
 
 
 def _published_w1_v10(repo: Repository, ks: KeyStore, art: Path, tmp: Path) -> None:
-    new_wave(repo, art, name="w1", version="10", keys=[ks.ref("t1")])
+    new_wave(repo, art, name="w1", version=10, keys=[ks.ref("t1")])
 
 
 def _pending_v12(repo: Repository, ks: KeyStore, art: Path, tmp: Path) -> None:
-    new_wave(repo, art, name="pending", version="12")  # no key: stays pending
+    new_wave(repo, art, name="pending", version=12)  # no key: stays pending
 
 
 def _bad_targets_file(repo: Repository, ks: KeyStore, art: Path, tmp: Path) -> None:
@@ -153,19 +153,19 @@ REFUSALS = [
     (
         "version-not-greater",
         _published_w1_v10,
-        lambda r, ks, a, t: new_wave(r, a, name="w2", version="10"),
+        lambda r, ks, a, t: new_wave(r, a, name="w2", version=10),
         RefusedError,
     ),
     (
         "version-below-pending",
         _pending_v12,
-        lambda r, ks, a, t: new_wave(r, a, name="w2", version="11"),
+        lambda r, ks, a, t: new_wave(r, a, name="w2", version=11),
         RefusedError,
     ),
     (
         "duplicate-wave",
         _published_w1_v10,
-        lambda r, ks, a, t: new_wave(r, a, name="w1", version="11"),
+        lambda r, ks, a, t: new_wave(r, a, name="w1", version=11),
         RefusedError,
     ),
     (
@@ -178,7 +178,7 @@ REFUSALS = [
         "missing-artifact",
         _nothing,
         lambda r, ks, a, t: init_wave(
-            r, "w1", "10", "prod", artifacts=[t / "nope.img"], hardware_ids=["hw"], expires=expiry()
+            r, "w1", 10, "prod", artifacts=[t / "nope.img"], hardware_ids=["hw"], expires=expiry()
         ),
         InputError,
     ),
@@ -188,7 +188,7 @@ REFUSALS = [
         lambda r, ks, a, t: init_wave(
             r,
             "w1",
-            "10",
+            10,
             "prod",
             targets_file=t / "targets.json",
             hardware_ids=["hw"],
@@ -197,7 +197,7 @@ REFUSALS = [
         InputError,
     ),
     ("bad-wave-name", _nothing, lambda r, ks, a, t: new_wave(r, a, name="a/b"), InputError),
-    ("bad-version", _nothing, lambda r, ks, a, t: new_wave(r, a, version="01"), InputError),
+    ("bad-version", _nothing, lambda r, ks, a, t: new_wave(r, a, version=-1), InputError),
     (
         "key-not-in-role",
         _stranger_key,
@@ -342,14 +342,14 @@ def test_one_targets_ceremony_at_a_time_and_discard(
     publishes first and could never publish: it is refused until the first is
     finished or discarded."""
     repo = make_repo(2, 3)
-    new_wave(repo, artifact, name="a", version="10", keys=[keystore.ref("t1")])
+    new_wave(repo, artifact, name="a", version=10, keys=[keystore.ref("t1")])
     with pytest.raises(RefusedError, match=r"ceremony wave\.a is pending"):
-        new_wave(repo, artifact, name="b", version="11", keys=[keystore.ref("t1")])
+        new_wave(repo, artifact, name="b", version=11, keys=[keystore.ref("t1")])
     discard_ceremony(repo, "wave.a")
     assert not any(repo.staging_dir.iterdir())
-    new_wave(repo, artifact, name="a", version="10", keys=[keystore.ref("t1")])
+    new_wave(repo, artifact, name="a", version=10, keys=[keystore.ref("t1")])
     sign_ceremony(repo, "wave.a", keystore.ref("t2"))
-    new_wave(repo, artifact, name="b", version="11", keys=[keystore.ref("t1")])
+    new_wave(repo, artifact, name="b", version=11, keys=[keystore.ref("t1")])
     sign_ceremony(repo, "wave.b", keystore.ref("t2"))
     assert repo.state().version_of("targets") == 3
     unchanged(repo.path)
@@ -370,7 +370,7 @@ def test_targets_file_hashes_are_checked(make_repo: RepoFactory, tmp_path: Path)
             json.dumps({"fw": {"length": 1, "hashes": hashes, "custom": {"hardwareIds": ["hw"]}}})
         )
         with pytest.raises(InputError, match="sha"):
-            init_wave(repo, "w1", "1", "prod", targets_file=tf, expires=expiry())
+            init_wave(repo, "w1", 1, "prod", targets_file=tf, expires=expiry())
 
 
 def test_targets_file_wave(make_repo: RepoFactory, keystore: KeyStore, tmp_path: Path) -> None:
@@ -389,9 +389,7 @@ def test_targets_file_wave(make_repo: RepoFactory, keystore: KeyStore, tmp_path:
             }
         )
     )
-    init_wave(
-        repo, "w1", "42", "prod", targets_file=tf, expires=expiry(), keys=[keystore.ref("t1")]
-    )
+    init_wave(repo, "w1", 42, "prod", targets_file=tf, expires=expiry(), keys=[keystore.ref("t1")])
     md: Metadata[Targets] = repo.load_targets("wave.w1")
     target = md.signed.targets["waves/w1/lmp-42"]
     assert target.custom["targetFormat"] == "OSTREE"
@@ -433,7 +431,7 @@ def test_private_key_uri_signers(
     init_wave(
         repo,
         "w1",
-        "1",
+        1,
         "prod",
         artifacts=[artifact],
         hardware_ids=["hw"],

@@ -9,7 +9,6 @@ cannot be read or a state directory that cannot be used.
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -17,12 +16,11 @@ from pathlib import Path
 from tufwaves.cli._bundle import add_bundle_command
 from tufwaves.cli._common import add_json_flag, emit_json, example_epilog
 from tufwaves.device.bundle import LIMITS
+from tufwaves.device.profile import MAX_VERSION, is_version_text
 from tufwaves.errors import StorageError
 from tufwaves.verify import Decision, DeviceIdentity, Verifier
 
 __all__ = ["register"]
-
-_VERSION_RE = re.compile(r"0|[1-9][0-9]{0,17}")
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -47,9 +45,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _installed_version(text: str) -> int:
-    if not _VERSION_RE.fullmatch(text):
+    if not is_version_text(text):
         raise argparse.ArgumentTypeError(
-            f"{text!r} is not a release version (a decimal integer, no leading zeros)"
+            f"{text!r} is not a release version (a decimal integer from 0 to "
+            f"{MAX_VERSION}, no leading zeros)"
         )
     return int(text)
 

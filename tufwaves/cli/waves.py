@@ -14,7 +14,7 @@ from tufwaves.device.membership import parse_uuid_list
 from tufwaves.errors import InputError
 from tufwaves.server.inventory import RippleRecord
 from tufwaves.server.keys import load_key_ref, load_public_key
-from tufwaves.server.metadata import Policy, expiry
+from tufwaves.server.metadata import Policy, expiry, parse_version
 from tufwaves.server.repository import Repository
 from tufwaves.server.review import Keyring, review
 from tufwaves.server.rollout import (
@@ -271,7 +271,7 @@ def _init(args: argparse.Namespace) -> int:
     ceremony = init_wave(
         repo,
         args.wave,
-        args.version,
+        parse_version(args.version),
         args.tag,
         artifacts=args.artifact,
         hardware_ids=args.hardware_id,

@@ -96,7 +96,7 @@ def _run(
     ceremony = init_wave(
         repo,
         WAVE,
-        "42",
+        42,
         TAG,
         artifacts=[artifact],
         hardware_ids=[HARDWARE],

@@ -42,6 +42,7 @@ from tuf.api.metadata import (
 from tufwaves._files import PRIVATE_MODE, atomic_write
 from tufwaves.device._rules import Reason
 from tufwaves.device.bundle import LIMITS, Bundle, BundleFile, role_size_cap
+from tufwaves.device.profile import is_wave_name
 from tufwaves.errors import StorageError
 
 __all__ = [
@@ -66,7 +67,6 @@ logger = logging.getLogger(__name__)
 STATE_FORMAT: Final = "tufwaves-verifier-state"
 STATE_VERSION: Final = 1
 STATE_FILE: Final = "state.json"
-_WAVE_NAME_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 ROOTS_DIR: Final = "roots"
 INITIAL_ROOT: Final = "root.json"
 _STATE_MAX_BYTES: Final = 16_000_000
@@ -175,9 +175,7 @@ def _state_from_dict(d: Any, root_of: Callable[[int], bytes]) -> TrustState:
     if d.get("version") != STATE_VERSION or set(d) not in (base, base | {"cancelled"}):
         raise ValueError("unsupported state file version or keys")
     cancelled = d.get("cancelled", [])
-    if not isinstance(cancelled, list) or not all(
-        isinstance(n, str) and _WAVE_NAME_RE.fullmatch(n) for n in cancelled
-    ):
+    if not isinstance(cancelled, list) or not all(is_wave_name(n) for n in cancelled):
         raise ValueError("bad list of cancelled waves")
     root_version = _version(d["root"]["version"])
     root = root_of(root_version)

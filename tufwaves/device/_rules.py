@@ -10,7 +10,6 @@ target ``custom``, ``specs/metadata.md``) strictly and decides. See
 from __future__ import annotations
 
 import enum
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -29,6 +28,25 @@ from tufwaves.device.membership import (
     is_member,
     membership_from_dict,
     verify_inclusion,
+)
+from tufwaves.device.profile import (
+    POLICY_KEYS,
+    RIPPLE_FIELD,
+    RIPPLE_KEYS,
+    ROLLOUT_FIELD,
+    ROLLOUT_KEYS,
+    ROLLOUT_STATES,
+    WAVE_FIELD,
+    WAVE_KEYS,
+    check_label,
+    check_policy,
+    check_version,
+    is_label,
+    is_ripple_count,
+    is_version_text,
+    ripple_role,
+    rollout_role,
+    wave_role,
 )
 from tufwaves.errors import InputError
 
@@ -83,20 +101,6 @@ class Reason(enum.Enum):
         return self.value.startswith("allowed_")
 
 
-_LABEL_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}")
-_WAVE_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
-_VERSION_RE: Final = re.compile(r"0|[1-9][0-9]{0,17}")
-_HEX64_RE: Final = re.compile(r"[0-9a-f]{64}")
-_POLICY_KEYS: Final = frozenset(
-    {"max_ripple_size", "online_complete", "fraction_salt", "max_fraction_ppm"}
-)
-_STATES: Final = frozenset({"active", "cancelled", "complete"})
-
-WAVE_FIELD: Final = "x-tufwaves-wave"
-ROLLOUT_FIELD: Final = "x-tufwaves-rollout"
-RIPPLE_FIELD: Final = "x-tufwaves-ripple"
-
-
 def _is_int(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -126,8 +130,8 @@ class DeviceIdentity:
     The constructor canonicalises ``uuid`` and checks every field.
 
     Raises:
-        InputError: a malformed UUID, hardware id or tag, or a negative or
-            non-integer installed version.
+        InputError: a malformed UUID, hardware id or tag, or an installed
+            version that is not an integer from 0 to 2**63-1.
     """
 
     uuid: str
@@ -137,15 +141,9 @@ class DeviceIdentity:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "uuid", canonical_uuid(self.uuid))
-        for what, value in (("hardware id", self.hardware_id), ("tag", self.tag)):
-            if not isinstance(value, str) or not _LABEL_RE.fullmatch(value):
-                raise InputError(
-                    f"bad {what} {_show(value)}: use 1-64 of [A-Za-z0-9_.+-], "
-                    "starting with a letter or digit"
-                )
-        v = self.installed_version
-        if not _is_int(v) or not 0 <= v < 2**64:
-            raise InputError(f"installed version must be an integer 0..2**64-1, got {_show(v)}")
+        check_label("hardware id", self.hardware_id)
+        check_label("tag", self.tag)
+        check_version(self.installed_version, "installed version")
 
 
 @dataclass(frozen=True)
@@ -278,7 +276,6 @@ class _Ripple:
 @dataclass(frozen=True)
 class _Wave:
     name: str
-    tag: str
     version: int
     policy: _Policy
     state: str
@@ -286,11 +283,11 @@ class _Wave:
     artifacts: tuple[tuple[str, TargetFile], ...]
 
 
-def _wave_info(w: VerifiedWave) -> tuple[str, int, _Policy]:
+def _wave_info(w: VerifiedWave) -> tuple[int, _Policy]:
     name = w.name
     raw = w.wave.unrecognized_fields.get(WAVE_FIELD)
     bad = f"wave.{name}: {WAVE_FIELD} "
-    if not isinstance(raw, Mapping) or set(raw) != {"name", "tag", "version", "policy"}:
+    if not isinstance(raw, Mapping) or set(raw) != WAVE_KEYS:
         raise _Deny(
             Reason.WAVE_INVALID,
             bad + "is missing or does not have exactly name, tag, version, policy",
@@ -299,13 +296,13 @@ def _wave_info(w: VerifiedWave) -> tuple[str, int, _Policy]:
     if raw["name"] != name:
         raise _Deny(Reason.WAVE_INVALID, bad + f"names wave {_show(raw['name'])}", name)
     tag, version, policy = raw["tag"], raw["version"], raw["policy"]
-    if not isinstance(tag, str) or not _LABEL_RE.fullmatch(tag):
+    if not is_label(tag):
         raise _Deny(Reason.WAVE_INVALID, bad + f"has a bad tag {_show(tag)}", name)
-    if not isinstance(version, str) or not _VERSION_RE.fullmatch(version):
+    if not is_version_text(version):
         raise _Deny(Reason.WAVE_INVALID, bad + f"has a bad version {_show(version)}", name)
     if not isinstance(policy, Mapping):
         raise _Deny(Reason.WAVE_INVALID, bad + "has no policy object", name)
-    unknown = sorted(str(k) for k in policy if k not in _POLICY_KEYS)
+    unknown = sorted(str(k) for k in policy if k not in POLICY_KEYS)
     if unknown:
         raise _Deny(
             Reason.POLICY_UNSUPPORTED,
@@ -314,23 +311,19 @@ def _wave_info(w: VerifiedWave) -> tuple[str, int, _Policy]:
             + " (update the verifier)",
             name,
         )
-    if set(policy) != _POLICY_KEYS:
-        raise _Deny(Reason.WAVE_INVALID, bad + "policy is incomplete", name)
-    size, online, salt, cap = (
-        policy["max_ripple_size"],
-        policy["online_complete"],
-        policy["fraction_salt"],
-        policy["max_fraction_ppm"],
+    try:
+        check_policy(policy)
+    except InputError as e:
+        raise _Deny(Reason.WAVE_INVALID, bad + str(e), name) from None
+    return (
+        int(version),
+        _Policy(
+            policy["max_ripple_size"],
+            policy["online_complete"],
+            bytes.fromhex(policy["fraction_salt"]),
+            policy["max_fraction_ppm"],
+        ),
     )
-    if size is not None and (not _is_int(size) or size < 1):
-        raise _Deny(Reason.WAVE_INVALID, bad + "policy.max_ripple_size is bad", name)
-    if not isinstance(online, bool):
-        raise _Deny(Reason.WAVE_INVALID, bad + "policy.online_complete is bad", name)
-    if not isinstance(salt, str) or not _HEX64_RE.fullmatch(salt):
-        raise _Deny(Reason.WAVE_INVALID, bad + "policy.fraction_salt is bad", name)
-    if not _is_int(cap) or not 0 <= cap <= 1_000_000 or (cap == 1_000_000 and not online):
-        raise _Deny(Reason.WAVE_INVALID, bad + "policy.max_fraction_ppm is bad", name)
-    return tag, int(version), _Policy(size, online, bytes.fromhex(salt), cap)
 
 
 def _same_keys(a: DelegatedRole, b: DelegatedRole) -> bool:
@@ -339,7 +332,7 @@ def _same_keys(a: DelegatedRole, b: DelegatedRole) -> bool:
 
 def _check_wave_delegation(w: VerifiedWave) -> DelegatedRole:
     """``wave.W`` delegates exactly ``rollout.W``, terminating, no paths."""
-    name, rollout = w.name, f"rollout.{w.name}"
+    name, rollout = w.name, rollout_role(w.name)
     d = w.wave.delegations
     roles = d.roles if d is not None and d.roles is not None else {}
     if list(roles) != [rollout]:
@@ -362,7 +355,7 @@ def _rollout_info(w: VerifiedWave, delegation: DelegatedRole) -> tuple[str, int]
     name = w.name
     raw = w.rollout.unrecognized_fields.get(ROLLOUT_FIELD)
     bad = f"rollout.{name}: {ROLLOUT_FIELD} "
-    if not isinstance(raw, Mapping) or set(raw) != {"wave", "state", "ripples"}:
+    if not isinstance(raw, Mapping) or set(raw) != ROLLOUT_KEYS:
         raise _Deny(
             Reason.WAVE_INVALID,
             bad + "is missing or does not have exactly wave, state, ripples",
@@ -371,9 +364,9 @@ def _rollout_info(w: VerifiedWave, delegation: DelegatedRole) -> tuple[str, int]
     state, count = raw["state"], raw["ripples"]
     if raw["wave"] != name:
         raise _Deny(Reason.WAVE_INVALID, bad + f"names wave {_show(raw['wave'])}", name)
-    if not isinstance(state, str) or state not in _STATES:
+    if not isinstance(state, str) or state not in ROLLOUT_STATES:
         raise _Deny(Reason.WAVE_INVALID, bad + f"has a bad state {_show(state)}", name)
-    if not _is_int(count) or count < 0:
+    if not is_ripple_count(count):
         raise _Deny(Reason.WAVE_INVALID, bad + "has a bad ripple count", name)
     if w.rollout.targets:
         raise _Deny(Reason.WAVE_INVALID, f"rollout.{name} must not list artifacts", name)
@@ -381,8 +374,8 @@ def _rollout_info(w: VerifiedWave, delegation: DelegatedRole) -> tuple[str, int]
     if d is not None and d.succinct_roles is not None:
         raise _Deny(Reason.WAVE_INVALID, f"rollout.{name} uses hashed bins", name)
     roles = d.roles if d is not None and d.roles is not None else {}
-    expected = [f"ripple.{name}.{k}" for k in range(1, count + 1)]
-    if list(roles) != expected:
+    # The length first: the count may be up to 2**63-1.
+    if len(roles) != count or list(roles) != [ripple_role(name, k) for k in range(1, count + 1)]:
         raise _Deny(
             Reason.WAVE_INVALID,
             f"rollout.{name} says {count} ripples but delegates "
@@ -402,9 +395,9 @@ def _rollout_info(w: VerifiedWave, delegation: DelegatedRole) -> tuple[str, int]
 
 def _ripple(w: VerifiedWave, index: int, ripple: Targets, policy: _Policy) -> _Ripple:
     name = w.name
-    role = f"ripple.{name}.{index}"
+    role = ripple_role(name, index)
     raw = ripple.unrecognized_fields.get(RIPPLE_FIELD)
-    if not isinstance(raw, Mapping) or set(raw) != {"wave", "index", "membership"}:
+    if not isinstance(raw, Mapping) or set(raw) != RIPPLE_KEYS:
         raise _Deny(
             Reason.RIPPLE_INVALID,
             f"{role}: {RIPPLE_FIELD} is missing or does not have exactly wave, index, membership",
@@ -463,13 +456,11 @@ def _custom(target: TargetFile) -> tuple[frozenset[str], frozenset[str], int] | 
         custom.get("tags"),
         custom.get("version"),
     )
-    if not isinstance(hw, list) or not hw or not all(isinstance(h, str) for h in hw):
+    if not isinstance(hw, list) or not hw or not all(is_label(h) for h in hw):
         return None
-    if not isinstance(tags, list) or not tags:
+    if not isinstance(tags, list) or not tags or not all(is_label(t) for t in tags):
         return None
-    if not all(isinstance(t, str) for t in tags):
-        return None
-    if not isinstance(version, str) or not _VERSION_RE.fullmatch(version):
+    if not is_version_text(version):
         return None
     return frozenset(hw), frozenset(tags), int(version)
 
@@ -478,7 +469,7 @@ def _read_wave(
     w: VerifiedWave, wave_delegation: DelegatedRole | None, cancelled: frozenset[str]
 ) -> _Wave:
     name = w.name
-    tag, version, policy = _wave_info(w)
+    version, policy = _wave_info(w)
     rollout_delegation = _check_wave_delegation(w)
     state, _count = _rollout_info(w, rollout_delegation)
     if name in cancelled:
@@ -502,7 +493,7 @@ def _read_wave(
                 name,
             )
         artifacts.append((path, target))
-    return _Wave(name, tag, version, policy, state, ripples, tuple(artifacts))
+    return _Wave(name, version, policy, state, ripples, tuple(artifacts))
 
 
 # --------------------------------------------------------------------------
@@ -658,7 +649,7 @@ def seen_cancelled(md: VerifiedMetadata) -> frozenset[str]:
 def _decide(md: VerifiedMetadata, device: DeviceIdentity, cancelled: frozenset[str]) -> Decision:
     delegations = md.targets.delegations
     wave_roles = delegations.roles if delegations is not None and delegations.roles else {}
-    waves = [_read_wave(w, wave_roles.get(f"wave.{w.name}"), cancelled) for w in md.waves]
+    waves = [_read_wave(w, wave_roles.get(wave_role(w.name)), cancelled) for w in md.waves]
     evidence = _check_evidence(md.evidence, waves, device.uuid)
 
     matching: list[_Outcome] = []

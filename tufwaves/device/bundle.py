@@ -15,12 +15,12 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, TypeGuard
 
-from tufwaves.device.membership import MerkleEvidence, canonical_uuid
+from tufwaves.device.membership import MerkleEvidence
+from tufwaves.device.profile import canonical_uuid, split_role
 from tufwaves.errors import InputError
 
 __all__ = [
@@ -67,12 +67,7 @@ class Limits:
 
 LIMITS: Final = Limits()
 
-_WAVE = r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}"
-_ROLE_RE = re.compile(
-    rf"(?P<top>root|timestamp|snapshot|targets)"
-    rf"|(?P<kind>wave|rollout)\.(?P<wave>{_WAVE})"
-    rf"|ripple\.(?P<rwave>{_WAVE})\.(?P<index>[1-9][0-9]{{0,17}})"
-)
+_TOP_ROLES: Final = frozenset({"root", "timestamp", "snapshot", "targets"})
 _TOP_ORDER: Final = {"timestamp": 1, "snapshot": 2, "targets": 3}
 _KEYS: Final = ("format", "version", "device", "files", "evidence")
 _FILE_KEYS: Final = ("role", "version", "data")
@@ -104,17 +99,15 @@ def parse_role_name(role: str) -> tuple[str, str | None, int | None]:
     Raises:
         BundleError: ``role`` is not one of the names of ``specs/metadata.md``.
     """
-    m = _ROLE_RE.fullmatch(role) if isinstance(role, str) else None
-    if m is None:
+    if isinstance(role, str) and role in _TOP_ROLES:
+        return role, None, None
+    parts = split_role(role)
+    if parts is None:
         raise BundleError(
             f"unknown role name {_show(role)} (expected root, timestamp, snapshot, "
             "targets, wave.W, rollout.W or ripple.W.K)"
         )
-    if m["top"]:
-        return m["top"], None, None
-    if m["kind"]:
-        return m["kind"], m["wave"], None
-    return "ripple", m["rwave"], int(m["index"])
+    return parts
 
 
 def role_size_cap(role: str) -> int:

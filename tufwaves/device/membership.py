@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Final, TypeGuard
 
 from tufwaves.device import merkle as _merkle
+from tufwaves.device.profile import UUID_PATTERN, canonical_uuid, split_role
 from tufwaves.errors import InputError
 
 __all__ = [
@@ -63,12 +64,9 @@ _ENC_LIST: Final = "list"
 _ENC_MERKLE: Final = "merkle-sha256"
 _ENC_FRACTION: Final = "fraction"
 
-_UUID_RE = re.compile(
-    r"[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}"
-)
+_UUID_RE = re.compile(UUID_PATTERN)
 _CANON_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _HEX64_RE = re.compile(r"[0-9a-f]{64}")
-_ROLE_RE = re.compile(r"ripple\.[A-Za-z0-9][A-Za-z0-9_-]{0,63}\.[1-9][0-9]{0,17}")
 _SEPARATORS_RE = re.compile(r"[,;|\s]+")
 
 
@@ -84,23 +82,6 @@ def _is_int(value: object) -> TypeGuard[int]:
 
 # --------------------------------------------------------------------------
 # UUIDs
-
-
-def canonical_uuid(text: str) -> str:
-    """Return ``text`` as a lowercase canonical 8-4-4-4-12 UUID string.
-
-    Upper- and lowercase hex digits are accepted; braces, ``urn:uuid:``
-    prefixes, missing hyphens and surrounding whitespace are not.
-
-    Raises:
-        InputError: ``text`` is not a UUID in that form.
-    """
-    if not isinstance(text, str) or not _UUID_RE.fullmatch(text):
-        raise InputError(
-            f"not a device UUID: {_show(text)} (expected the form "
-            "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx with hex digits)"
-        )
-    return text.lower()
 
 
 def uuid_bytes(text: str) -> bytes:
@@ -312,7 +293,8 @@ class MerkleEvidence:
     path: tuple[bytes, ...]
 
     def __post_init__(self) -> None:
-        if not isinstance(self.role, str) or not _ROLE_RE.fullmatch(self.role):
+        parts = split_role(self.role)
+        if parts is None or parts[0] != "ripple":
             raise InputError(
                 f"merkle evidence: role must be a ripple role name 'ripple.W.K', "
                 f"got {_show(self.role)}"

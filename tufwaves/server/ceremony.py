@@ -19,6 +19,7 @@ from typing import Any
 from securesystemslib.signer import Key, Signature, Signer, SSlibKey
 from tuf.api.metadata import Metadata
 
+from tufwaves.device.profile import RIPPLE_INDEX_PATTERN, WAVE_NAME_PATTERN
 from tufwaves.errors import InputError, RefusedError
 
 __all__ = ["Ceremony", "PendingRole", "RoleStatus", "check_ceremony_id"]
@@ -26,8 +27,10 @@ __all__ = ["Ceremony", "PendingRole", "RoleStatus", "check_ceremony_id"]
 FORMAT = "tufwaves-ceremony"
 MAX_CEREMONY_FILE = 20_000_000
 
-_WAVE = r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}"
-_ID_RE = re.compile(rf"repository|root\.[1-9][0-9]{{0,18}}|wave\.{_WAVE}|production\.{_WAVE}")
+_WAVE = WAVE_NAME_PATTERN
+_ID_RE = re.compile(
+    rf"repository|root\.(?:{RIPPLE_INDEX_PATTERN})|wave\.{_WAVE}|production\.{_WAVE}"
+)
 _ROLE_RE = re.compile(rf"root|targets|wave\.{_WAVE}")
 
 

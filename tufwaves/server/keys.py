@@ -53,7 +53,7 @@ __all__ = [
 
 PASSPHRASE_ENV = "TUFWAVES_KEY_PASSPHRASE"  # noqa: S105 - a variable name
 KEY_TYPES = ("ed25519", "ecdsa", "rsa")
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _URI_RE = re.compile(r"^[a-z][a-z0-9+.-]*:")
 _MAX_KEY_FILE = 64 * 1024
 
@@ -185,7 +185,7 @@ def write_key_pair(
         InputError: Bad key name.
         StorageError: A file exists already or cannot be written.
     """
-    if not _NAME_RE.match(name):
+    if not _NAME_RE.fullmatch(name):
         raise InputError(f"bad key name {name!r}: use 1-64 letters, digits, '_', '.', '-'")
     directory.mkdir(parents=True, exist_ok=True)
     pub, priv = directory / f"{name}.pub", directory / f"{name}.key"
@@ -390,7 +390,7 @@ def import_uri_key(name: str, directory: Path, uri: str, public_pem: bytes) -> P
         InputError: Bad name or not a PEM public key.
         StorageError: The file exists already or cannot be written.
     """
-    if not _NAME_RE.match(name):
+    if not _NAME_RE.fullmatch(name):
         raise InputError(f"bad key name {name!r}")
     try:
         public = SSlibKey.from_crypto(load_pem_public_key(public_pem))

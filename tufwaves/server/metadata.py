@@ -24,10 +24,29 @@ from tuf.api.metadata import (
     Targets,
 )
 
+from tufwaves.device import profile
+from tufwaves.device.profile import (
+    PPM,
+    RIPPLE_FIELD,
+    ROLLOUT_FIELD,
+    ROLLOUT_KEYS,
+    ROLLOUT_STATES,
+    WAVE_FIELD,
+    WAVE_KEYS,
+    check_policy,
+    check_ripple_count,
+    check_ripple_index,
+    check_version,
+    check_wave_name,
+    parse_version,
+    ripple_role,
+    rollout_role,
+    version_text,
+    wave_role,
+)
 from tufwaves.errors import InputError
 
 __all__ = [
-    "PREFIX",
     "ROLLOUT_STATES",
     "Clock",
     "Policy",
@@ -48,62 +67,23 @@ __all__ = [
     "wave_role",
 ]
 
-PREFIX = "x-tufwaves-"
-WAVE_FIELD = "x-tufwaves-wave"
-ROLLOUT_FIELD = "x-tufwaves-rollout"
-RIPPLE_FIELD = "x-tufwaves-ripple"
-ROLLOUT_STATES = ("active", "cancelled", "complete")
-
-_WAVE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
-_LABEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$")
-_VERSION_RE = re.compile(r"^(0|[1-9][0-9]{0,17})$")
-_BASENAME_RE = re.compile(r"^[A-Za-z0-9_.+-][A-Za-z0-9_.+@-]{0,127}$")
+_BASENAME_RE = re.compile(r"[A-Za-z0-9_.+-][A-Za-z0-9_.+@-]{0,127}")
 
 
-def check_wave_name(name: str) -> str:
-    if not _WAVE_RE.match(name):
-        raise InputError(
-            f"bad wave name {name!r}: use 1-64 letters, digits, '_' or '-', "
-            "starting with a letter or digit"
-        )
-    return name
+def check_tag(tag: object) -> str:
+    """Return ``tag`` if it is a tag (``specs/metadata.md``); InputError otherwise."""
+    return profile.check_label("tag", tag)
 
 
-def check_tag(tag: str) -> str:
-    if not _LABEL_RE.match(tag):
-        raise InputError(f"bad tag {tag!r}: use 1-64 of [A-Za-z0-9_.+-]")
-    return tag
-
-
-def check_hardware_id(hw: str) -> str:
-    if not _LABEL_RE.match(hw):
-        raise InputError(f"bad hardware id {hw!r}: use 1-64 of [A-Za-z0-9_.+-]")
-    return hw
+def check_hardware_id(hw: object) -> str:
+    """Return ``hw`` if it is a hardware id; InputError otherwise."""
+    return profile.check_label("hardware id", hw)
 
 
 def check_basename(name: str) -> str:
-    if not _BASENAME_RE.match(name) or name in {".", ".."}:
+    if not _BASENAME_RE.fullmatch(name) or name in {".", ".."}:
         raise InputError(f"bad artifact name {name!r}: use 1-128 of [A-Za-z0-9_.+@-], no '/'")
     return name
-
-
-def parse_version(text: str) -> int:
-    """A release version: decimal integer string, no leading zeros."""
-    if not isinstance(text, str) or not _VERSION_RE.match(text):
-        raise InputError(f"bad version {text!r}: use a non-negative integer without leading zeros")
-    return int(text)
-
-
-def wave_role(wave: str) -> str:
-    return f"wave.{wave}"
-
-
-def rollout_role(wave: str) -> str:
-    return f"rollout.{wave}"
-
-
-def ripple_role(wave: str, index: int) -> str:
-    return f"ripple.{wave}.{index}"
 
 
 Clock = Callable[[], datetime]
@@ -163,12 +143,6 @@ def expiry(
     return result
 
 
-PPM = 1_000_000
-_POLICY_FIELDS = frozenset(
-    {"max_ripple_size", "online_complete", "fraction_salt", "max_fraction_ppm"}
-)
-
-
 @dataclass(frozen=True)
 class Policy:
     """The rollout policy the offline ceremony signs into a wave.
@@ -195,22 +169,9 @@ class Policy:
     max_fraction_ppm: int | None = None
 
     def __post_init__(self) -> None:
-        if self.max_ripple_size is not None and (
-            isinstance(self.max_ripple_size, bool) or self.max_ripple_size < 1
-        ):
-            raise InputError("max ripple size must be a positive integer")
-        if not re.fullmatch(r"[0-9a-f]{64}", self.fraction_salt):
-            raise InputError("fraction salt must be 64 lowercase hex characters")
         if self.max_fraction_ppm is None:
-            object.__setattr__(self, "max_fraction_ppm", PPM if self.online_complete else 0)
-        cap = self.max_fraction_ppm
-        if not isinstance(cap, int) or isinstance(cap, bool) or not 0 <= cap <= PPM:
-            raise InputError("the fraction cap must be between 0 and 100%")
-        if cap == PPM and not self.online_complete:
-            raise InputError(
-                "a 100% fraction ripple completes the wave: with online completion "
-                "refused, cap fractions below 100% (--max-fraction)"
-            )
+            object.__setattr__(self, "max_fraction_ppm", PPM if self.online_complete is True else 0)
+        check_policy(self.to_dict())
 
     @property
     def fraction_cap(self) -> int:
@@ -244,49 +205,54 @@ class Policy:
         Raises:
             InputError: A missing, extra or mistyped field.
         """
-        if set(data) != _POLICY_FIELDS:
-            raise InputError(f"unexpected policy fields {sorted(data)}")
-        size = data["max_ripple_size"]
-        if size is not None and (not isinstance(size, int) or isinstance(size, bool)):
-            raise InputError("policy.max_ripple_size must be an integer or null")
-        if not isinstance(data["online_complete"], bool):
-            raise InputError("policy.online_complete must be a boolean")
-        if not isinstance(data["fraction_salt"], str):
-            raise InputError("policy.fraction_salt must be a string")
-        cap = data["max_fraction_ppm"]
-        if not isinstance(cap, int) or isinstance(cap, bool):
-            raise InputError("policy.max_fraction_ppm must be an integer")
-        return cls(size, data["online_complete"], data["fraction_salt"], cap)
+        check_policy(data)
+        return cls(
+            data["max_ripple_size"],
+            data["online_complete"],
+            data["fraction_salt"],
+            data["max_fraction_ppm"],
+        )
 
 
 @dataclass(frozen=True)
 class WaveInfo:
-    """The ``x-tufwaves-wave`` field of a wave role."""
+    """The ``x-tufwaves-wave`` field of a wave role.
+
+    Raises:
+        InputError: a bad wave name, tag or version (an ``int``).
+    """
 
     name: str
     tag: str
     version: int
     policy: Policy
 
+    def __post_init__(self) -> None:
+        check_wave_name(self.name)
+        check_tag(self.tag)
+        check_version(self.version)
+        if not isinstance(self.policy, Policy):
+            raise InputError("a wave's policy must be a Policy")
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "tag": self.tag,
-            "version": str(self.version),
+            "version": version_text(self.version),
             "policy": self.policy.to_dict(),
         }
 
 
 def wave_info(md: Metadata[Targets]) -> WaveInfo:
     raw = md.signed.unrecognized_fields.get(WAVE_FIELD)
-    if not isinstance(raw, dict) or set(raw) != {"name", "tag", "version", "policy"}:
+    if not isinstance(raw, dict) or set(raw) != WAVE_KEYS:
         raise InputError(f"{WAVE_FIELD} is missing or malformed")
     if not isinstance(raw["policy"], dict):
         raise InputError("wave policy is malformed")
     return WaveInfo(
         check_wave_name(raw["name"]),
         check_tag(raw["tag"]),
-        parse_version(raw["version"]),
+        parse_version(raw["version"], "wave version"),
         Policy.from_dict(raw["policy"]),
     )
 
@@ -300,11 +266,13 @@ class RolloutInfo:
 
 def rollout_info(md: Metadata[Targets]) -> RolloutInfo:
     raw = md.signed.unrecognized_fields.get(ROLLOUT_FIELD)
-    if not isinstance(raw, dict) or set(raw) != {"wave", "state", "ripples"}:
+    if not isinstance(raw, dict) or set(raw) != ROLLOUT_KEYS:
         raise InputError(f"{ROLLOUT_FIELD} is missing or malformed")
-    if raw["state"] not in ROLLOUT_STATES or not isinstance(raw["ripples"], int):
-        raise InputError(f"{ROLLOUT_FIELD} has a bad state or ripple count")
-    return RolloutInfo(raw["wave"], raw["state"], raw["ripples"])
+    if not isinstance(raw["state"], str) or raw["state"] not in ROLLOUT_STATES:
+        raise InputError(f"{ROLLOUT_FIELD} has a bad state {raw['state']!r}")
+    return RolloutInfo(
+        check_wave_name(raw["wave"]), raw["state"], check_ripple_count(raw["ripples"])
+    )
 
 
 def rollout_delegation(wave_md: Metadata[Targets]) -> tuple[DelegatedRole, dict[str, Key]]:
@@ -328,6 +296,9 @@ def artifact_target(
     version: int,
     name: str,
 ) -> TargetFile:
+    for hw in hardware_ids:
+        check_hardware_id(hw)
+    text = version_text(version)
     return TargetFile(
         length=len(data),
         hashes={
@@ -338,8 +309,8 @@ def artifact_target(
         unrecognized_fields={
             "custom": {
                 "hardwareIds": list(hardware_ids),
-                "tags": [tag],
-                "version": str(version),
+                "tags": [check_tag(tag)],
+                "version": text,
                 "name": name,
             }
         },
@@ -393,9 +364,16 @@ def build_rollout(
     version: int,
     expires: datetime,
 ) -> Metadata[Targets]:
-    """The rollout role: state and one delegation per ripple, in order."""
+    """The rollout role: state and one delegation per ripple, in order.
+
+    Raises:
+        InputError: a bad wave name, state or ripple count (an ``int`` from 0
+            to 2**63-1).
+    """
+    check_wave_name(wave)
     if state not in ROLLOUT_STATES:
         raise InputError(f"bad rollout state {state!r}")
+    check_ripple_count(ripple_count)
     roles = {
         ripple_role(wave, k): DelegatedRole(
             ripple_role(wave, k), sorted(keyids), threshold, True, paths=[]
@@ -420,6 +398,14 @@ def build_rollout(
 def build_ripple(
     wave: str, index: int, membership: Mapping[str, Any], expires: datetime
 ) -> Metadata[Targets]:
+    """A ripple role (version 1) of ``wave`` with its membership.
+
+    Raises:
+        InputError: a bad wave name or ripple number (an ``int`` from 1 to
+            2**63-1).
+    """
+    check_wave_name(wave)
+    check_ripple_index(index)
     signed = Targets(
         version=1,
         expires=expires,

@@ -31,10 +31,10 @@ from securesystemslib.formats import encode_canonical
 from securesystemslib.signer import Key
 from tuf.api.metadata import Metadata, Root, Targets
 
+from tufwaves.device.profile import WAVE_FIELD
 from tufwaves.errors import InputError
 from tufwaves.server.ceremony import Ceremony, PendingRole
 from tufwaves.server.keys import load_public_key
-from tufwaves.server.metadata import WAVE_FIELD
 
 __all__ = ["KEYRING_ENV", "Keyring", "Review", "fingerprint", "load_keyring", "review", "ring_name"]
 

@@ -20,6 +20,7 @@ from securesystemslib.signer import Key
 from tuf.api.metadata import DelegatedRole, Delegations, Metadata, TargetFile, Targets
 
 from tufwaves._files import atomic_write
+from tufwaves.device.profile import check_version
 from tufwaves.errors import InputError, RefusedError, StorageError
 from tufwaves.server import staging
 from tufwaves.server.ceremony import Ceremony, PendingRole
@@ -35,7 +36,6 @@ from tufwaves.server.metadata import (
     check_tag,
     check_wave_name,
     expiry,
-    parse_version,
     rollout_delegation,
     rollout_info,
     rollout_role,
@@ -234,7 +234,7 @@ def _targets_file_entries(
 def init_wave(
     repo: Repository,
     name: str,
-    version: str,
+    version: int,
     tag: str,
     *,
     artifacts: Sequence[Path] = (),
@@ -259,8 +259,8 @@ def init_wave(
     Args:
         repo: The repository.
         name: The wave's name (1-64 of letters, digits, ``_-``); never reused.
-        version: The release version, an integer above every version used
-            for ``tag`` so far.
+        version: The release version, an ``int`` from 0 to 2**63-1 above every
+            version used for ``tag`` so far.
         tag: The device tag it is for.
         artifacts: Files to release; one target per file and hardware id.
         hardware_ids: The hardware ids the artifacts are for.
@@ -287,7 +287,7 @@ def init_wave(
         expires = expiry(start=repo.now())
     check_wave_name(name)
     check_tag(tag)
-    number = parse_version(version)
+    number = check_version(version, "wave version")
     for hw in hardware_ids:
         check_hardware_id(hw)
     if artifacts and not hardware_ids:

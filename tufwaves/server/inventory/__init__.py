@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import struct
 import uuid as uuid_mod
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -25,6 +24,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, NamedTuple, Protocol, Self
 
+from tufwaves.device import profile
+from tufwaves.device.profile import MAX_VERSION, canonical_uuid
 from tufwaves.errors import InputError
 
 __all__ = [
@@ -38,11 +39,9 @@ __all__ = [
     "Inventory",
     "ProgressCallback",
     "RippleRecord",
+    "canonical_uuid",
     "ring_position",
 ]
-
-MAX_VERSION = 2**63 - 1
-"""Largest installed or wave version an inventory stores (a signed 64-bit int)."""
 
 ProgressCallback = Callable[[int], None]
 """Called now and then during an import with the number of rows read so far."""
@@ -407,24 +406,8 @@ class Inventory(Protocol):
 
 # -- rules shared by every implementation ------------------------------------
 
-UUID_RE = re.compile(r"[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}")
-NAME_PATTERN = "^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$"
-NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}")
-_WAVE_PATTERN = "^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
-_WAVE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
-VERSION_RE = re.compile(r"0|[1-9][0-9]{0,18}")
 _RING = struct.Struct(">q")
 _sha256 = hashlib.sha256
-
-
-def canonical_uuid(value: object) -> str:
-    """``value`` as a lowercase 8-4-4-4-12 UUID; InputError for anything else."""
-    if not isinstance(value, str) or UUID_RE.fullmatch(value) is None:
-        raise InputError(
-            f"{value!r} is not a device UUID; expected 8-4-4-4-12 hex digits "
-            "such as 123e4567-e89b-12d3-a456-426614174000"
-        )
-    return str(uuid_mod.UUID(value))
 
 
 def ring_position(uuid: str) -> int:
@@ -448,23 +431,17 @@ def ring_of_canonical(uuid: str) -> int:
 
 def check_name(what: str, value: object) -> str:
     """A tag, hardware id or group name, or InputError."""
-    if not isinstance(value, str) or NAME_RE.fullmatch(value) is None:
-        raise InputError(f"{what} {value!r} must match {NAME_PATTERN}")
-    return value
+    return profile.check_label(what, value)
 
 
 def check_wave(value: object) -> str:
     """A wave name, or InputError."""
-    if not isinstance(value, str) or _WAVE_RE.fullmatch(value) is None:
-        raise InputError(f"wave name {value!r} must match {_WAVE_PATTERN}")
-    return value
+    return profile.check_wave_name(value)
 
 
 def check_version(what: str, value: object) -> int:
-    """A non-negative integer version that fits a signed 64-bit integer."""
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_VERSION:
-        raise InputError(f"{what} {value!r} must be an integer from 0 to {MAX_VERSION}")
-    return value
+    """A release version (``int``, 0 to ``MAX_VERSION``), or InputError."""
+    return profile.check_version(value, what)
 
 
 def check_time(at: datetime) -> int:

@@ -13,16 +13,20 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Literal
 
+from tufwaves.device.profile import (
+    LABEL_PATTERN,
+    MAX_VERSION,
+    UUID_PATTERN,
+    VERSION_PATTERN,
+    is_label,
+    is_version_text,
+)
 from tufwaves.errors import InputError
 from tufwaves.server.inventory import (
     CSV_HEADER,
-    MAX_VERSION,
-    NAME_PATTERN,
-    NAME_RE,
-    UUID_RE,
-    VERSION_RE,
     DeviceRow,
     NormalRow,
+    canonical_uuid,
     normalise_row,
     ring_of_canonical,
 )
@@ -88,13 +92,11 @@ def _bad(path: Path, line: int, what: str) -> InputError:
 # quote, comma or newline, so every line of a good file matches this and only
 # lines that do not are handed to the csv module (quoted fields) or rejected.
 _CSV_LINE_RE = re.compile(
-    r"(?P<uuid>[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-"
-    r"[0-9A-Fa-f]{12}),"
-    r"(?P<hw>[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}),"
-    r"(?P<tag>[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}),"
-    r"(?P<groups>(?:[A-Za-z0-9][A-Za-z0-9_.+-]{0,63})"
-    r"(?:;[A-Za-z0-9][A-Za-z0-9_.+-]{0,63})*)?,"
-    r"(?P<version>0|[1-9][0-9]{0,18})?"
+    rf"(?P<uuid>{UUID_PATTERN}),"
+    rf"(?P<hw>{LABEL_PATTERN}),"
+    rf"(?P<tag>{LABEL_PATTERN}),"
+    rf"(?P<groups>(?:{LABEL_PATTERN})(?:;{LABEL_PATTERN})*)?,"
+    rf"(?P<version>{VERSION_PATTERN})?"
     r"\r?\n?"
 )
 
@@ -148,21 +150,22 @@ def _slow_csv_row(path: Path, line: int, text: str) -> NormalRow:
     if len(fields) != len(CSV_HEADER):
         raise _bad(path, line, f"expected 5 fields, found {len(fields)}")
     raw_uuid, hardware_id, tag, groups_text, version_text = fields
-    if UUID_RE.fullmatch(raw_uuid) is None:
-        raise _bad(path, line, f"uuid {raw_uuid!r} is not an 8-4-4-4-12 UUID")
+    try:
+        uuid = canonical_uuid(raw_uuid)
+    except InputError:
+        raise _bad(path, line, f"uuid {raw_uuid!r} is not an 8-4-4-4-12 UUID") from None
     for what, value in (("hardware_id", hardware_id), ("tag", tag)):
-        if NAME_RE.fullmatch(value) is None:
-            raise _bad(path, line, f"{what} {value!r} must match {NAME_PATTERN}")
+        if not is_label(value):
+            raise _bad(path, line, f"{what} {value!r} must match {LABEL_PATTERN}")
     groups = groups_text.split(";") if groups_text else []
     for group in groups:
-        if NAME_RE.fullmatch(group) is None:
-            raise _bad(path, line, f"group {group!r} must match {NAME_PATTERN}")
+        if not is_label(group):
+            raise _bad(path, line, f"group {group!r} must match {LABEL_PATTERN}")
     version: int | None = None
     if version_text:
-        if VERSION_RE.fullmatch(version_text) is None or (int(version_text) > MAX_VERSION):
+        if not is_version_text(version_text):
             raise _bad(path, line, _version_problem(version_text))
         version = int(version_text)
-    uuid = raw_uuid.lower()
     return NormalRow(
         uuid,
         ring_of_canonical(uuid),
