@@ -26,7 +26,6 @@ __all__ = [
     "level_up",
     "levels_above",
     "node_hash",
-    "path_length",
     "root_from_path",
     "subtree_path",
 ]
@@ -80,10 +79,8 @@ def chunk_roots(leaves: bytes, n: int, level: int) -> tuple[bytearray, int]:
             if sl[0] <= prev:
                 bad = start
             elif not all(map(lt, sl, itertools.islice(sl, 1, None))):
-                for k, (a, b) in enumerate(itertools.pairwise(sl)):
-                    if a >= b:
-                        bad = start + k + 1
-                        break
+                pairs = enumerate(itertools.pairwise(sl), start=start + 1)
+                bad = next(k for k, (a, b) in pairs if a >= b)  # all() says there is one
             prev = sl[-1]
         nodes = [sha(b"\x00" + x).digest() for x in sl]
         while len(nodes) > 1:
@@ -122,18 +119,6 @@ def subtree_path(leaves: bytes, n: int, index: int, level: int) -> list[bytes]:
         nodes = level_up(nodes)
         local >>= 1
     return path
-
-
-def path_length(index: int, size: int) -> int:
-    """Number of hashes in the inclusion proof of ``index`` in a tree of ``size``."""
-    count = 0
-    fn, sn = index, size - 1
-    while sn:
-        if fn & 1 or fn < sn:
-            count += 1
-        fn >>= 1
-        sn >>= 1
-    return count
 
 
 def root_from_path(index: int, size: int, leaf: bytes, path: Sequence[bytes]) -> bytes | None:
