@@ -3,7 +3,7 @@
 A second refresh after the repository changed must use the stored timestamp
 and snapshot for rollback checks and fetch what is new; a repository timestamp
 with the stored version but other bytes keeps the stored copy; a stored
-timestamp that the new root's keys do not sign is not used.
+timestamp or snapshot that the new root's keys do not sign is not used.
 """
 
 from __future__ import annotations
@@ -89,13 +89,14 @@ def test_same_timestamp_version_keeps_the_stored_copy(
     assert (tmp_path / "md" / "timestamp.json").read_bytes() == kept
 
 
-def test_stored_timestamp_under_rotated_keys_is_not_used(
-    url: str, sim: Simulator, tmp_path: Path
+@pytest.mark.parametrize("role", ["timestamp", "snapshot"], ids=["timestamp", "snapshot"])
+def test_stored_metadata_under_rotated_keys_is_not_used(
+    role: str, url: str, sim: Simulator, tmp_path: Path
 ) -> None:
     assert refresh(url, tmp_path) == 0
-    sim.rotate_root(keys={"timestamp": ["timestamp-2"]})
+    sim.rotate_root(keys={role: [f"{role}-2"]})
     sim.publish()
     sim.write_repository(tmp_path / "repo")
     assert refresh(url, tmp_path) == 0
-    assert stored(tmp_path, "timestamp") == sim.timestamp.version
+    assert stored(tmp_path, role) == sim.signed_of(role).version
     assert stored(tmp_path, "root") == 2
