@@ -348,19 +348,17 @@ def test_import_reports_progress(inv: SqliteInventory) -> None:
     assert seen == sorted(seen) and len(seen) >= 3
 
 
-def test_import_200k_devices_quickly(inv: SqliteInventory, tmp_path: Path) -> None:
+def test_import_200k_devices(inv: SqliteInventory, tmp_path: Path) -> None:
+    # Throughput is measured by bench/ (inventory import), not asserted here.
     n = 200_000
     lines = [
         f"{u(i)},{('rpi4', 'imx8')[i % 2]},main,{('lab', 'a;b', '')[i % 3]},{i % 7}"
         for i in range(1, n + 1)
     ]
     path = write_csv(tmp_path / "fleet.csv", *lines)
-    started = time.perf_counter()
     result = inv.import_file(path)
-    elapsed = time.perf_counter() - started
     assert result.added == n
     assert inv.count_eligible(WAVE) == n
-    assert elapsed < 30, f"{n} devices took {elapsed:.1f} s"
 
 
 # -- UUIDs --------------------------------------------------------------------

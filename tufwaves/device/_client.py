@@ -73,6 +73,7 @@ _STATE_MAX_BYTES: Final = 16_000_000
 
 S = TypeVar("S", Root, Timestamp, Snapshot, Targets)
 _LOWER_HEX: Final = re.compile(r"[0-9a-f]*")
+_SHA256_HEX: Final = re.compile(r"[0-9a-f]{64}")
 
 
 def _sha256(data: bytes) -> str:
@@ -162,9 +163,8 @@ def _version(value: object) -> int:
 
 
 def _hex(value: object) -> str:
-    if not isinstance(value, str) or len(value) != 64:
+    if not isinstance(value, str) or not _SHA256_HEX.fullmatch(value):
         raise ValueError("bad sha256")
-    int(value, 16)
     return value
 
 

@@ -79,10 +79,8 @@ def chunk_roots(leaves: bytes, n: int, level: int) -> tuple[bytearray, int]:
             if sl[0] <= prev:
                 bad = start
             elif not all(map(lt, sl, itertools.islice(sl, 1, None))):
-                for k, (a, b) in enumerate(itertools.pairwise(sl)):
-                    if a >= b:
-                        bad = start + k + 1
-                        break
+                pairs = enumerate(itertools.pairwise(sl), start=start + 1)
+                bad = next(k for k, (a, b) in pairs if a >= b)  # all() says there is one
             prev = sl[-1]
         nodes = [sha(b"\x00" + x).digest() for x in sl]
         while len(nodes) > 1:
