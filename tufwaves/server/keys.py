@@ -33,7 +33,7 @@ from cryptography.hazmat.primitives.serialization import (
 )
 from securesystemslib.signer import CryptoSigner, Key, Signer, SSlibKey
 
-from tufwaves.errors import InputError, KeyError_, StorageError
+from tufwaves.errors import InputError, KeyUseError, StorageError
 
 __all__ = [
     "KEY_TYPES",
@@ -58,18 +58,18 @@ def passphrase(purpose: str, *, confirm: bool = False) -> bytes:
     env = os.environ.get(PASSPHRASE_ENV)
     if env is not None:
         if not env:
-            raise KeyError_(f"{PASSPHRASE_ENV} is set but empty; set a passphrase")
+            raise KeyUseError(f"{PASSPHRASE_ENV} is set but empty; set a passphrase")
         return env.encode()
     if not sys.stdin.isatty():
-        raise KeyError_(
+        raise KeyUseError(
             f"a passphrase is needed for {purpose}: set {PASSPHRASE_ENV} "
             "or run the command at a terminal"
         )
     first = getpass.getpass(f"Passphrase for {purpose}: ")
     if confirm and getpass.getpass("Repeat passphrase: ") != first:
-        raise KeyError_("the passphrases did not match; nothing was written")
+        raise KeyUseError("the passphrases did not match; nothing was written")
     if not first:
-        raise KeyError_("an empty passphrase is not allowed")
+        raise KeyUseError("an empty passphrase is not allowed")
     return first.encode()
 
 
@@ -151,9 +151,9 @@ def _read_small(path: Path) -> bytes:
             raise InputError(f"{path} is too large to be a key file")
         return path.read_bytes()
     except FileNotFoundError:
-        raise KeyError_(f"key file {path} does not exist") from None
+        raise KeyUseError(f"key file {path} does not exist") from None
     except OSError as e:
-        raise KeyError_(f"cannot read key file {path}: {e.strerror}") from None
+        raise KeyUseError(f"cannot read key file {path}: {e.strerror}") from None
 
 
 def load_public_key(path: Path) -> tuple[str, Key, str | None]:
@@ -183,7 +183,7 @@ def _signer_from_pem(path: Path, pem: bytes) -> KeyRef:
     try:
         private = load_pem_private_key(pem, secret)
     except (ValueError, TypeError):
-        raise KeyError_(
+        raise KeyUseError(
             f"cannot decrypt {path}: wrong passphrase or not an encrypted PKCS#8 key"
         ) from None
     public = SSlibKey.from_crypto(private.public_key())
@@ -192,7 +192,7 @@ def _signer_from_pem(path: Path, pem: bytes) -> KeyRef:
     if pub_path.exists():
         name, key, _ = load_public_key(pub_path)
         if key.keyid != public.keyid:
-            raise KeyError_(f"{path} and {pub_path} are not the same key pair")
+            raise KeyUseError(f"{path} and {pub_path} are not the same key pair")
     return KeyRef(name, public, CryptoSigner(private, public))
 
 
@@ -213,7 +213,7 @@ def load_key_ref(spec: str) -> KeyRef:
             try:
                 private = load_pem_private_key(pem, None)
             except (ValueError, TypeError):
-                raise KeyError_(
+                raise KeyUseError(
                     f"{path} is not an unencrypted PKCS#8 PEM key "
                     "(use the .key file for encrypted keys)"
                 ) from None
@@ -232,7 +232,7 @@ def load_key_ref(spec: str) -> KeyRef:
         try:
             return KeyRef(name, key, Signer.from_priv_key_uri(uri, key))
         except Exception as e:
-            raise KeyError_(f"cannot load the signer of {path}: {type(e).__name__}") from None
+            raise KeyUseError(f"cannot load the signer of {path}: {type(e).__name__}") from None
     pem = _read_small(path)
     if b"PRIVATE KEY" not in pem:
         raise InputError(f"{path} is neither a .pub file nor a PEM private key")
