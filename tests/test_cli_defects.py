@@ -1,15 +1,183 @@
-"""Regression tests for command-line defects found on the landed code."""
+"""Regression tests for command-line defects found on the landed code.
+
+Each test failed on the code as it landed; the table-driven ones name the
+defect in their parameters.
+"""
 
 from __future__ import annotations
+
+import uuid as uuidlib
+from pathlib import Path
 
 import pytest
 
 from tufwaves import errors
+from tufwaves.cli import main
+
+Run = tuple[int, str, str]
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> Run:
+    try:
+        code = main(list(argv))
+    except SystemExit as e:  # --help and argparse errors
+        code = int(e.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture
+def keys(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Path:
+    d = tmp_path / "keys"
+    for name in ("root", "t1"):
+        assert run(capsys, "keys", "generate", name, "--dir", str(d))[0] == 0
+    return d
+
+
+@pytest.fixture
+def bare_repo(tmp_path: Path, keys: Path, capsys: pytest.CaptureFixture[str]) -> str:
+    path = str(tmp_path / "repo")
+    code, _, err = run(
+        capsys,
+        "repo",
+        "init",
+        path,
+        "--root-key",
+        str(keys / "root.key"),
+        "--targets-key",
+        str(keys / "t1.key"),
+    )
+    assert code == 0, err
+    return path
+
+
+def wave_init(
+    capsys: pytest.CaptureFixture[str],
+    repo: str,
+    keys: Path,
+    name: str,
+    *extra: str,
+    version: str = "10",
+) -> Run:
+    art = Path(repo).parent / "fw.img"
+    art.write_bytes(b"fw" * 50)
+    return run(
+        capsys,
+        "waves",
+        "init",
+        name,
+        version,
+        "prod",
+        "--repo",
+        repo,
+        "--artifact",
+        str(art),
+        "--hardware-id",
+        "hw1",
+        "--key",
+        str(keys / "t1.key"),
+        *extra,
+    )
+
+
+FLEET = 400
+
+
+@pytest.fixture
+def repo(bare_repo: str, keys: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> str:
+    """A repository with wave w1 (tag prod, hw1) and 400 devices (eu / us)."""
+    code, _, err = wave_init(capsys, bare_repo, keys, "w1")
+    assert code == 0, err
+    fleet = tmp_path / "fleet.csv"
+    rows = ["uuid,hardware_id,tag,groups,installed_version"]
+    rows += [
+        f"{uuidlib.UUID(int=i * 7919 + 13)},hw1,prod,{'eu' if i % 2 else 'us'},5"
+        for i in range(FLEET)
+    ]
+    fleet.write_text("\n".join(rows) + "\n")
+    code, _, err = run(capsys, "fleet", "import", str(fleet), "--repo", bare_repo)
+    assert code == 0, err
+    return bare_repo
+
+
+# -- errors ----------------------------------------------------------------
 
 
 def test_key_error_has_a_proper_name() -> None:
     assert not hasattr(errors, "KeyError_")
     assert issubclass(errors.KeyUseError, errors.TufwavesError)
     assert errors.KeyUseError.exit_code == 3
-    with pytest.raises(errors.KeyUseError):
-        raise errors.KeyUseError("x")
+
+
+# -- waves init --max-fraction, --expires-days, cancel --help ----------------
+
+
+def test_max_fraction_sets_the_signed_cap(
+    repo: str, keys: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = wave_init(
+        capsys, repo, keys, "w2", "--no-online-complete", "--max-fraction", "5%", version="11"
+    )
+    assert code == 0, err
+    code, out, _ = run(capsys, "waves", "show", "w2", "--repo", repo)
+    assert code == 0 and "fraction ripples up to 5%" in out
+    code, _, err = run(capsys, "waves", "rollout", "w2", "--repo", repo, "--fraction", "6%")
+    assert code == 1 and "at most 5%" in err
+    code, _, err = run(capsys, "waves", "rollout", "w2", "--repo", repo, "--fraction", "0.05")
+    assert code == 0, err
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [("100%", "below 100%"), ("1.5", "above 100%"), ("abc", "like 0.05 or 5%")],
+)
+def test_max_fraction_bad_values_exit_2(
+    repo: str, keys: Path, capsys: pytest.CaptureFixture[str], value: str, message: str
+) -> None:
+    code, _, err = wave_init(
+        capsys, repo, keys, "w2", "--no-online-complete", "--max-fraction", value, version="11"
+    )
+    assert code == 2 and message in err
+
+
+@pytest.mark.parametrize("days", ["99999999", "0", "-1", "3651", "1e3"])
+@pytest.mark.parametrize("command", ["repo init", "waves init", "repo rotate-root"])
+def test_expires_days_out_of_range_exits_2(
+    bare_repo: str,
+    keys: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    command: str,
+    days: str,
+) -> None:
+    key = str(keys / "root.key")
+    argv = {
+        "repo init": [
+            "repo",
+            "init",
+            str(tmp_path / "r2"),
+            "--root-key",
+            key,
+            "--targets-key",
+            key,
+        ],
+        "waves init": ["waves", "init", "w9", "10", "prod", "--repo", bare_repo],
+        "repo rotate-root": ["repo", "rotate-root", "--repo", bare_repo, "--key", key],
+    }[command]
+    code, out, err = run(capsys, *argv, f"--expires-days={days}")
+    assert code == 2, err
+    assert "1 to 3650" in err and "Traceback" not in err + out
+    assert not (tmp_path / "r2").exists()
+
+
+def test_expires_days_in_range_is_accepted(
+    bare_repo: str, keys: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert wave_init(capsys, bare_repo, keys, "w9", "--expires-days", "3650")[0] == 0
+
+
+def test_cancel_help_documents_only_its_own_options(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "waves", "cancel", "--help")
+    assert code == 0 and "--offline" not in out
+    code, out, _ = run(capsys, "waves", "complete", "--help")
+    assert code == 0 and "--offline" in out

@@ -11,7 +11,9 @@ from contextlib import contextmanager
 from typing import Any
 
 __all__ = [
+    "MAX_EXPIRES_DAYS",
     "Progress",
+    "add_expires_days",
     "add_json_flag",
     "emit_json",
     "example_epilog",
@@ -22,6 +24,31 @@ __all__ = [
 def example_epilog(*lines: str) -> str:
     """Format an ``--help`` epilog that shows examples."""
     return "example:\n" + "\n".join(f"  {line}" for line in lines)
+
+
+MAX_EXPIRES_DAYS = 3650
+"""The longest expiry ``--expires-days`` accepts (about ten years)."""
+
+
+def _expires_days(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= MAX_EXPIRES_DAYS:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a number of days from 1 to {MAX_EXPIRES_DAYS}"
+        )
+    return int(text)
+
+
+def add_expires_days(
+    parser: argparse.ArgumentParser | argparse._MutuallyExclusiveGroup, what: str
+) -> None:
+    """``--expires-days N``: a whole number from 1 to MAX_EXPIRES_DAYS."""
+    parser.add_argument(
+        "--expires-days",
+        type=_expires_days,
+        default=None,
+        metavar="N",
+        help=f"{what} expires in N days, 1 to {MAX_EXPIRES_DAYS} (default 365)",
+    )
 
 
 def add_json_flag(parser: argparse.ArgumentParser) -> None:

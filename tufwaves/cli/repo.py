@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from tufwaves.cli._ceremony import add_ceremony_commands, print_ceremony
-from tufwaves.cli._common import add_json_flag, emit_json, example_epilog
+from tufwaves.cli._common import add_expires_days, add_json_flag, emit_json, example_epilog
 from tufwaves.errors import InputError
 from tufwaves.server.keys import PASSPHRASE_ENV, load_key_ref
 from tufwaves.server.metadata import expiry
@@ -65,7 +65,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar="ROLE=PUB",
         help=f"use an existing key for one of {', '.join(ONLINE_ROLES)} (its .key beside it)",
     )
-    init.add_argument("--expires-days", type=int, default=None, metavar="N")
+    add_expires_days(init, "root and targets")
     add_json_flag(init)
     init.set_defaults(func=_init)
 
@@ -118,7 +118,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="the new root key set (default: keep the current keys); " + KEY_HELP,
     )
     rot.add_argument("--root-threshold", type=int, default=None, metavar="N")
-    rot.add_argument("--expires-days", type=int, default=None, metavar="N", help="default 365")
+    add_expires_days(rot, "the new root")
     rot.add_argument(
         "--key",
         action="append",

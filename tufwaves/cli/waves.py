@@ -9,7 +9,13 @@ from decimal import Decimal
 from pathlib import Path
 
 from tufwaves.cli._ceremony import add_ceremony_commands, print_ceremony
-from tufwaves.cli._common import add_json_flag, emit_json, example_epilog, info
+from tufwaves.cli._common import (
+    add_expires_days,
+    add_json_flag,
+    emit_json,
+    example_epilog,
+    info,
+)
 from tufwaves.device.membership import parse_uuid_list
 from tufwaves.errors import InputError
 from tufwaves.server.inventory import RippleRecord
@@ -99,8 +105,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         action="store_true",
         help="policy: completing the wave needs an offline ceremony",
     )
+    init.add_argument(
+        "--max-fraction",
+        metavar="P",
+        default=None,
+        help="policy: largest fraction ripple, e.g. 0.05 or 5%% (default 100%%, "
+        "or 0 = no fraction ripples with --no-online-complete; below 100%% then)",
+    )
     group = init.add_mutually_exclusive_group()
-    group.add_argument("--expires-days", type=int, default=None, metavar="N", help="default 365")
+    add_expires_days(group, "the wave")
     group.add_argument("--expires-at", default=None, metavar="RFC3339")
     init.add_argument(
         "--key",
@@ -237,7 +250,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             action="append",
             default=[],
             metavar="KEY",
-            help="rollout key (or, with --offline, offline targets key)",
+            help=(
+                "rollout key (or, with --offline, offline targets key)"
+                if verb == "complete"
+                else "rollout key (default: the repository's online rollout key)"
+            ),
         )
         if verb == "complete":
             p.add_argument(
@@ -266,6 +283,7 @@ def _init(args: argparse.Namespace) -> int:
     policy = Policy(
         max_ripple_size=args.max_ripple_size,
         online_complete=not args.no_online_complete,
+        max_fraction_ppm=_parse_fraction(args.max_fraction, "--max-fraction"),
     )
     ceremony = init_wave(
         repo,
