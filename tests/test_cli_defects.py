@@ -181,3 +181,43 @@ def test_cancel_help_documents_only_its_own_options(capsys: pytest.CaptureFixtur
     assert code == 0 and "--offline" not in out
     code, out, _ = run(capsys, "waves", "complete", "--help")
     assert code == 0 and "--offline" in out
+
+
+# -- fleet refuses what is not a repository; bundle --out never mkdirs --------
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["fleet", "list"],
+        ["fleet", "import", "FLEET"],
+        ["fleet", "show", str(uuidlib.UUID(int=13))],
+        ["fleet", "report", str(uuidlib.UUID(int=13)), "--installed-version", "3"],
+    ],
+    ids=lambda argv: " ".join(argv[:2]),
+)
+def test_fleet_refuses_a_folder_that_is_not_a_repository(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str]
+) -> None:
+    folder = tmp_path / "plain"
+    folder.mkdir()
+    fleet = tmp_path / "fleet.csv"
+    fleet.write_text(
+        f"uuid,hardware_id,tag,groups,installed_version\n{uuidlib.UUID(int=13)},h,t,,\n"
+    )
+    argv = [str(fleet) if a == "FLEET" else a for a in argv]
+    code, _, err = run(capsys, *argv, "--repo", str(folder))
+    assert code == 2 and "not a tufwaves repository" in err
+    assert list(folder.iterdir()) == []
+
+
+def test_bundle_out_in_a_missing_folder_exits_3(
+    repo: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "nonexistent" / "dir" / "x.bundle"
+    code, _, err = run(
+        capsys, "device", "bundle", str(uuidlib.UUID(int=13)), "--repo", repo, "--out", str(out)
+    )
+    assert code == 3, err
+    assert "does not exist" in err and "Traceback" not in err
+    assert not (tmp_path / "nonexistent").exists()

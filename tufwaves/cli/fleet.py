@@ -13,6 +13,7 @@ from tufwaves.cli import _common
 from tufwaves.errors import InputError
 from tufwaves.server.inventory import Device
 from tufwaves.server.inventory.sqlite import FILENAME, SqliteInventory
+from tufwaves.server.repository import Repository
 
 __all__ = ["register"]
 
@@ -131,13 +132,10 @@ def _count(text: str) -> int:
     return int(text)
 
 
-def _open(repo: Path) -> SqliteInventory:
-    if not repo.is_dir():
-        raise InputError(
-            f"repository {repo} does not exist; create it with 'tufwaves repo init' "
-            "or pass the right --repo"
-        )
-    return SqliteInventory.open(repo / FILENAME)
+def _open(path: Path) -> SqliteInventory:
+    """The inventory of the repository ``path``; refuses what is not a repository."""
+    repo = Repository.open(path)
+    return SqliteInventory.open(repo.path / FILENAME)
 
 
 def _time(device: Device) -> str:
