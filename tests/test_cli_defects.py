@@ -6,13 +6,15 @@ defect in their parameters.
 
 from __future__ import annotations
 
+import json
 import uuid as uuidlib
 from pathlib import Path
 
 import pytest
 
 from tufwaves import errors
-from tufwaves.cli import main
+from tufwaves.cli import DEBUG_ENV, EXIT_INTERNAL, main
+from tufwaves.server.repository import Repository
 
 Run = tuple[int, str, str]
 
@@ -221,3 +223,103 @@ def test_bundle_out_in_a_missing_folder_exits_3(
     assert code == 3, err
     assert "does not exist" in err and "Traceback" not in err
     assert not (tmp_path / "nonexistent").exists()
+
+
+# -- dependency errors, internal errors, JSON errors, subcommand usage -------
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["waves", "list"],
+        ["waves", "show", "w1"],
+        ["waves", "status", "w1"],
+        ["device", "bundle", str(uuidlib.UUID(int=13)), "--out", "OUT"],
+    ],
+    ids=lambda argv: " ".join(argv[:2]),
+)
+def test_truncated_wave_file_is_a_storage_error(
+    repo: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str]
+) -> None:
+    wave_file = Path(repo) / "metadata" / "1.wave.w1.json"
+    wave_file.write_bytes(wave_file.read_bytes()[:100])
+    argv = [str(tmp_path / "b") if a == "OUT" else a for a in argv]
+    code, out, err = run(capsys, *argv, "--repo", repo)
+    assert code == 3, err
+    assert str(wave_file) in err and "backup" in err
+    assert "Traceback" not in out + err
+
+
+@pytest.mark.parametrize(
+    "argv", [["repo", "refresh"], ["waves", "rollout", "w1", "--limit", "1"]], ids=str
+)
+def test_missing_online_key_is_a_storage_error(
+    repo: str, capsys: pytest.CaptureFixture[str], argv: list[str]
+) -> None:
+    config = Path(repo) / "tufwaves.json"
+    data = json.loads(config.read_text())
+    data["online_keys"] = {}
+    config.write_text(json.dumps(data))
+    code, out, err = run(capsys, *argv, "--repo", repo)
+    assert code == 3, err
+    assert "names no online" in err and str(config) in err
+    assert "Traceback" not in out + err
+
+
+@pytest.mark.parametrize("debug", [None, "env", "verbose"])
+def test_unexpected_exception_is_an_internal_error(
+    bare_repo: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    debug: str | None,
+) -> None:
+    def boom(self: object) -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(Repository, "state", boom)
+    if debug == "env":
+        monkeypatch.setenv(DEBUG_ENV, "1")
+    verbose = ["-v"] if debug == "verbose" else []
+    code, out, err = run(capsys, *verbose, "repo", "show", "--repo", bare_repo)
+    assert code == EXIT_INTERNAL == 70
+    assert "tufwaves: error: internal error: RuntimeError: boom; please report it" in err
+    assert ("Traceback" in err) == (debug is not None)
+    assert out == ""
+
+
+def test_unknown_option_shows_the_subcommand_usage(
+    repo: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = run(capsys, "waves", "show", "w1", "--repo", repo, "--bogus")
+    assert code == 2
+    assert err.startswith("usage: tufwaves waves show ")
+    assert "tufwaves waves show: error: unrecognized arguments: --bogus" in err
+    assert "Try 'tufwaves waves show --help'" in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "exit_code", "words"),
+    [
+        (["waves", "show", "nosuch", "--repo", "REPO"], 2, "no wave nosuch"),
+        (["waves", "show", "w1", "--repo", "REPO", "--bogus"], 2, "unrecognized arguments"),
+        (["waves", "rollout", "w1", "--repo", "REPO", "--limit", "x"], 2, "--limit"),
+        (["waves", "rollout", "w1", "--repo", "REPO", "--group", "nosuch"], 1, "no eligible"),
+        (["fleet", "list", "--repo", "NOTREPO"], 2, "not a tufwaves repository"),
+        (["waves", "init", "w2", "11", "prod", "--repo", "REPO", "--expires-days", "0"], 2, "1 to"),
+    ],
+    ids=["input", "usage", "bad-limit", "refused", "not-a-repo", "parser-type"],
+)
+def test_json_errors_are_json_on_stdout(
+    repo: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    argv: list[str],
+    exit_code: int,
+    words: str,
+) -> None:
+    argv = [{"REPO": repo, "NOTREPO": str(tmp_path)}.get(a, a) for a in argv]
+    code, out, err = run(capsys, *argv, "--json")
+    assert code == exit_code
+    error = json.loads(out)
+    assert error == {"error": error["error"], "exit_code": exit_code}
+    assert words in error["error"] and words in err

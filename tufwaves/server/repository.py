@@ -122,13 +122,22 @@ class Repository:
         config["key_names"] = {**config.get("key_names", {}), **names}
         self.write_config(config)
 
+    def _online_pub(self, role: str) -> Path:
+        """The .pub file of the online ``role`` key, as tufwaves.json names it."""
+        keys = self.config.get("online_keys")
+        rel = keys.get(role) if isinstance(keys, dict) else None
+        if not isinstance(rel, str):
+            raise StorageError(
+                f"{self.path / CONFIG_NAME} names no online {role} key (online_keys.{role}); "
+                "the repository configuration is damaged: restore it from a backup"
+            )
+        return self.path / rel
+
     def online_key(self, role: str) -> Key:
-        rel = self.config["online_keys"][role]
-        return load_public_key(self.path / rel)[1]
+        return load_public_key(self._online_pub(role))[1]
 
     def online_signer(self, role: str) -> Signer:
-        rel: str = self.config["online_keys"][role]
-        ref = load_key_ref(str(self.path / rel).removesuffix(".pub") + ".key")
+        ref = load_key_ref(str(self._online_pub(role)).removesuffix(".pub") + ".key")
         if ref.signer is None:  # pragma: no cover - .key always yields a signer
             raise StorageError(f"no private key for the online {role} key")
         return ref.signer
@@ -209,13 +218,25 @@ class Repository:
         return self._read(f"{version}.{role}.json")
 
     def root(self) -> Metadata[Root]:
-        return Metadata[Root].from_bytes(self.role_bytes("root"))
+        try:
+            return Metadata[Root].from_bytes(self.role_bytes("root"))
+        except DeserializationError as e:
+            raise self._unreadable("root.json", e) from None
 
     def load_targets(self, role: str, state: PublishedState | None = None) -> Metadata[Targets]:
         version = (state or self.state()).version_of(role)
         if version is None:
             raise InputError(f"role {role} is not published")
-        return Metadata[Targets].from_bytes(self.role_bytes(role, version))
+        try:
+            return Metadata[Targets].from_bytes(self.role_bytes(role, version))
+        except DeserializationError as e:
+            raise self._unreadable(f"{version}.{role}.json", e) from None
+
+    def _unreadable(self, name: str, e: Exception) -> StorageError:
+        return StorageError(
+            f"{self.metadata_dir / name} is not valid TUF metadata ({e}); the published "
+            "repository is damaged: restore the file from a backup or the web server copy"
+        )
 
     # ------------------------------------------------------------- publish
     def publish(
