@@ -6,6 +6,7 @@ defect in their parameters.
 
 from __future__ import annotations
 
+import argparse
 import json
 import uuid as uuidlib
 from pathlib import Path
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tufwaves import errors
-from tufwaves.cli import DEBUG_ENV, EXIT_INTERNAL, main
+from tufwaves.cli import DEBUG_ENV, EXIT_INTERNAL, build_parser, main, walk_parsers
 from tufwaves.server.repository import Repository
 
 Run = tuple[int, str, str]
@@ -323,3 +324,68 @@ def test_json_errors_are_json_on_stdout(
     error = json.loads(out)
     assert error == {"error": error["error"], "exit_code": exit_code}
     assert words in error["error"] and words in err
+
+
+# -- help: every page has a description, an example and help on every option -
+
+
+def _pages() -> list[tuple[str, argparse.ArgumentParser]]:
+    return [(" ".join(path), p) for path, p in walk_parsers(build_parser())]
+
+
+@pytest.mark.parametrize(("command", "parser"), _pages(), ids=[c for c, _ in _pages()])
+def test_every_help_page_is_complete(command: str, parser: argparse.ArgumentParser) -> None:
+    assert parser.description, f"{command}: no description"
+    assert parser.epilog and "example:\n  tufwaves " in parser.epilog, command
+    for action in parser._actions:
+        if isinstance(action, argparse._HelpAction | argparse._SubParsersAction):
+            continue
+        name = "/".join(action.option_strings) or action.dest
+        assert action.help, f"{command}: {name} has no help text"
+    text = parser.format_help()
+    assert "%%" not in text, f"{command}: a literal %% in --help"
+    assert "example:" in text
+
+
+def test_every_command_is_walked() -> None:
+    commands = {c for c, _ in _pages()}
+    assert len(commands) > 30
+    assert {"tufwaves waves rollout", "tufwaves repo ceremony sign", "tufwaves demo"} <= commands
+
+
+@pytest.mark.parametrize("argv", [["waves", "rollout", "--help"], ["demo", "--help"]], ids=str)
+def test_help_shows_percent_signs_once(capsys: pytest.CaptureFixture[str], argv: list[str]) -> None:
+    code, out, _ = run(capsys, *argv)
+    assert code == 0 and "%%" not in out and "10%" in out
+
+
+# -- TUFWAVES_REPO --------------------------------------------------------
+
+
+def test_every_repo_option_defaults_to_tufwaves_repo(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TUFWAVES_REPO", "/srv/ota/repo")
+    with_repo = []
+    for path, parser in walk_parsers(build_parser()):
+        for action in parser._actions:
+            if "--repo" in action.option_strings:
+                with_repo.append(" ".join(path))
+                assert not action.required and action.default == Path("/srv/ota/repo")
+                assert action.help and "$TUFWAVES_REPO" in action.help
+    assert len(with_repo) > 20
+    monkeypatch.delenv("TUFWAVES_REPO")
+    for _, parser in walk_parsers(build_parser()):
+        for action in parser._actions:
+            if "--repo" in action.option_strings:
+                assert action.required
+
+
+@pytest.mark.parametrize(
+    "argv", [["waves", "list"], ["fleet", "list"], ["waves", "status", "w1"]], ids=str
+)
+def test_commands_use_tufwaves_repo(
+    repo: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, argv: list[str]
+) -> None:
+    monkeypatch.setenv("TUFWAVES_REPO", repo)
+    code, out, err = run(capsys, *argv)
+    assert code == 0, err
+    assert out

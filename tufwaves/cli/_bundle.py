@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from tufwaves._files import atomic_write
-from tufwaves.cli._common import add_json_flag, emit_json, example_epilog, info
+from tufwaves.cli._common import add_json_flag, add_repo, emit_json, example_epilog, info
 from tufwaves.errors import InputError, StorageError
 from tufwaves.server.bundler import build_bundle
 from tufwaves.server.repository import Repository
@@ -28,9 +28,15 @@ def add_bundle_command(commands: argparse._SubParsersAction[argparse.ArgumentPar
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    bundle.add_argument("uuid", metavar="UUID")
-    bundle.add_argument("--repo", required=True, type=Path)
-    bundle.add_argument("--out", required=True, type=Path, metavar="FILE")
+    bundle.add_argument("uuid", metavar="UUID", help="the device's UUID")
+    add_repo(bundle)
+    bundle.add_argument(
+        "--out",
+        required=True,
+        type=Path,
+        metavar="FILE",
+        help="the bundle file to write (its folder must exist)",
+    )
     bundle.add_argument(
         "--since-root",
         type=int,

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from tufwaves._files import atomic_write
-from tufwaves.cli._common import info
+from tufwaves.cli._common import add_repo, info
 from tufwaves.errors import InputError, RefusedError
 from tufwaves.server.ceremony import Ceremony
 from tufwaves.server.keys import load_key_ref
@@ -29,14 +29,21 @@ def add_ceremony_commands(
     exp = csub.add_parser(
         "export",
         help=f"write the pending {noun} to a file for air-gapped signers",
+        description=(
+            f"Write the pending {noun} (what must be signed and the signatures so "
+            "far) to FILE, for signers on an air-gapped machine ('sign' there, "
+            "'import' here)."
+        ),
         epilog=f"example:\n  tufwaves {example_id} export {'WAVE ' if id_arg else ''}"
         "ceremony.json --repo repo",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     if id_arg:
-        exp.add_argument(id_arg, metavar=id_arg.upper())
-    exp.add_argument("file", type=Path, metavar="FILE")
-    exp.add_argument("--repo", required=True, type=Path)
+        exp.add_argument(
+            id_arg, metavar=id_arg.upper(), help=f"the {id_arg} whose ceremony to export"
+        )
+    exp.add_argument("file", type=Path, metavar="FILE", help="the ceremony file to write")
+    add_repo(exp)
     exp.add_argument("--force", action="store_true", help="overwrite FILE")
     exp.set_defaults(func=lambda a: _export(a, ceremony_id(a)))
 
@@ -51,7 +58,7 @@ def add_ceremony_commands(
         epilog=f"example:\n  tufwaves {example_id} sign ceremony.json --key alice.key",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    sign.add_argument("file", type=Path, metavar="FILE")
+    sign.add_argument("file", type=Path, metavar="FILE", help="the ceremony file (updated)")
     sign.add_argument("--key", required=True, help="private key file or URI")
     sign.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     sign.set_defaults(func=_sign_file)
@@ -59,22 +66,32 @@ def add_ceremony_commands(
     drop = csub.add_parser(
         "discard",
         help=f"drop the pending {noun} and its staged files (nothing was published)",
+        description=(
+            f"Drop the pending {noun} and its staged files. Nothing of it was "
+            "published, so nothing changes for devices."
+        ),
         epilog=f"example:\n  tufwaves {example_id} discard {'WAVE ' if id_arg else ''}--repo repo",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     if id_arg:
-        drop.add_argument(id_arg, metavar=id_arg.upper())
-    drop.add_argument("--repo", required=True, type=Path)
+        drop.add_argument(
+            id_arg, metavar=id_arg.upper(), help=f"the {id_arg} whose ceremony to drop"
+        )
+    add_repo(drop)
     drop.set_defaults(func=lambda a: _discard(a, ceremony_id(a)))
 
     imp = csub.add_parser(
         "import",
         help="merge the signatures of a ceremony file; publish when complete",
+        description=(
+            "Check and merge the signatures of a signed ceremony file into the "
+            "pending ceremony; publish when every role meets its threshold."
+        ),
         epilog=f"example:\n  tufwaves {example_id} import ceremony.json --repo repo",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    imp.add_argument("file", type=Path, metavar="FILE")
-    imp.add_argument("--repo", required=True, type=Path)
+    imp.add_argument("file", type=Path, metavar="FILE", help="the signed ceremony file")
+    add_repo(imp)
     imp.set_defaults(func=_import)
 
 

@@ -8,13 +8,16 @@ import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 __all__ = [
     "MAX_EXPIRES_DAYS",
+    "REPO_ENV",
     "Progress",
     "add_expires_days",
     "add_json_flag",
+    "add_repo",
     "emit_json",
     "example_epilog",
     "info",
@@ -48,6 +51,25 @@ def add_expires_days(
         default=None,
         metavar="N",
         help=f"{what} expires in N days, 1 to {MAX_EXPIRES_DAYS} (default 365)",
+    )
+
+
+REPO_ENV = "TUFWAVES_REPO"
+"""The environment variable that gives ``--repo`` its default."""
+
+
+def add_repo(parser: argparse.ArgumentParser, what: str = "the repository directory") -> None:
+    """``--repo REPO``, required unless TUFWAVES_REPO is set (then its default)."""
+    default = os.environ.get(REPO_ENV) or None
+    parser.add_argument(
+        "--repo",
+        type=Path,
+        metavar="REPO",
+        default=None if default is None else Path(default),
+        required=default is None,
+        help=f"{what} (default: ${REPO_ENV}"
+        + ("" if default is None else ", now " + default.replace("%", "%%"))
+        + ")",
     )
 
 

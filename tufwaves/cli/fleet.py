@@ -109,13 +109,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _add_repo(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--repo",
-        required=True,
-        type=Path,
-        metavar="REPO",
-        help="the repository directory (its inventory is REPO/inventory.sqlite)",
-    )
+    _common.add_repo(parser, "the repository directory (its inventory is REPO/inventory.sqlite)")
 
 
 def _version(text: str) -> int:

@@ -12,6 +12,7 @@ from tufwaves.cli._ceremony import add_ceremony_commands, print_ceremony
 from tufwaves.cli._common import (
     add_expires_days,
     add_json_flag,
+    add_repo,
     emit_json,
     example_epilog,
     info,
@@ -48,6 +49,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     waves = sub.add_parser(
         "waves",
         help="create, sign and roll out waves",
+        description=(
+            "A wave is one release (artifacts, tag, version) signed offline; "
+            "ripples signed by its online rollout keys let devices install it."
+        ),
         epilog=example_epilog(
             "tufwaves waves init spring-fix 42 production --repo repo --artifact fw.img "
             "--hardware-id imx8mm --key alice.key",
@@ -73,12 +78,25 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    init.add_argument("wave", metavar="WAVE")
+    init.add_argument("wave", metavar="WAVE", help="the new wave's name")
     init.add_argument("version", metavar="VERSION", help="integer, above every earlier one of TAG")
-    init.add_argument("tag", metavar="TAG")
-    init.add_argument("--repo", required=True, type=Path)
-    init.add_argument("--artifact", action="append", default=[], type=Path, metavar="FILE")
-    init.add_argument("--hardware-id", action="append", default=[], metavar="HW")
+    init.add_argument("tag", metavar="TAG", help="the tag (release channel) the wave is for")
+    add_repo(init)
+    init.add_argument(
+        "--artifact",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="FILE",
+        help="an artifact to publish (repeat for several)",
+    )
+    init.add_argument(
+        "--hardware-id",
+        action="append",
+        default=[],
+        metavar="HW",
+        help="a hardware id the wave is for (repeat for several)",
+    )
     init.add_argument(
         "--targets-file",
         type=Path,
@@ -92,7 +110,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar="PUB",
         help="online key that may sign ripples (default: the repository's)",
     )
-    init.add_argument("--rollout-threshold", type=int, default=1, metavar="N")
+    init.add_argument(
+        "--rollout-threshold",
+        type=int,
+        default=1,
+        metavar="N",
+        help="rollout signatures every ripple needs (default 1)",
+    )
     init.add_argument(
         "--max-ripple-size",
         type=int,
@@ -114,7 +138,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     group = init.add_mutually_exclusive_group()
     add_expires_days(group, "the wave")
-    group.add_argument("--expires-at", default=None, metavar="RFC3339")
+    group.add_argument(
+        "--expires-at", default=None, metavar="RFC3339", help="the wave expires at this time"
+    )
     init.add_argument(
         "--key",
         action="append",
@@ -129,17 +155,25 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     sign = wsub.add_parser(
         "sign",
         help="add one offline signature to a pending wave",
+        description=(
+            "Sign the pending wave (its role and the new targets) with KEY; "
+            "publish it when the targets threshold is met."
+        ),
         epilog=example_epilog("tufwaves waves sign spring-fix --repo repo --key carol.key"),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    sign.add_argument("wave", metavar="WAVE")
-    sign.add_argument("--repo", required=True, type=Path)
-    sign.add_argument("--key", required=True)
+    sign.add_argument("wave", metavar="WAVE", help="the pending wave")
+    add_repo(sign)
+    sign.add_argument("--key", required=True, help="offline targets key file or URI")
     sign.set_defaults(func=_sign)
 
     cer = wsub.add_parser(
         "ceremony",
         help="air-gapped signing: export, sign, import, discard",
+        description=(
+            "Move a pending wave's ceremony to air-gapped signers: export it to a "
+            "file, sign the file offline, import it back (or discard it)."
+        ),
         epilog=example_epilog(
             "tufwaves waves ceremony export spring-fix ceremony.json --repo repo",
             "tufwaves waves ceremony sign ceremony.json --key carol.key",
@@ -158,29 +192,36 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     lst = wsub.add_parser(
         "list",
         help="list waves",
+        description="List the waves of the repository: tag, version, status, ripples, expiry.",
         epilog=example_epilog("tufwaves waves list --repo repo --status active --json"),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    lst.add_argument("--repo", required=True, type=Path)
-    lst.add_argument("--tag")
-    lst.add_argument("--status", choices=STATUSES)
+    add_repo(lst)
+    lst.add_argument("--tag", metavar="T", help="only waves of this tag")
+    lst.add_argument("--status", choices=STATUSES, help="only waves in this state")
     add_json_flag(lst)
     lst.set_defaults(func=_list)
 
     show = wsub.add_parser(
         "show",
         help="show a wave: artifacts, signatures, rollout history",
+        description=(
+            "Show a wave: policy, artifacts, signatures and ripple history; with "
+            "--members --ripple K, the UUIDs ripple K names."
+        ),
         epilog=example_epilog("tufwaves waves show spring-fix --repo repo"),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    show.add_argument("wave", metavar="WAVE")
-    show.add_argument("--repo", required=True, type=Path)
+    show.add_argument("wave", metavar="WAVE", help="the wave")
+    add_repo(show)
     show.add_argument(
         "--members",
         action="store_true",
         help="print the UUIDs of --ripple K (recomputed for fraction ripples)",
     )
-    show.add_argument("--ripple", type=int, metavar="K")
+    show.add_argument(
+        "--ripple", type=int, metavar="K", help="the ripple whose members --members prints"
+    )
     add_json_flag(show)
     show.set_defaults(func=_show)
 
@@ -191,8 +232,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             "Choose devices and publish ripple K of the wave, signed by its rollout "
             "keys. Candidates match the tag and a hardware id of the wave, do not "
             "run its version or newer, and no earlier ripple of the wave selected "
-            "them. --group restricts to a group; --limit N or N%% picks at random "
-            "(N%% of the eligible candidates); --uuids alone requires every listed "
+            "them. --group restricts to a group; --limit N or N% picks at random "
+            "(N% of the eligible candidates); --uuids alone requires every listed "
             "device to be eligible; --uuids with --limit picks within the list. A "
             "whole-group rollout signs the group's eligible members now; run it "
             "again to add devices that joined since. --fraction P signs a "
@@ -206,10 +247,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    roll.add_argument("wave", metavar="WAVE")
-    roll.add_argument("--repo", required=True, type=Path)
-    roll.add_argument("--group", metavar="G")
-    roll.add_argument("--limit", metavar="N|N%")
+    roll.add_argument("wave", metavar="WAVE", help="the active wave")
+    add_repo(roll)
+    roll.add_argument("--group", metavar="G", help="only devices of this group")
+    roll.add_argument(
+        "--limit", metavar="N|N%", help="at most N devices, or N%% of the eligible ones"
+    )
     roll.add_argument(
         "--uuids",
         metavar="a,b,...|@FILE|@-",
@@ -240,11 +283,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         p = wsub.add_parser(
             verb,
             help=text,
+            description=text[0].upper() + text[1:] + ".",
             epilog=example_epilog(f"tufwaves waves {verb} spring-fix --repo repo"),
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
-        p.add_argument("wave", metavar="WAVE")
-        p.add_argument("--repo", required=True, type=Path)
+        p.add_argument("wave", metavar="WAVE", help="the active wave")
+        add_repo(p)
         p.add_argument(
             "--key",
             action="append",
@@ -268,11 +312,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     status = wsub.add_parser(
         "status",
         help="per group: total, eligible, selected and updated devices",
+        description=(
+            "Per group (and devices in no group, and in total): devices, eligible "
+            "ones, ones a ripple selected (fraction ripples included), updated ones."
+        ),
         epilog=example_epilog("tufwaves waves status spring-fix --repo repo --json"),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    status.add_argument("wave", metavar="WAVE")
-    status.add_argument("--repo", required=True, type=Path)
+    status.add_argument("wave", metavar="WAVE", help="the wave")
+    add_repo(status)
     add_json_flag(status)
     status.set_defaults(func=_status)
 
