@@ -389,3 +389,123 @@ def test_commands_use_tufwaves_repo(
     code, out, err = run(capsys, *argv)
     assert code == 0, err
     assert out
+
+
+# -- option combinations ------------------------------------------------------
+
+
+def test_print_uuids_with_json_adds_the_uuids(
+    repo: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["waves", "rollout", "w1", "--repo", repo, "--limit", "3", "--seed", "s", "--dry-run"]
+    code, out, _ = run(capsys, *argv, "--print-uuids", "--json")
+    assert code == 0
+    doc = json.loads(out)
+    assert doc["devices"] == 3 and len(doc["uuids"]) == 3 and doc["dry_run"] is True
+    code, plain, _ = run(capsys, *argv, "--print-uuids")
+    assert plain.split() == doc["uuids"]
+
+
+def test_ripple_without_members_is_refused(repo: str, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, "waves", "show", "w1", "--repo", repo, "--ripple", "1")
+    assert code == 2 and "add --members" in err and out == ""
+
+
+def _status_total(capsys: pytest.CaptureFixture[str], repo: str) -> dict[str, int]:
+    code, out, err = run(capsys, "waves", "status", "w1", "--repo", repo, "--json")
+    assert code == 0, err
+    (total,) = [g for g in json.loads(out)["groups"] if g["kind"] == "total"]
+    return {k: total[k] for k in ("total", "eligible", "selected")}
+
+
+def test_status_counts_fraction_ripples_exactly(
+    repo: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = _status_total(capsys, repo)
+    assert before == {"total": FLEET, "eligible": FLEET, "selected": 0}
+    code, _, err = run(capsys, "waves", "rollout", "w1", "--repo", repo, "--limit", "10")
+    assert code == 0, err
+    code, _, err = run(capsys, "waves", "rollout", "w1", "--repo", repo, "--fraction", "20%")
+    assert code == 0, err
+    code, out, _ = run(capsys, "waves", "show", "w1", "--repo", repo, "--members", "--ripple", "1")
+    listed = set(out.split())
+    code, out, _ = run(capsys, "waves", "show", "w1", "--repo", repo, "--members", "--ripple", "2")
+    members = set(out.split())
+    assert 40 < len(members) < 120
+    expected = len(listed | members)
+    after = _status_total(capsys, repo)
+    assert after == {"total": FLEET, "eligible": FLEET - expected, "selected": expected}
+    code, out, _ = run(capsys, "waves", "status", "w1", "--repo", repo)
+    assert f"{expected:>10,}" in out and "2 ripples" in out
+
+
+# -- wording -------------------------------------------------------------------
+
+
+def test_one_device_is_singular(repo: str, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, "waves", "rollout", "w1", "--repo", repo, "--limit", "1")
+    assert code == 0 and "1 device (list)" in out and "1 devices" not in out + err
+    code, out, _ = run(capsys, "waves", "status", "w1", "--repo", repo)
+    assert "1 ripple\n" in out
+
+
+@pytest.mark.parametrize(
+    ("filters", "message"),
+    [
+        (["--group", "nosuch"], "no device matches --group nosuch"),
+        (["--tag", "none", "--group", "eu"], "no device matches --group eu --tag none"),
+    ],
+)
+def test_fleet_list_says_the_filter_matched_none(
+    repo: str, capsys: pytest.CaptureFixture[str], filters: list[str], message: str
+) -> None:
+    code, out, err = run(capsys, "fleet", "list", *filters, "--repo", repo)
+    assert code == 0 and out == ""
+    assert message in err and "import some" not in err
+
+
+def test_reimport_counts_unchanged_rows(
+    repo: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fleet = tmp_path / "fleet.csv"
+    code, _, err = run(capsys, "fleet", "import", str(fleet), "--repo", repo)
+    assert code == 0 and f"({0} new, 0 updated, {FLEET} unchanged)" in err
+    lines = fleet.read_text().splitlines()
+    lines[1] = lines[1].replace(",us,", ",us;lab,")  # groups changed
+    lines[2] = lines[2].replace(",5", ",6")  # version changed
+    fleet.write_text("\n".join(lines) + "\n")
+    code, out, err = run(capsys, "fleet", "import", str(fleet), "--repo", repo, "--json")
+    doc = json.loads(out)
+    assert (doc["added"], doc["updated"], doc["unchanged"]) == (0, 2, FLEET - 2)
+
+
+def test_no_eligible_device_message_is_readable(
+    repo: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = run(capsys, "waves", "rollout", "w1", "--repo", repo, "--group", "nosuch")
+    assert code == 1
+    assert "(group nosuch)" in err and "{" not in err
+
+
+def test_repo_init_does_not_list_met_roles_as_waiting(
+    keys: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run(capsys, "keys", "generate", "t2", "--dir", str(keys))[0] == 0
+    code, out, _ = run(
+        capsys,
+        "repo",
+        "init",
+        str(tmp_path / "r"),
+        "--root-key",
+        str(keys / "root.key"),
+        "--targets-key",
+        str(keys / "t1.key"),
+        "--targets-key",
+        str(keys / "t2.pub"),
+        "--targets-threshold",
+        "2",
+    )
+    assert code == 0
+    waiting, _, met = out.partition("already met:")
+    assert "targets: 1 of 2 signatures, waiting for: t2" in waiting
+    assert "root:" not in waiting and "root: 1 of 1" in met

@@ -101,8 +101,14 @@ def print_ceremony(ceremony: Ceremony, published: str, pending: str) -> None:
         print(published)
         return
     print(pending)
-    for line in ceremony.status_lines():
-        print(f"  {line}")
+    done = []
+    for status, line in zip(ceremony.status(), ceremony.status_lines(), strict=True):
+        if status.complete:
+            done.append(line)
+        else:
+            print(f"  {line}")
+    if done:
+        print("already met: " + "; ".join(done))
 
 
 def _export(args: argparse.Namespace, cid: str) -> int:

@@ -21,6 +21,7 @@ __all__ = [
     "emit_json",
     "example_epilog",
     "info",
+    "plural",
 ]
 
 
@@ -79,6 +80,11 @@ def add_json_flag(parser: argparse.ArgumentParser) -> None:
 
 def emit_json(obj: Any) -> None:
     sys.stdout.write(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def plural(count: int, noun: str, nouns: str | None = None) -> str:
+    """``1 device``, ``2,000 devices``: a count and its noun, agreed."""
+    return f"{count:,} {noun if count == 1 else (nouns or noun + 's')}"
 
 
 def info(message: str) -> None:

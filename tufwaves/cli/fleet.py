@@ -154,8 +154,9 @@ def cmd_import(args: argparse.Namespace) -> int:
         _common.emit_json(result.to_dict() | {"seconds": round(seconds, 3)})
     else:
         _common.info(
-            f"imported {result.rows:,} devices from {path} ({result.added:,} new, "
-            f"{result.updated:,} updated) in {seconds:.1f} s"
+            f"imported {_common.plural(result.rows, 'device')} from {path} "
+            f"({result.added:,} new, {result.updated:,} updated, "
+            f"{result.unchanged:,} unchanged) in {seconds:.1f} s"
         )
     return 0
 
@@ -192,8 +193,12 @@ def cmd_list(args: argparse.Namespace) -> int:
                 f"{_time(device)}  {groups}\n"
             )
             count += 1
-    if count == 0:
-        _common.info("no devices match; import some with 'tufwaves fleet import'")
+        empty = count == 0 and next(iter(inventory.list_devices(limit=1)), None) is None
+    if empty:
+        _common.info("the inventory holds no device; import some with 'tufwaves fleet import'")
+    elif count == 0:
+        given = [f"--{k} {v}" for k, v in (("group", args.group), ("tag", args.tag)) if v]
+        _common.info(f"no device matches {' '.join(given) or 'the filter'}")
     return 0
 
 

@@ -16,6 +16,7 @@ from tufwaves.cli._common import (
     emit_json,
     example_epilog,
     info,
+    plural,
 )
 from tufwaves.device.membership import parse_uuid_list
 from tufwaves.errors import InputError
@@ -27,10 +28,10 @@ from tufwaves.server.rollout import (
     Selector,
     cancel,
     complete,
-    load_wave,
     open_inventory,
     ripple_members,
     rollout,
+    wave_status,
 )
 from tufwaves.server.waves import (
     WaveSummary,
@@ -217,7 +218,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     show.add_argument(
         "--members",
         action="store_true",
-        help="print the UUIDs of --ripple K (recomputed for fraction ripples)",
+        help="print the UUIDs of --ripple K (recomputed for fraction ripples); "
+        "--ripple without --members is refused",
     )
     show.add_argument(
         "--ripple", type=int, metavar="K", help="the ripple whose members --members prints"
@@ -264,7 +266,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     roll.add_argument(
         "--print-uuids",
         action="store_true",
-        help="print the selected UUIDs, one per line, and nothing else on stdout",
+        help="print the selected UUIDs, one per line, and nothing else on stdout "
+        "(with --json: as the list 'uuids' of the JSON object)",
     )
     roll.add_argument(
         "--key",
@@ -414,6 +417,11 @@ def _history(repo: Repository, wave: str) -> list[RippleRecord]:
 
 
 def _show(args: argparse.Namespace) -> int:
+    if args.ripple is not None and not args.members:
+        raise InputError(
+            f"--ripple {args.ripple} only chooses whose members --members prints; "
+            f"add --members to list them (waves show prints every ripple's history)"
+        )
     repo = Repository.open(args.repo)
     if args.members:
         return _members(repo, args)
@@ -515,21 +523,22 @@ def _rollout(args: argparse.Namespace) -> int:
             dry_run=args.dry_run,
             progress=info if sys.stderr.isatty() else None,
         )
-    if args.print_uuids:
+    if args.json:  # with --print-uuids, the UUIDs join the JSON object
+        extra = {"uuids": list(result.uuids)} if args.print_uuids else {}
+        emit_json(result.to_dict() | extra)
+    elif args.print_uuids:
         sys.stdout.write("".join(f"{u}\n" for u in result.uuids))
-    elif args.json:
-        emit_json(result.to_dict())
     else:
         what = "would sign" if result.dry_run else "signed and published"
         count = (
             f"fraction {result.membership['parts_per_million'] / 10_000:g}%"
             if result.encoding == "fraction"
-            else f"{len(result.uuids):,} devices"
+            else plural(len(result.uuids), "device")
         )
         print(f"ripple {result.index} of wave {args.wave}: {what}, {count} ({result.encoding})")
     if args.print_uuids or args.json:
         info(
-            f"ripple {result.index}: {len(result.uuids):,} devices"
+            f"ripple {result.index}: {plural(len(result.uuids), 'device')}"
             + (" (dry run: nothing signed)" if result.dry_run else " signed and published")
         )
     return 0
@@ -583,13 +592,12 @@ def _complete(args: argparse.Namespace) -> int:
 
 def _status(args: argparse.Namespace) -> int:
     repo = Repository.open(args.repo)
-    wave = load_wave(repo, args.wave)
     with open_inventory(repo) as inv:
-        rows = inv.status(wave.eligibility())
+        wave, rows = wave_status(repo, inv, args.wave)
     if args.json:
         emit_json({"wave": args.wave, "status": wave.status, "groups": [r.to_dict() for r in rows]})
         return 0
-    print(f"wave {args.wave}: {wave.status}, {wave.ripple_count} ripple(s)")
+    print(f"wave {args.wave}: {wave.status}, {plural(wave.ripple_count, 'ripple')}")
     print(f"{'GROUP':24} {'TOTAL':>10} {'ELIGIBLE':>10} {'SELECTED':>10} {'UPDATED':>10}")
     for r in rows:
         label = r.group if r.kind == "group" else f"({r.kind})"
