@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import uuid as uuidlib
 from pathlib import Path
 
@@ -509,3 +510,70 @@ def test_repo_init_does_not_list_met_roles_as_waiting(
     waiting, _, met = out.partition("already met:")
     assert "targets: 1 of 2 signatures, waiting for: t2" in waiting
     assert "root:" not in waiting and "root: 1 of 1" in met
+
+
+# -- documented options exist ---------------------------------------------------
+
+ROOT = Path(__file__).parent.parent
+DOCS = [ROOT / "README.md", *sorted((ROOT / "specs").glob("*.md"))]
+_OPTION = re.compile(r"(?<![\w-])--[a-z][a-z-]*[a-z]")
+_GROUPS = ("keys", "repo", "waves", "fleet", "device", "demo")
+
+
+def _documented_commands(text: str) -> list[str]:
+    """Command lines: lines with 'tufwaves ' (joined at a trailing backslash)
+    and backtick spans that start with a command group."""
+    found = []
+    joined = re.sub(r"\\\n\s*", " ", text)
+    for line in joined.splitlines():
+        if "tufwaves " in line:
+            found.append(line[line.index("tufwaves ") + len("tufwaves ") :])
+    prose = re.sub(r"```.*?```", "", text, flags=re.DOTALL)
+    for span in re.findall(r"`([^`]+)`", prose):
+        words = span.split()
+        if words and words[0] == "tufwaves":
+            words = words[1:]
+        if words and words[0] in _GROUPS:
+            found.append(" ".join(words))
+    return found
+
+
+def _resolve(words: list[str]) -> argparse.ArgumentParser | None:
+    """The innermost parser the words name, or None when they name no command."""
+    parser: argparse.ArgumentParser = build_parser()
+    depth = 0
+    for word in words:
+        subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        if not subs or word not in subs[0].choices:
+            break
+        parser = subs[0].choices[word]
+        depth += 1
+    return parser if depth else None
+
+
+def _documented_options() -> list[tuple[str, str, str]]:
+    cases = []
+    for doc in DOCS:
+        for command in _documented_commands(doc.read_text()):
+            for option in _OPTION.findall(command):
+                cases.append((doc.name, command.split(" --")[0].strip(), option))
+    return sorted(set(cases))
+
+
+def test_docs_name_options() -> None:
+    options = {option for _, _, option in _documented_options()}
+    assert {"--max-fraction", "--fraction", "--print-uuids", "--installed-version"} <= options
+
+
+@pytest.mark.parametrize(("doc", "command", "option"), _documented_options())
+def test_documented_option_exists(doc: str, command: str, option: str) -> None:
+    every = {
+        o for _, p in walk_parsers(build_parser()) for a in p._actions for o in a.option_strings
+    }
+    assert option in every, f"{doc}: {option} is no option of any command"
+    parser = _resolve(command.split())
+    if parser is not None and not any(
+        isinstance(a, argparse._SubParsersAction) for a in parser._actions
+    ):
+        names = {o for a in parser._actions for o in a.option_strings}
+        assert option in names, f"{doc}: 'tufwaves {command}' has no {option}"
