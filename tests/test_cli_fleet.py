@@ -24,8 +24,10 @@ CSV = (
 
 @pytest.fixture
 def repo(tmp_path: Path) -> Path:
+    """Just enough of a repository for the fleet commands (they refuse other folders)."""
     path = tmp_path / "repo"
     path.mkdir()
+    (path / "tufwaves.json").write_text("{}\n")
     return path
 
 

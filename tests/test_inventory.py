@@ -200,7 +200,7 @@ def test_reimport_is_idempotent(inv: SqliteInventory, db: Path, tmp_path: Path) 
     inv.import_file(path)
     before = dump(db)
     again = inv.import_file(path)
-    assert (again.added, again.updated) == (0, 2)
+    assert (again.added, again.updated, again.unchanged) == (0, 0, 2)
     assert dump(db) == before
 
 

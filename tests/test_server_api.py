@@ -93,9 +93,9 @@ def test_passphrase_is_passed_in_not_read_from_the_environment(
     server.write_key_pair("root", tmp_path / "keys", server.generate_key(), b"s3cret")
     root = server.load_key_ref(tmp_path / "keys" / "root.key", passphrase=ask)
     assert asked == ["key root.key"] and root.signer is not None
-    with pytest.raises(server.KeyError_, match="wrong passphrase"):
+    with pytest.raises(server.KeyUseError, match="wrong passphrase"):
         server.load_key_ref(tmp_path / "keys" / "root.key", passphrase=b"wrong")
-    with pytest.raises(server.KeyError_, match="non-empty"):
+    with pytest.raises(server.KeyUseError, match="non-empty"):
         server.load_key_ref(tmp_path / "keys" / "root.key", passphrase=b"")
     targets = server.KeyRef.from_signer(server.generate_key(), "t1")
     repo, ceremony = server.create_repository(
@@ -111,7 +111,7 @@ def test_passphrase_is_passed_in_not_read_from_the_environment(
     # The online keys sign with the passphrase the repository was opened with.
     reopened = server.Repository.open(repo.path, passphrase=b"s3cret")
     assert reopened.refresh().timestamp.signed.version == 2
-    with pytest.raises(server.KeyError_):
+    with pytest.raises(server.KeyUseError):
         server.Repository.open(repo.path).refresh()  # no env, no terminal
 
 

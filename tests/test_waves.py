@@ -17,7 +17,7 @@ from tuf.api.metadata import Metadata, Targets
 
 from tests.conftest import KeyStore, RepoFactory
 from tufwaves.demo.ngcheck import ngclient_fetch
-from tufwaves.errors import InputError, KeyError_, RefusedError, StorageError
+from tufwaves.errors import InputError, KeyUseError, RefusedError, StorageError
 from tufwaves.server.ceremony import Ceremony
 from tufwaves.server.keys import generate_key, import_uri_key, load_key_ref
 from tufwaves.server.metadata import expiry, wave_info, wave_role
@@ -208,7 +208,7 @@ REFUSALS = [
         "wrong-passphrase",
         _wrong_passphrase,
         lambda r, ks, a, t: new_wave(r, a, keys=[ks.ref("t9")]),
-        KeyError_,
+        KeyUseError,
     ),
 ]
 

@@ -7,14 +7,14 @@ the CLI maps any tufwaves failure to a documented exit code in one place:
   ``VerificationError``)
 * 2 -- the input was malformed or the command was used wrongly (``InputError``)
 * 3 -- a file, key, passphrase or lock could not be used (``StorageError``,
-  ``KeyError_``)
+  ``KeyUseError``)
 """
 
 from __future__ import annotations
 
 __all__ = [
     "InputError",
-    "KeyError_",
+    "KeyUseError",
     "RefusedError",
     "StorageError",
     "TufwavesError",
@@ -55,7 +55,7 @@ class StorageError(TufwavesError):
     exit_code = 3
 
 
-class KeyError_(TufwavesError):
+class KeyUseError(TufwavesError):
     """A key could not be loaded or used (missing file, wrong passphrase, URI)."""
 
     exit_code = 3

@@ -6,8 +6,8 @@ import argparse
 from pathlib import Path
 
 from tufwaves._files import atomic_write
-from tufwaves.cli._common import add_json_flag, emit_json, example_epilog, info
-from tufwaves.errors import InputError
+from tufwaves.cli._common import add_json_flag, add_repo, emit_json, example_epilog, info
+from tufwaves.errors import InputError, StorageError
 from tufwaves.server.bundler import build_bundle
 from tufwaves.server.repository import Repository
 from tufwaves.server.rollout import open_inventory
@@ -28,9 +28,15 @@ def add_bundle_command(commands: argparse._SubParsersAction[argparse.ArgumentPar
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    bundle.add_argument("uuid", metavar="UUID")
-    bundle.add_argument("--repo", required=True, type=Path)
-    bundle.add_argument("--out", required=True, type=Path, metavar="FILE")
+    bundle.add_argument("uuid", metavar="UUID", help="the device's UUID")
+    add_repo(bundle)
+    bundle.add_argument(
+        "--out",
+        required=True,
+        type=Path,
+        metavar="FILE",
+        help="the bundle file to write (its folder must exist)",
+    )
     bundle.add_argument(
         "--since-root",
         type=int,
@@ -53,11 +59,19 @@ def add_bundle_command(commands: argparse._SubParsersAction[argparse.ArgumentPar
 def _bundle(args: argparse.Namespace) -> int:
     if args.out.exists() and not args.force:
         raise InputError(f"{args.out} exists; pass --force to overwrite it")
+    if not args.out.parent.is_dir():
+        raise StorageError(
+            f"cannot write {args.out}: folder {args.out.parent} does not exist "
+            "(it is never created; create it first)"
+        )
     repo = Repository.open(args.repo)
     with open_inventory(repo) as inv:
         bundle = build_bundle(repo, inv, args.uuid, since_root=args.since_root, waves=args.wave)
     data = bundle.to_bytes()
-    atomic_write(args.out, data)
+    try:
+        atomic_write(args.out, data)
+    except OSError as e:
+        raise StorageError(f"cannot write {args.out}: {e.strerror or e}") from None
     summary = {
         "device": bundle.device,
         "out": str(args.out),

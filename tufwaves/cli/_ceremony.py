@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from tufwaves._files import atomic_write
-from tufwaves.cli._common import info
+from tufwaves.cli._common import add_repo, info
 from tufwaves.errors import InputError, RefusedError
 from tufwaves.server.ceremony import Ceremony
 from tufwaves.server.keys import load_key_ref
@@ -31,14 +31,21 @@ def add_ceremony_commands(
     exp = csub.add_parser(
         "export",
         help=f"write the pending {noun} to a file for air-gapped signers",
+        description=(
+            f"Write the pending {noun} (what must be signed and the signatures so "
+            "far) to FILE, for signers on an air-gapped machine ('sign' there, "
+            "'import' here)."
+        ),
         epilog=f"example:\n  tufwaves {example_id} export {'WAVE ' if id_arg else ''}"
         "ceremony.json --repo repo",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     if id_arg:
-        exp.add_argument(id_arg, metavar=id_arg.upper())
-    exp.add_argument("file", type=Path, metavar="FILE")
-    exp.add_argument("--repo", required=True, type=Path)
+        exp.add_argument(
+            id_arg, metavar=id_arg.upper(), help=f"the {id_arg} whose ceremony to export"
+        )
+    exp.add_argument("file", type=Path, metavar="FILE", help="the ceremony file to write")
+    add_repo(exp)
     exp.add_argument("--force", action="store_true", help="overwrite FILE")
     exp.set_defaults(func=lambda a: _export(a, ceremony_id(a)))
 
@@ -56,7 +63,7 @@ def add_ceremony_commands(
         "--keyring keys/ --keyring root.json",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    sign.add_argument("file", type=Path, metavar="FILE")
+    sign.add_argument("file", type=Path, metavar="FILE", help="the ceremony file (updated)")
     sign.add_argument("--key", required=True, help="private key file or URI")
     sign.add_argument(
         "--keyring",
@@ -84,22 +91,32 @@ def add_ceremony_commands(
     drop = csub.add_parser(
         "discard",
         help=f"drop the pending {noun} and its staged files (nothing was published)",
+        description=(
+            f"Drop the pending {noun} and its staged files. Nothing of it was "
+            "published, so nothing changes for devices."
+        ),
         epilog=f"example:\n  tufwaves {example_id} discard {'WAVE ' if id_arg else ''}--repo repo",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     if id_arg:
-        drop.add_argument(id_arg, metavar=id_arg.upper())
-    drop.add_argument("--repo", required=True, type=Path)
+        drop.add_argument(
+            id_arg, metavar=id_arg.upper(), help=f"the {id_arg} whose ceremony to drop"
+        )
+    add_repo(drop)
     drop.set_defaults(func=lambda a: _discard(a, ceremony_id(a)))
 
     imp = csub.add_parser(
         "import",
         help="merge the signatures of a ceremony file; publish when complete",
+        description=(
+            "Check and merge the signatures of a signed ceremony file into the "
+            "pending ceremony; publish when every role meets its threshold."
+        ),
         epilog=f"example:\n  tufwaves {example_id} import ceremony.json --repo repo",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    imp.add_argument("file", type=Path, metavar="FILE")
-    imp.add_argument("--repo", required=True, type=Path)
+    imp.add_argument("file", type=Path, metavar="FILE", help="the signed ceremony file")
+    add_repo(imp)
     imp.set_defaults(func=_import)
 
 
@@ -109,8 +126,14 @@ def print_ceremony(ceremony: Ceremony, published: str, pending: str) -> None:
         print(published)
         return
     print(pending)
-    for line in ceremony.status_lines():
-        print(f"  {line}")
+    done = []
+    for status, line in zip(ceremony.status(), ceremony.status_lines(), strict=True):
+        if status.complete:
+            done.append(line)
+        else:
+            print(f"  {line}")
+    if done:
+        print("already met: " + "; ".join(done))
 
 
 def _export(args: argparse.Namespace, cid: str) -> int:

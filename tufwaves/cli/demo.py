@@ -19,7 +19,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             "threshold, create a wave, collect the second signature through the "
             "export/sign/import ceremony, publish, and walk targets -> wave with "
             "python-tuf's own ngclient; then import a generated fleet, roll out "
-            "to 10 canaries, 10%% of group eu and a 5%% fraction, write bundles for "
+            "to 10 canaries, 10% of group eu and a 5% fraction, write bundles for "
             "a member and a non-member under DIR/bundles and decide them with the "
             "device verifier, complete the wave and print the history. Leaves the "
             "repository in DIR/repo."
@@ -27,7 +27,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         epilog=example_epilog("tufwaves demo --dir /tmp/tufwaves-demo"),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    demo.add_argument("--dir", required=True, type=Path, metavar="DIR")
+    demo.add_argument(
+        "--dir",
+        required=True,
+        type=Path,
+        metavar="DIR",
+        help="folder for keys, repository, bundles",
+    )
     demo.add_argument(
         "--devices", type=int, default=1000, metavar="N", help="fleet size (default 1000)"
     )

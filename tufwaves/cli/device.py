@@ -103,10 +103,12 @@ def _register_verify(
         type=Path,
         help="the device's trust state directory (read, then updated)",
     )
-    p.add_argument("--bundle", metavar="FILE", type=Path, required=True)
+    p.add_argument(
+        "--bundle", metavar="FILE", type=Path, required=True, help="the bundle to verify"
+    )
     p.add_argument("--uuid", required=True, help="the device's UUID")
-    p.add_argument("--hardware-id", metavar="HW", required=True)
-    p.add_argument("--tag", metavar="T", required=True)
+    p.add_argument("--hardware-id", metavar="HW", required=True, help="the device's hardware id")
+    p.add_argument("--tag", metavar="T", required=True, help="the tag the device follows")
     p.add_argument(
         "--installed-version",
         metavar="V",

@@ -13,6 +13,7 @@ from tufwaves.cli import _common
 from tufwaves.errors import InputError
 from tufwaves.server.inventory import Device
 from tufwaves.server.inventory.sqlite import FILENAME, SqliteInventory
+from tufwaves.server.repository import Repository
 
 __all__ = ["register"]
 
@@ -108,13 +109,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _add_repo(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--repo",
-        required=True,
-        type=Path,
-        metavar="REPO",
-        help="the repository directory (its inventory is REPO/inventory.sqlite)",
-    )
+    _common.add_repo(parser, "the repository directory (its inventory is REPO/inventory.sqlite)")
 
 
 def _version(text: str) -> int:
@@ -131,13 +126,10 @@ def _count(text: str) -> int:
     return int(text)
 
 
-def _open(repo: Path) -> SqliteInventory:
-    if not repo.is_dir():
-        raise InputError(
-            f"repository {repo} does not exist; create it with 'tufwaves repo init' "
-            "or pass the right --repo"
-        )
-    return SqliteInventory.open(repo / FILENAME)
+def _open(path: Path) -> SqliteInventory:
+    """The inventory of the repository ``path``; refuses what is not a repository."""
+    repo = Repository.open(path)
+    return SqliteInventory.open(repo.path / FILENAME)
 
 
 def _time(device: Device) -> str:
@@ -162,8 +154,9 @@ def cmd_import(args: argparse.Namespace) -> int:
         _common.emit_json(result.to_dict() | {"seconds": round(seconds, 3)})
     else:
         _common.info(
-            f"imported {result.rows:,} devices from {path} ({result.added:,} new, "
-            f"{result.updated:,} updated) in {seconds:.1f} s"
+            f"imported {_common.plural(result.rows, 'device')} from {path} "
+            f"({result.added:,} new, {result.updated:,} updated, "
+            f"{result.unchanged:,} unchanged) in {seconds:.1f} s"
         )
     return 0
 
@@ -200,8 +193,12 @@ def cmd_list(args: argparse.Namespace) -> int:
                 f"{_time(device)}  {groups}\n"
             )
             count += 1
-    if count == 0:
-        _common.info("no devices match; import some with 'tufwaves fleet import'")
+        empty = count == 0 and next(iter(inventory.list_devices(limit=1)), None) is None
+    if empty:
+        _common.info("the inventory holds no device; import some with 'tufwaves fleet import'")
+    elif count == 0:
+        given = [f"--{k} {v}" for k, v in (("group", args.group), ("tag", args.tag)) if v]
+        _common.info(f"no device matches {' '.join(given) or 'the filter'}")
     return 0
 
 

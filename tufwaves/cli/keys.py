@@ -21,6 +21,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     keys = sub.add_parser(
         "keys",
         help="generate and import signing keys",
+        description="Generate offline signing keys, or record keys held in an HSM or KMS.",
         epilog=example_epilog("tufwaves keys generate alice --dir keys"),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -37,9 +38,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         epilog=example_epilog("tufwaves keys generate alice --dir ~/offline-keys --type ecdsa"),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    gen.add_argument("name", metavar="NAME")
-    gen.add_argument("--dir", required=True, type=Path, metavar="DIR")
-    gen.add_argument("--type", choices=KEY_TYPES, default="ed25519")
+    gen.add_argument("name", metavar="NAME", help="key name: the file names and signer name")
+    gen.add_argument(
+        "--dir", required=True, type=Path, metavar="DIR", help="folder for the key files"
+    )
+    gen.add_argument(
+        "--type", choices=KEY_TYPES, default="ed25519", help="key algorithm (default ed25519)"
+    )
     add_json_flag(gen)
     gen.set_defaults(func=_generate)
 
@@ -55,10 +60,16 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    imp.add_argument("name", metavar="NAME")
-    imp.add_argument("--dir", required=True, type=Path, metavar="DIR")
+    imp.add_argument("name", metavar="NAME", help="key name: the .pub file and signer name")
+    imp.add_argument("--dir", required=True, type=Path, metavar="DIR", help="folder for NAME.pub")
     imp.add_argument("--uri", required=True, help="securesystemslib private key URI")
-    imp.add_argument("--public-key", required=True, type=Path, metavar="PEM")
+    imp.add_argument(
+        "--public-key",
+        required=True,
+        type=Path,
+        metavar="PEM",
+        help="the public key as a PEM file",
+    )
     imp.set_defaults(func=_import_uri)
 
 

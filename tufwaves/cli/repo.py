@@ -6,7 +6,13 @@ import argparse
 from pathlib import Path
 
 from tufwaves.cli._ceremony import add_ceremony_commands, print_ceremony
-from tufwaves.cli._common import add_json_flag, emit_json, example_epilog
+from tufwaves.cli._common import (
+    add_expires_days,
+    add_json_flag,
+    add_repo,
+    emit_json,
+    example_epilog,
+)
 from tufwaves.errors import InputError
 from tufwaves.server.keys import PASSPHRASE_ENV, load_key_ref
 from tufwaves.server.metadata import expiry
@@ -27,6 +33,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     repo = sub.add_parser(
         "repo",
         help="create and maintain a repository",
+        description=(
+            "Create a repository, finish its first signing ceremony, rotate root, "
+            "refresh snapshot and timestamp, and show what is published."
+        ),
         epilog=example_epilog(
             "tufwaves repo init repo --root-key root.key --targets-key t1.key",
             "tufwaves repo show --repo repo",
@@ -53,11 +63,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    init.add_argument("repo", type=Path, metavar="REPO")
+    init.add_argument("repo", type=Path, metavar="REPO", help="the new repository directory")
     init.add_argument("--root-key", action="append", required=True, metavar="KEY", help=KEY_HELP)
-    init.add_argument("--root-threshold", type=int, default=1, metavar="N")
+    init.add_argument(
+        "--root-threshold", type=int, default=1, metavar="N", help="root signatures needed"
+    )
     init.add_argument("--targets-key", action="append", required=True, metavar="KEY", help=KEY_HELP)
-    init.add_argument("--targets-threshold", type=int, default=1, metavar="N")
+    init.add_argument(
+        "--targets-threshold", type=int, default=1, metavar="N", help="targets signatures needed"
+    )
     init.add_argument(
         "--online-key",
         action="append",
@@ -65,23 +79,31 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar="ROLE=PUB",
         help=f"use an existing key for one of {', '.join(ONLINE_ROLES)} (its .key beside it)",
     )
-    init.add_argument("--expires-days", type=int, default=None, metavar="N")
+    add_expires_days(init, "root and targets")
     add_json_flag(init)
     init.set_defaults(func=_init)
 
     sign = rsub.add_parser(
         "sign",
         help="add a signature to the pending repository ceremony",
+        description=(
+            "Sign the pending repository ceremony (first root and targets, or a "
+            "root rotation) with KEY; publish it when every threshold is met."
+        ),
         epilog=example_epilog("tufwaves repo sign --repo repo --key t2.key"),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    sign.add_argument("--repo", required=True, type=Path)
-    sign.add_argument("--key", required=True, help="private key file or URI")
+    add_repo(sign)
+    sign.add_argument("--key", required=True, help="private key file or URI that signs now")
     sign.set_defaults(func=_sign)
 
     cer = rsub.add_parser(
         "ceremony",
         help="air-gapped signing of the first root/targets",
+        description=(
+            "Move the pending repository ceremony to air-gapped signers: export it "
+            "to a file, sign the file offline, import it back (or discard it)."
+        ),
         epilog=example_epilog("tufwaves repo ceremony export ceremony.json --repo repo"),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -109,7 +131,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    rot.add_argument("--repo", required=True, type=Path)
+    add_repo(rot)
     rot.add_argument(
         "--root-key",
         action="append",
@@ -117,8 +139,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar="KEY",
         help="the new root key set (default: keep the current keys); " + KEY_HELP,
     )
-    rot.add_argument("--root-threshold", type=int, default=None, metavar="N")
-    rot.add_argument("--expires-days", type=int, default=None, metavar="N", help="default 365")
+    rot.add_argument(
+        "--root-threshold",
+        type=int,
+        default=None,
+        metavar="N",
+        help="root signatures needed from the new root (default: unchanged)",
+    )
+    add_expires_days(rot, "the new root")
     rot.add_argument(
         "--key",
         action="append",
@@ -132,19 +160,27 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     refresh = rsub.add_parser(
         "refresh",
         help="re-sign snapshot and timestamp with fresh expiry (run from cron)",
+        description=(
+            "Publish a new snapshot and timestamp, signed by the online keys, with "
+            "fresh expiry; run it from cron well within a day."
+        ),
         epilog=example_epilog("tufwaves repo refresh --repo repo"),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    refresh.add_argument("--repo", required=True, type=Path)
+    add_repo(refresh)
     refresh.set_defaults(func=_refresh)
 
     show = rsub.add_parser(
         "show",
         help="published versions and pending ceremonies",
+        description=(
+            "Show the published root, timestamp, snapshot and role versions and "
+            "the signatures every pending ceremony still waits for."
+        ),
         epilog=example_epilog("tufwaves repo show --repo repo --json"),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    show.add_argument("--repo", required=True, type=Path)
+    add_repo(show)
     add_json_flag(show)
     show.set_defaults(func=_show)
 

@@ -9,7 +9,15 @@ from decimal import Decimal
 from pathlib import Path
 
 from tufwaves.cli._ceremony import add_ceremony_commands, print_ceremony
-from tufwaves.cli._common import add_json_flag, emit_json, example_epilog, info
+from tufwaves.cli._common import (
+    add_expires_days,
+    add_json_flag,
+    add_repo,
+    emit_json,
+    example_epilog,
+    info,
+    plural,
+)
 from tufwaves.device.membership import parse_uuid_list
 from tufwaves.errors import InputError
 from tufwaves.server.inventory import RippleRecord
@@ -21,10 +29,10 @@ from tufwaves.server.rollout import (
     Selector,
     cancel,
     complete,
-    load_wave,
     open_inventory,
     ripple_members,
     rollout,
+    wave_status,
 )
 from tufwaves.server.waves import (
     WaveSummary,
@@ -43,6 +51,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     waves = sub.add_parser(
         "waves",
         help="create, sign and roll out waves",
+        description=(
+            "A wave is one release (artifacts, tag, version) signed offline; "
+            "ripples signed by its online rollout keys let devices install it."
+        ),
         epilog=example_epilog(
             "tufwaves waves init spring-fix 42 production --repo repo --artifact fw.img "
             "--hardware-id imx8mm --key alice.key",
@@ -68,12 +80,25 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    init.add_argument("wave", metavar="WAVE")
+    init.add_argument("wave", metavar="WAVE", help="the new wave's name")
     init.add_argument("version", metavar="VERSION", help="integer, above every earlier one of TAG")
-    init.add_argument("tag", metavar="TAG")
-    init.add_argument("--repo", required=True, type=Path)
-    init.add_argument("--artifact", action="append", default=[], type=Path, metavar="FILE")
-    init.add_argument("--hardware-id", action="append", default=[], metavar="HW")
+    init.add_argument("tag", metavar="TAG", help="the tag (release channel) the wave is for")
+    add_repo(init)
+    init.add_argument(
+        "--artifact",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="FILE",
+        help="an artifact to publish (repeat for several)",
+    )
+    init.add_argument(
+        "--hardware-id",
+        action="append",
+        default=[],
+        metavar="HW",
+        help="a hardware id the wave is for (repeat for several)",
+    )
     init.add_argument(
         "--targets-file",
         type=Path,
@@ -87,7 +112,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar="PUB",
         help="online key that may sign ripples (default: the repository's)",
     )
-    init.add_argument("--rollout-threshold", type=int, default=1, metavar="N")
+    init.add_argument(
+        "--rollout-threshold",
+        type=int,
+        default=1,
+        metavar="N",
+        help="rollout signatures every ripple needs (default 1)",
+    )
     init.add_argument(
         "--max-ripple-size",
         type=int,
@@ -100,9 +131,18 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         action="store_true",
         help="policy: completing the wave needs an offline ceremony",
     )
+    init.add_argument(
+        "--max-fraction",
+        metavar="P",
+        default=None,
+        help="policy: largest fraction ripple, e.g. 0.05 or 5%% (default 100%%, "
+        "or 0 = no fraction ripples with --no-online-complete; below 100%% then)",
+    )
     group = init.add_mutually_exclusive_group()
-    group.add_argument("--expires-days", type=int, default=None, metavar="N", help="default 365")
-    group.add_argument("--expires-at", default=None, metavar="RFC3339")
+    add_expires_days(group, "the wave")
+    group.add_argument(
+        "--expires-at", default=None, metavar="RFC3339", help="the wave expires at this time"
+    )
     init.add_argument(
         "--key",
         action="append",
@@ -117,17 +157,25 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     sign = wsub.add_parser(
         "sign",
         help="add one offline signature to a pending wave",
+        description=(
+            "Sign the pending wave (its role and the new targets) with KEY; "
+            "publish it when the targets threshold is met."
+        ),
         epilog=example_epilog("tufwaves waves sign spring-fix --repo repo --key carol.key"),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    sign.add_argument("wave", metavar="WAVE")
-    sign.add_argument("--repo", required=True, type=Path)
-    sign.add_argument("--key", required=True)
+    sign.add_argument("wave", metavar="WAVE", help="the pending wave")
+    add_repo(sign)
+    sign.add_argument("--key", required=True, help="offline targets key file or URI")
     sign.set_defaults(func=_sign)
 
     cer = wsub.add_parser(
         "ceremony",
         help="air-gapped signing: export, sign, import, discard",
+        description=(
+            "Move a pending wave's ceremony to air-gapped signers: export it to a "
+            "file, sign the file offline, import it back (or discard it)."
+        ),
         epilog=example_epilog(
             "tufwaves waves ceremony export spring-fix ceremony.json --repo repo",
             "tufwaves waves ceremony sign ceremony.json --key carol.key",
@@ -146,29 +194,37 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     lst = wsub.add_parser(
         "list",
         help="list waves",
+        description="List the waves of the repository: tag, version, status, ripples, expiry.",
         epilog=example_epilog("tufwaves waves list --repo repo --status active --json"),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    lst.add_argument("--repo", required=True, type=Path)
-    lst.add_argument("--tag")
-    lst.add_argument("--status", choices=STATUSES)
+    add_repo(lst)
+    lst.add_argument("--tag", metavar="T", help="only waves of this tag")
+    lst.add_argument("--status", choices=STATUSES, help="only waves in this state")
     add_json_flag(lst)
     lst.set_defaults(func=_list)
 
     show = wsub.add_parser(
         "show",
         help="show a wave: artifacts, signatures, rollout history",
+        description=(
+            "Show a wave: policy, artifacts, signatures and ripple history; with "
+            "--members --ripple K, the UUIDs ripple K names."
+        ),
         epilog=example_epilog("tufwaves waves show spring-fix --repo repo"),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    show.add_argument("wave", metavar="WAVE")
-    show.add_argument("--repo", required=True, type=Path)
+    show.add_argument("wave", metavar="WAVE", help="the wave")
+    add_repo(show)
     show.add_argument(
         "--members",
         action="store_true",
-        help="print the UUIDs of --ripple K (recomputed for fraction ripples)",
+        help="print the UUIDs of --ripple K (recomputed for fraction ripples); "
+        "--ripple without --members is refused",
     )
-    show.add_argument("--ripple", type=int, metavar="K")
+    show.add_argument(
+        "--ripple", type=int, metavar="K", help="the ripple whose members --members prints"
+    )
     add_json_flag(show)
     show.set_defaults(func=_show)
 
@@ -179,8 +235,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             "Choose devices and publish ripple K of the wave, signed by its rollout "
             "keys. Candidates match the tag and a hardware id of the wave, do not "
             "run its version or newer, and no earlier ripple of the wave selected "
-            "them. --group restricts to a group; --limit N or N%% picks at random "
-            "(N%% of the eligible candidates); --uuids alone requires every listed "
+            "them. --group restricts to a group; --limit N or N% picks at random "
+            "(N% of the eligible candidates); --uuids alone requires every listed "
             "device to be eligible; --uuids with --limit picks within the list. A "
             "whole-group rollout signs the group's eligible members now; run it "
             "again to add devices that joined since. --fraction P signs a "
@@ -194,10 +250,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    roll.add_argument("wave", metavar="WAVE")
-    roll.add_argument("--repo", required=True, type=Path)
-    roll.add_argument("--group", metavar="G")
-    roll.add_argument("--limit", metavar="N|N%")
+    roll.add_argument("wave", metavar="WAVE", help="the active wave")
+    add_repo(roll)
+    roll.add_argument("--group", metavar="G", help="only devices of this group")
+    roll.add_argument(
+        "--limit", metavar="N|N%", help="at most N devices, or N%% of the eligible ones"
+    )
     roll.add_argument(
         "--uuids",
         metavar="a,b,...|@FILE|@-",
@@ -209,7 +267,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     roll.add_argument(
         "--print-uuids",
         action="store_true",
-        help="print the selected UUIDs, one per line, and nothing else on stdout",
+        help="print the selected UUIDs, one per line, and nothing else on stdout "
+        "(with --json: as the list 'uuids' of the JSON object)",
     )
     roll.add_argument(
         "--key",
@@ -228,17 +287,22 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         p = wsub.add_parser(
             verb,
             help=text,
+            description=text[0].upper() + text[1:] + ".",
             epilog=example_epilog(f"tufwaves waves {verb} spring-fix --repo repo"),
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
-        p.add_argument("wave", metavar="WAVE")
-        p.add_argument("--repo", required=True, type=Path)
+        p.add_argument("wave", metavar="WAVE", help="the active wave")
+        add_repo(p)
         p.add_argument(
             "--key",
             action="append",
             default=[],
             metavar="KEY",
-            help="rollout key (or, with --offline, offline targets key)",
+            help=(
+                "rollout key (or, with --offline, offline targets key)"
+                if verb == "complete"
+                else "rollout key (default: the repository's online rollout key)"
+            ),
         )
         if verb == "complete":
             p.add_argument(
@@ -252,11 +316,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     status = wsub.add_parser(
         "status",
         help="per group: total, eligible, selected and updated devices",
+        description=(
+            "Per group (and devices in no group, and in total): devices, eligible "
+            "ones, ones a ripple selected (fraction ripples included), updated ones."
+        ),
         epilog=example_epilog("tufwaves waves status spring-fix --repo repo --json"),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    status.add_argument("wave", metavar="WAVE")
-    status.add_argument("--repo", required=True, type=Path)
+    status.add_argument("wave", metavar="WAVE", help="the wave")
+    add_repo(status)
     add_json_flag(status)
     status.set_defaults(func=_status)
 
@@ -267,6 +335,7 @@ def _init(args: argparse.Namespace) -> int:
     policy = Policy(
         max_ripple_size=args.max_ripple_size,
         online_complete=not args.no_online_complete,
+        max_fraction_ppm=_parse_fraction(args.max_fraction, "--max-fraction"),
     )
     ceremony = init_wave(
         repo,
@@ -350,6 +419,11 @@ def _history(repo: Repository, wave: str) -> list[RippleRecord]:
 
 
 def _show(args: argparse.Namespace) -> int:
+    if args.ripple is not None and not args.members:
+        raise InputError(
+            f"--ripple {args.ripple} only chooses whose members --members prints; "
+            f"add --members to list them (waves show prints every ripple's history)"
+        )
     repo = Repository.open(args.repo)
     if args.members:
         return _members(repo, args)
@@ -451,21 +525,22 @@ def _rollout(args: argparse.Namespace) -> int:
             dry_run=args.dry_run,
             progress=info if sys.stderr.isatty() else None,
         )
-    if args.print_uuids:
+    if args.json:  # with --print-uuids, the UUIDs join the JSON object
+        extra = {"uuids": list(result.uuids)} if args.print_uuids else {}
+        emit_json(result.to_dict() | extra)
+    elif args.print_uuids:
         sys.stdout.write("".join(f"{u}\n" for u in result.uuids))
-    elif args.json:
-        emit_json(result.to_dict())
     else:
         what = "would sign" if result.dry_run else "signed and published"
         count = (
             f"fraction {result.membership['parts_per_million'] / 10_000:g}%"
             if result.encoding == "fraction"
-            else f"{len(result.uuids):,} devices"
+            else plural(len(result.uuids), "device")
         )
         print(f"ripple {result.index} of wave {args.wave}: {what}, {count} ({result.encoding})")
     if args.print_uuids or args.json:
         info(
-            f"ripple {result.index}: {len(result.uuids):,} devices"
+            f"ripple {result.index}: {plural(len(result.uuids), 'device')}"
             + (" (dry run: nothing signed)" if result.dry_run else " signed and published")
         )
     return 0
@@ -519,13 +594,12 @@ def _complete(args: argparse.Namespace) -> int:
 
 def _status(args: argparse.Namespace) -> int:
     repo = Repository.open(args.repo)
-    wave = load_wave(repo, args.wave)
     with open_inventory(repo) as inv:
-        rows = inv.status(wave.eligibility())
+        wave, rows = wave_status(repo, inv, args.wave)
     if args.json:
         emit_json({"wave": args.wave, "status": wave.status, "groups": [r.to_dict() for r in rows]})
         return 0
-    print(f"wave {args.wave}: {wave.status}, {wave.ripple_count} ripple(s)")
+    print(f"wave {args.wave}: {wave.status}, {plural(wave.ripple_count, 'ripple')}")
     print(f"{'GROUP':24} {'TOTAL':>10} {'ELIGIBLE':>10} {'SELECTED':>10} {'UPDATED':>10}")
     for r in rows:
         label = r.group if r.kind == "group" else f"({r.kind})"

@@ -50,7 +50,7 @@ from __future__ import annotations
 
 from tufwaves.errors import (
     InputError,
-    KeyError_,
+    KeyUseError,
     RefusedError,
     StorageError,
     TufwavesError,
@@ -120,8 +120,8 @@ __all__ = [
     "ImportResult",
     "InputError",
     "Inventory",
-    "KeyError_",
     "KeyRef",
+    "KeyUseError",
     "Keyring",
     "Passphrase",
     "PendingRole",

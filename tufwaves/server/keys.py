@@ -36,7 +36,7 @@ from cryptography.hazmat.primitives.serialization import (
 )
 from securesystemslib.signer import CryptoSigner, Key, Signer, SSlibKey
 
-from tufwaves.errors import InputError, KeyError_, StorageError
+from tufwaves.errors import InputError, KeyUseError, StorageError
 
 __all__ = [
     "KEY_TYPES",
@@ -74,24 +74,24 @@ def passphrase(purpose: str, *, confirm: bool = False) -> bytes:
         The passphrase as bytes.
 
     Raises:
-        KeyError_: The variable is set but empty, there is no terminal to ask
+        KeyUseError: The variable is set but empty, there is no terminal to ask
             at, the two entries differ, or the entry is empty.
     """
     env = os.environ.get(PASSPHRASE_ENV)
     if env is not None:
         if not env:
-            raise KeyError_(f"{PASSPHRASE_ENV} is set but empty; set a passphrase")
+            raise KeyUseError(f"{PASSPHRASE_ENV} is set but empty; set a passphrase")
         return env.encode()
     if not sys.stdin.isatty():
-        raise KeyError_(
+        raise KeyUseError(
             f"a passphrase is needed for {purpose}: set {PASSPHRASE_ENV} "
             "or run the command at a terminal"
         )
     first = getpass.getpass(f"Passphrase for {purpose}: ")
     if confirm and getpass.getpass("Repeat passphrase: ") != first:
-        raise KeyError_("the passphrases did not match; nothing was written")
+        raise KeyUseError("the passphrases did not match; nothing was written")
     if not first:
-        raise KeyError_("an empty passphrase is not allowed")
+        raise KeyUseError("an empty passphrase is not allowed")
     return first.encode()
 
 
@@ -108,13 +108,13 @@ def resolve_passphrase(source: Passphrase, purpose: str, *, confirm: bool = Fals
         The passphrase as bytes.
 
     Raises:
-        KeyError_: The passphrase is empty or not bytes, or none can be had.
+        KeyUseError: The passphrase is empty or not bytes, or none can be had.
     """
     if source is None:
         return passphrase(purpose, confirm=confirm)
     secret = source(purpose) if callable(source) else source
     if not isinstance(secret, bytes) or not secret:
-        raise KeyError_(f"the passphrase given for {purpose} must be non-empty bytes")
+        raise KeyUseError(f"the passphrase given for {purpose} must be non-empty bytes")
     return secret
 
 
@@ -243,9 +243,9 @@ def _read_small(path: Path) -> bytes:
             raise InputError(f"{path} is too large to be a key file")
         return path.read_bytes()
     except FileNotFoundError:
-        raise KeyError_(f"key file {path} does not exist") from None
+        raise KeyUseError(f"key file {path} does not exist") from None
     except OSError as e:
-        raise KeyError_(f"cannot read key file {path}: {e.strerror}") from None
+        raise KeyUseError(f"cannot read key file {path}: {e.strerror}") from None
 
 
 def load_public_key(path: Path) -> tuple[str, Key, str | None]:
@@ -259,7 +259,7 @@ def load_public_key(path: Path) -> tuple[str, Key, str | None]:
 
     Raises:
         InputError: The file is not a tufwaves public key file.
-        KeyError_: The file cannot be read.
+        KeyUseError: The file cannot be read.
     """
     raw = _read_small(path)
     try:
@@ -286,9 +286,9 @@ def _refuse_if_shared(path: Path) -> None:
     try:
         mode = path.stat().st_mode
     except OSError as e:
-        raise KeyError_(f"cannot read key file {path}: {e.strerror}") from None
+        raise KeyUseError(f"cannot read key file {path}: {e.strerror}") from None
     if mode & 0o077:
-        raise KeyError_(
+        raise KeyUseError(
             f"private key file {path} is accessible by others (mode {mode & 0o777:o}); "
             f"it is not used: make it private with 'chmod 600 {path}'"
         )
@@ -299,7 +299,7 @@ def _signer_from_pem(path: Path, pem: bytes, source: Passphrase) -> KeyRef:
     try:
         private = load_pem_private_key(pem, secret)
     except (ValueError, TypeError):
-        raise KeyError_(
+        raise KeyUseError(
             f"cannot decrypt {path}: wrong passphrase or not an encrypted PKCS#8 key"
         ) from None
     public = SSlibKey.from_crypto(private.public_key())
@@ -308,7 +308,7 @@ def _signer_from_pem(path: Path, pem: bytes, source: Passphrase) -> KeyRef:
     if pub_path.exists():
         name, key, _ = load_public_key(pub_path)
         if key.keyid != public.keyid:
-            raise KeyError_(f"{path} and {pub_path} are not the same key pair")
+            raise KeyUseError(f"{path} and {pub_path} are not the same key pair")
     return KeyRef(name, public, CryptoSigner(private, public))
 
 
@@ -333,7 +333,7 @@ def load_key_ref(spec: str | Path, *, passphrase: Passphrase = None) -> KeyRef:
 
     Raises:
         InputError: The file or URI is not a key this function understands.
-        KeyError_: The file cannot be read, the passphrase is wrong or missing,
+        KeyUseError: The file cannot be read, the passphrase is wrong or missing,
             or the signer cannot be loaded.
     """
     spec = str(spec)
@@ -345,7 +345,7 @@ def load_key_ref(spec: str | Path, *, passphrase: Passphrase = None) -> KeyRef:
             try:
                 private = load_pem_private_key(pem, None)
             except (ValueError, TypeError):
-                raise KeyError_(
+                raise KeyUseError(
                     f"{path} is not an unencrypted PKCS#8 PEM key "
                     "(use the .key file for encrypted keys)"
                 ) from None
@@ -366,7 +366,7 @@ def load_key_ref(spec: str | Path, *, passphrase: Passphrase = None) -> KeyRef:
         try:
             return KeyRef(name, key, Signer.from_priv_key_uri(uri, key))
         except Exception as e:
-            raise KeyError_(f"cannot load the signer of {path}: {type(e).__name__}") from None
+            raise KeyUseError(f"cannot load the signer of {path}: {type(e).__name__}") from None
     pem = _read_small(path)
     if b"PRIVATE KEY" not in pem:
         raise InputError(f"{path} is neither a .pub file nor a PEM private key")

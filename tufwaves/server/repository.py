@@ -210,6 +210,17 @@ class Repository:
         config["key_names"] = {**config.get("key_names", {}), **names}
         self.write_config(config)
 
+    def _online_pub(self, role: str) -> Path:
+        """The .pub file of the online ``role`` key, as tufwaves.json names it."""
+        keys = self.config.get("online_keys")
+        rel = keys.get(role) if isinstance(keys, dict) else None
+        if not isinstance(rel, str):
+            raise StorageError(
+                f"{self.path / CONFIG_NAME} names no online {role} key (online_keys.{role}); "
+                "the repository configuration is damaged: restore it from a backup"
+            )
+        return self.path / rel
+
     def online_key(self, role: str) -> Key:
         """The public online key of ``role``.
 
@@ -221,10 +232,9 @@ class Repository:
 
         Raises:
             InputError: The ``.pub`` file is malformed.
-            KeyError_: It cannot be read.
+            StorageError: The repository names no such key or its file is missing.
         """
-        rel = self.config["online_keys"][role]
-        return load_public_key(self.path / rel)[1]
+        return load_public_key(self._online_pub(role))[1]
 
     def online_signer(self, role: str) -> Signer:
         """The signer of the online key of ``role``, decrypted with :attr:`passphrase`.
@@ -236,11 +246,10 @@ class Repository:
             The signer.
 
         Raises:
-            KeyError_: The key cannot be read or decrypted.
+            KeyUseError: The key cannot be read or decrypted.
         """
-        rel: str = self.config["online_keys"][role]
         ref = load_key_ref(
-            str(self.path / rel).removesuffix(".pub") + ".key", passphrase=self.passphrase
+            str(self._online_pub(role)).removesuffix(".pub") + ".key", passphrase=self.passphrase
         )
         if ref.signer is None:  # pragma: no cover - .key always yields a signer
             raise StorageError(f"no private key for the online {role} key")
@@ -385,8 +394,14 @@ class Repository:
 
         Returns:
             The root metadata.
+
+        Raises:
+            StorageError: ``root.json`` is missing or unreadable.
         """
-        return Metadata[Root].from_bytes(self.role_bytes("root"))
+        try:
+            return Metadata[Root].from_bytes(self.role_bytes("root"))
+        except DeserializationError as e:
+            raise self._unreadable("root.json", e) from None
 
     def load_targets(self, role: str, state: PublishedState | None = None) -> Metadata[Targets]:
         """A published targets-type role (targets, wave, rollout, ripple).
@@ -400,11 +415,21 @@ class Repository:
 
         Raises:
             InputError: The role is not published.
+            StorageError: Its file is missing or unreadable.
         """
         version = (state or self.state()).version_of(role)
         if version is None:
             raise InputError(f"role {role} is not published")
-        return Metadata[Targets].from_bytes(self.role_bytes(role, version))
+        try:
+            return Metadata[Targets].from_bytes(self.role_bytes(role, version))
+        except DeserializationError as e:
+            raise self._unreadable(f"{version}.{role}.json", e) from None
+
+    def _unreadable(self, name: str, e: Exception) -> StorageError:
+        return StorageError(
+            f"{self.metadata_dir / name} is not valid TUF metadata ({e}); the published "
+            "repository is damaged: restore the file from a backup or the web server copy"
+        )
 
     # ------------------------------------------------------------- publish
     def publish(

@@ -15,8 +15,9 @@ import contextlib
 import hashlib
 import math
 import secrets
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -69,6 +70,7 @@ __all__ = [
     "rollout_status",
     "seed_start",
     "tree_path",
+    "wave_status",
 ]
 
 PERCENT_SCALE = 100
@@ -505,8 +507,9 @@ def rollout(
             chosen = _select(inv, wave, selector)
             say(f"selected {len(chosen):,} devices")
             if not chosen:
+                chosen_by = ", ".join(f"{k} {v}" for k, v in selector.to_dict().items())
                 raise RefusedError(
-                    f"no eligible device for wave {wave_name} with {selector.to_dict()}: "
+                    f"no eligible device for wave {wave_name} ({chosen_by}): "
                     "nothing was signed ('tufwaves waves status' shows who is eligible)"
                 )
             limit = wave.policy.max_ripple_size
@@ -757,7 +760,7 @@ class RolloutStatus:
 
 def rollout_status(repo: Repository, inv: Inventory, wave_name: str) -> RolloutStatus:
     """A wave's rollout state and, per group, its total, eligible, selected and
-    updated devices.
+    updated devices (fraction ripples included, see :func:`wave_status`).
 
     Args:
         repo: The repository.
@@ -770,7 +773,63 @@ def rollout_status(repo: Repository, inv: Inventory, wave_name: str) -> RolloutS
     Raises:
         InputError: No such published wave.
     """
+    wave, rows = wave_status(repo, inv, wave_name)
+    return RolloutStatus(wave_name, wave.status, wave.ripple_count, tuple(rows))
+
+
+def wave_status(
+    repo: Repository, inv: Inventory, wave_name: str
+) -> tuple[WaveContext, list[GroupStatus]]:
+    """Per-group counts of the wave, fraction ripples included.
+
+    The inventory records the devices of list and Merkle ripples; the members
+    of fraction ripples are recomputed here with the function devices use
+    (the largest fraction holds every smaller one). Such a member counts as
+    selected, and no longer as eligible.
+
+    Args:
+        repo: The repository.
+        inv: Its inventory.
+        wave_name: A published wave.
+
+    Returns:
+        The wave and its status rows (as :meth:`Inventory.status`).
+
+    Raises:
+        InputError: No such published wave.
+    """
     wave = load_wave(repo, wave_name)
-    return RolloutStatus(
-        wave_name, wave.status, wave.ripple_count, tuple(inv.status(wave.eligibility()))
+    rows = inv.status(wave.eligibility())
+    ripples = inv.ripples(wave_name)
+    ppm = max(
+        (int(r.selector_data.get("fraction_ppm", 0)) for r in ripples if r.encoding == "fraction"),
+        default=0,
     )
+    if not ppm:
+        return wave, rows
+    listed: set[str] = set()
+    for r in ripples:
+        if r.encoding != "fraction":
+            listed.update(inv.ripple_members(wave_name, r.index))
+    salt = bytes.fromhex(wave.policy.fraction_salt)
+    selected: Counter[tuple[str, str | None]] = Counter()
+    eligible: Counter[tuple[str, str | None]] = Counter()
+    for d in inv.list_devices(tag=wave.info.tag):
+        if d.hardware_id not in wave.hardware_ids or d.uuid in listed:
+            continue
+        if not fraction_member(salt, d.uuid, ppm):
+            continue
+        keys: list[tuple[str, str | None]] = [("group", g) for g in d.groups]
+        keys = keys or [("ungrouped", None)]
+        keys.append(("total", None))
+        selected.update(keys)
+        if d.installed_version is None or d.installed_version < wave.info.version:
+            eligible.update(keys)
+    return wave, [
+        replace(
+            r,
+            selected=r.selected + selected[r.kind, r.group],
+            eligible=r.eligible - eligible[r.kind, r.group],
+        )
+        for r in rows
+    ]

@@ -82,7 +82,7 @@ def create_repository(
     Raises:
         InputError: No keys, a key given twice, or a threshold out of range.
         StorageError: ``path`` is not empty or cannot be written.
-        KeyError_: No passphrase can be had.
+        KeyUseError: No passphrase can be had.
     """
     if not root_keys or not targets_keys:
         raise InputError("a repository needs at least one --root-key and one --targets-key")

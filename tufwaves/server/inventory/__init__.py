@@ -130,7 +130,8 @@ class ImportResult:
     format: Literal["csv", "jsonl"]
     rows: int
     added: int
-    updated: int
+    updated: int  # existing devices the file changed
+    unchanged: int = 0  # existing devices the file gave exactly as stored
 
     def to_dict(self) -> dict[str, Any]:
         """As JSON-ready data (what ``--json`` prints).
@@ -144,6 +145,7 @@ class ImportResult:
             "rows": self.rows,
             "added": self.added,
             "updated": self.updated,
+            "unchanged": self.unchanged,
         }
 
 

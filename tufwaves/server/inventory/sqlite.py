@@ -146,6 +146,7 @@ class SqliteInventory:
         self._txn = 0  # counts outermost transactions
         # What select_sorted chose last: (its list, its length, transaction).
         self._selected: tuple[list[str], int, int] | None = None
+        self._unchanged = 0  # rows of the last import that matched a device exactly
 
     # -- lifecycle -------------------------------------------------------
 
@@ -282,7 +283,8 @@ class SqliteInventory:
             before = self._count_devices()
             rows = self._store(read_device_file(path, fmt), progress, f"{path} ", "line")
             added = self._count_devices() - before
-        return ImportResult(str(path), fmt, rows, added, rows - added)
+        unchanged = self._unchanged
+        return ImportResult(str(path), fmt, rows, added, rows - added - unchanged, unchanged)
 
     def _count_devices(self) -> int:
         count: int = self._conn.execute("SELECT count(*) FROM devices").fetchone()[0]
@@ -317,6 +319,7 @@ class SqliteInventory:
                         f"on {unit} {first} (a device may appear once); nothing "
                         "was imported (fix it and import again)"
                     ) from None
+                self._unchanged = int(conn.execute(_sql.STAGE_UNCHANGED).fetchone()[0])
                 conn.execute(_sql.STAGE_CLEAR_GROUPS)
                 conn.execute(_sql.STAGE_UPSERT)
                 conn.execute(_sql.STAGE_GROUPS)

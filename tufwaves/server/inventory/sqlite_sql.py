@@ -105,6 +105,15 @@ SELECT a.line, b.line, a.uuid FROM temp.import_rows AS a
 JOIN temp.import_rows AS b ON b.uuid = a.uuid AND b.line > a.line
 ORDER BY b.line LIMIT 1
 """
+STAGE_UNCHANGED = """
+SELECT count(*) FROM temp.import_rows AS r JOIN devices AS d ON d.uuid = r.uuid
+WHERE d.hardware_id = r.hardware_id AND d.tag = r.tag
+  AND (r.installed_version IS NULL OR d.installed_version IS r.installed_version)
+  AND coalesce(r.groups, '[]') = (
+    SELECT coalesce(json_group_array(name), '[]') FROM (
+        SELECT g.name FROM device_groups AS dg JOIN groups AS g ON g.id = dg.group_id
+        WHERE dg.device_id = d.id ORDER BY g.name))
+"""
 STAGE_CLEAR_GROUPS = """
 DELETE FROM device_groups WHERE device_id IN (
     SELECT d.id FROM temp.import_rows AS r JOIN devices AS d ON d.uuid = r.uuid)
