@@ -33,6 +33,7 @@ from cryptography.hazmat.primitives.serialization import (
 )
 from securesystemslib.signer import CryptoSigner, Key, Signer, SSlibKey
 
+from tufwaves._files import PRIVATE_MODE, PUBLIC_MODE
 from tufwaves.errors import InputError, KeyError_, StorageError
 
 __all__ = [
@@ -124,8 +125,8 @@ def write_key_pair(
     pem = signer._private_key.private_bytes(
         Encoding.PEM, PrivateFormat.PKCS8, BestAvailableEncryption(secret)
     )
-    _write_exclusive(priv, pem, 0o600)
-    _write_exclusive(pub, public_key_json(name, signer.public_key), 0o644)
+    _write_exclusive(priv, pem, PRIVATE_MODE)
+    _write_exclusive(pub, public_key_json(name, signer.public_key), PUBLIC_MODE)
     return pub, priv
 
 
@@ -249,5 +250,5 @@ def import_uri_key(name: str, directory: Path, uri: str, public_pem: bytes) -> P
         raise InputError("the public key is not a PEM public key") from None
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{name}.pub"
-    _write_exclusive(path, public_key_json(name, public, uri), 0o644)
+    _write_exclusive(path, public_key_json(name, public, uri), PUBLIC_MODE)
     return path
