@@ -8,6 +8,7 @@ they use live in a world-readable temporary directory that the test removes.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import io
 import json
 import os
@@ -24,6 +25,7 @@ import pytest
 
 from tests.conftest import KeyStore, publish_wave
 from tufwaves.cli import main
+from tufwaves.errors import StorageError
 from tufwaves.server.inventory import DeviceRow
 from tufwaves.server.repository import Repository
 from tufwaves.server.rollout import Selector, open_inventory, rollout
@@ -240,3 +242,141 @@ def test_copied_online_keys_keep_private_mode(shared: Path) -> None:
     )
     assert stat.S_IMODE((repo.keys_dir / "snap.key").stat().st_mode) == 0o600
     assert stat.S_IMODE((repo.keys_dir / "snap.pub").stat().st_mode) == 0o644
+
+
+# ------------------------------------------------------- read-only replicas
+
+
+def read_only_copy(repo: Repository, dest: Path, *, quiesce: bool = True) -> Path:
+    """A root-owned copy of ``repo``: directories 0755, files 0644 (keys 0600)."""
+    if quiesce:  # as a replication job would: the inventory without a live WAL
+        with open_inventory(repo) as inv:
+            inv._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    shutil.copytree(repo.path, dest, symlinks=True)
+    for extra in (".lock", "inventory.sqlite-wal", "inventory.sqlite-shm"):
+        (dest / extra).unlink(missing_ok=True)
+    return dest
+
+
+def strip_write_bits(path: Path) -> None:
+    for p in [path, *path.rglob("*")]:
+        mode = stat.S_IMODE(p.lstat().st_mode)
+        p.chmod(mode & ~0o222)
+
+
+READ_COMMANDS = [
+    ("waves", "list"),
+    ("waves", "show", "w1"),
+    ("waves", "show", "w1", "--members", "--ripple", "1"),
+    ("waves", "status", "w1"),
+    ("fleet", "list"),
+    ("fleet", "show", dev(0)),
+    ("waves", "rollout", "w1", "--limit", "3", "--seed", "x", "--dry-run"),
+    ("repo", "show"),
+]
+
+
+def _reads(repo: Path, shared: Path) -> list[tuple[str, ...]]:
+    out = shared / "bundles"
+    out.mkdir(exist_ok=True)
+    out.chmod(0o777)
+    bundle = ("device", "bundle", dev(0), "--out", str(out / "d0.bundle"), "--force")
+    return [(*cmd, "--repo", str(repo)) for cmd in [*READ_COMMANDS, bundle]]
+
+
+@needs_root
+def test_read_commands_work_as_nobody_on_a_root_owned_copy(world: Repository, shared: Path) -> None:
+    copy = read_only_copy(world, shared / "replica")
+    for argv in _reads(copy, shared):
+        code, out, err = cli_as_nobody(*argv)
+        assert code == 0, (argv, out, err)
+        assert "Traceback" not in err
+    assert sorted(p.name for p in copy.iterdir() if p.name.startswith(("inventory", "."))) == [
+        "inventory.sqlite"
+    ]  # nothing was created: no lock, no -wal / -shm
+
+
+@needs_root
+def test_read_commands_as_nobody_on_the_live_repository(world: Repository, shared: Path) -> None:
+    # The primary, with its inventory open in WAL mode by a writer right now.
+    with open_inventory(world) as writer:
+        writer.report(dev(1), 7)
+        for argv in _reads(world.path, shared):
+            code, out, err = cli_as_nobody(*argv)
+            assert code == 0, (argv, out, err)
+    code, out, _ = cli_as_nobody("fleet", "show", dev(1), "--json", "--repo", str(world.path))
+    assert json.loads(out)["installed_version"] == 7
+
+
+@needs_root
+def test_read_commands_on_a_copy_without_write_bits(world: Repository, shared: Path) -> None:
+    copy = read_only_copy(world, shared / "replica")
+    strip_write_bits(copy)
+    for argv in _reads(copy, shared):
+        code, out, err = cli_as_nobody(*argv)
+        assert code == 0, (argv, out, err)
+    code, out, _ = cli_as_nobody("waves", "status", "w1", "--json", "--repo", str(copy))
+    assert json.loads(out)["groups"]
+
+
+@needs_root
+def test_a_copy_with_pending_wal_changes_is_a_clear_error(world: Repository, shared: Path) -> None:
+    with open_inventory(world) as writer:  # keeps its WAL while it is open
+        writer._conn.execute("PRAGMA wal_autocheckpoint = 0")
+        writer.report(dev(2), 9)
+        copy = read_only_copy(world, shared / "replica", quiesce=False)
+        shutil.copy(world.path / "inventory.sqlite-wal", copy / "inventory.sqlite-wal")
+    code, _, err = cli_as_nobody("fleet", "list", "--repo", str(copy))
+    assert code == 3, err
+    assert "write-ahead log" in err and "Traceback" not in err
+
+
+@needs_root
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("repo", "refresh"),
+        ("waves", "init", "w2", "11", "prod", "--hardware-id", "hw1", "--artifact", "{fw}"),
+        ("waves", "rollout", "w1", "--limit", "1"),
+        ("waves", "cancel", "w1"),
+        ("fleet", "report", dev(0), "--installed-version", "6"),
+    ],
+    ids=lambda a: " ".join(a[:2]),
+)
+def test_write_commands_on_a_read_only_copy_fail_clearly(
+    world: Repository, shared: Path, argv: tuple[str, ...]
+) -> None:
+    copy = read_only_copy(world, shared / "replica")
+    (copy / ".lock").touch()  # even with a lock file present (root's, 0644)
+    argv = tuple(a.replace("{fw}", str(shared / "fw.img")) for a in argv)
+    code, out, err = cli_as_nobody(*argv, "--repo", str(copy))
+    assert code == 3, (out, err)
+    assert "Traceback" not in err
+    assert "read-only" in err or "not writable" in err or "cannot be changed" in err
+
+
+def test_write_command_on_a_read_only_directory_in_process(
+    world: Repository, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Without switching users: the lock file cannot be opened for writing.
+    def refuse(path: object, flags: int, mode: int = 0o777) -> int:
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(os, "open", refuse)
+    with pytest.raises(StorageError, match="cannot be changed by this process"):
+        world.refresh()
+
+
+def test_dry_run_takes_a_shared_lock(world: Repository) -> None:
+    with open_inventory(world, read_only=True) as inv, world.locked(shared=True):
+        fd = os.open(world.path / ".lock", os.O_RDONLY)
+        try:  # another reader gets in; a writer would wait
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            with pytest.raises(BlockingIOError):
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        finally:
+            os.close(fd)
+        result = rollout(world, inv, "w1", Selector(limit=2, seed="y"), dry_run=True)
+    assert len(result.uuids) == 2
+    with pytest.raises(RuntimeError), world.locked(shared=True):
+        world.publish({})

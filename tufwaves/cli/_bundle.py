@@ -54,7 +54,7 @@ def _bundle(args: argparse.Namespace) -> int:
     if args.out.exists() and not args.force:
         raise InputError(f"{args.out} exists; pass --force to overwrite it")
     repo = Repository.open(args.repo)
-    with open_inventory(repo) as inv:
+    with open_inventory(repo, read_only=True) as inv:
         bundle = build_bundle(repo, inv, args.uuid, since_root=args.since_root, waves=args.wave)
     data = bundle.to_bytes()
     atomic_write(args.out, data)

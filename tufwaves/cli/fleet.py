@@ -131,13 +131,13 @@ def _count(text: str) -> int:
     return int(text)
 
 
-def _open(repo: Path) -> SqliteInventory:
+def _open(repo: Path, *, read_only: bool = False) -> SqliteInventory:
     if not repo.is_dir():
         raise InputError(
             f"repository {repo} does not exist; create it with 'tufwaves repo init' "
             "or pass the right --repo"
         )
-    return SqliteInventory.open(repo / FILENAME)
+    return SqliteInventory.open(repo / FILENAME, read_only=read_only)
 
 
 def _time(device: Device) -> str:
@@ -182,7 +182,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_list(args: argparse.Namespace) -> int:
     out = sys.stdout
-    with _open(args.repo) as inventory:
+    with _open(args.repo, read_only=True) as inventory:
         devices = inventory.list_devices(group=args.group, tag=args.tag, limit=args.limit)
         if args.json:
             # Streamed: a fleet can be far larger than memory wants to hold.
@@ -206,7 +206,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    with _open(args.repo) as inventory:
+    with _open(args.repo, read_only=True) as inventory:
         device = inventory.get(args.uuid)
         if device is None:
             raise InputError(

@@ -85,6 +85,7 @@ class Repository:
         self.inventory_path = path / "inventory.sqlite"
         self._config: dict[str, Any] | None = None
         self._lock_fd: int | None = None
+        self._lock_shared = False
 
     # ------------------------------------------------------------------ open
     @classmethod
@@ -135,18 +136,73 @@ class Repository:
 
     # ------------------------------------------------------------------ lock
     @contextlib.contextmanager
-    def locked(self) -> Iterator[None]:
-        """Hold the repository lock; wait up to TUFWAVES_LOCK_TIMEOUT seconds."""
+    def locked(self, *, shared: bool = False) -> Iterator[None]:
+        """Hold the repository lock; wait up to TUFWAVES_LOCK_TIMEOUT seconds.
+
+        The exclusive lock (the default) is for commands that change the
+        repository: a repository this process cannot write (a read-only copy)
+        is refused with a StorageError, and so is any failure to write inside
+        the block. ``shared=True`` is for a command that only reads but wants
+        a view no writer changes under it: it waits for a running writer if
+        the lock file can be opened and otherwise reads without a lock.
+        """
         if self._lock_fd is not None:  # re-entrant within one process
+            if not shared and self._lock_shared:
+                raise RuntimeError("cannot upgrade a shared repository lock")
             yield
             return
+        fd = self._open_lock(shared)
+        if fd is None:  # a read-only copy without a usable lock file
+            yield
+            return
+        self._wait_for_lock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+        self._lock_fd, self._lock_shared = fd, shared
+        try:
+            yield
+        except OSError as e:
+            doing = "reading" if shared else "changing"
+            raise StorageError(f"{_os_reason(e)} (while {doing} {self.path})") from e
+        finally:
+            self._lock_fd = None
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+    def _open_lock(self, shared: bool) -> int | None:
+        lock = self.path / ".lock"
+        try:
+            if shared:
+                return os.open(lock, os.O_RDONLY)
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            if shared and e.errno in (errno.ENOENT, errno.EACCES, errno.EPERM):
+                return None
+            raise StorageError(
+                f"{self.path} cannot be changed by this process: cannot open its "
+                f"lock file {lock} for writing ({e.strerror}). Is this a read-only "
+                "copy? Change the repository where it is writable; copies only serve "
+                "reads (list, show, status, bundle, dry runs)"
+            ) from None
+        read_only = next(
+            (d for d in (self.path, self.metadata_dir) if d.is_dir() and not _writable(d)),
+            None,
+        )
+        if read_only is not None:
+            os.close(fd)
+            raise StorageError(
+                f"{self.path} cannot be changed by this process: {read_only} is not "
+                "writable. Is this a read-only copy? Change the repository where it "
+                "is writable; copies only serve reads (list, show, status, bundle, "
+                "dry runs)"
+            )
+        return fd
+
+    def _wait_for_lock(self, fd: int, operation: int) -> None:
         timeout = float(os.environ.get(LOCK_TIMEOUT_ENV, "120"))
-        fd = os.open(self.path / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
         deadline = time.monotonic() + timeout
         while True:
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
+                fcntl.flock(fd, operation | fcntl.LOCK_NB)
+                return
             except OSError as e:
                 if e.errno not in (errno.EAGAIN, errno.EACCES):
                     os.close(fd)
@@ -158,13 +214,6 @@ class Repository:
                         "wait for it to finish and try again"
                     ) from None
                 time.sleep(0.05)
-        self._lock_fd = fd
-        try:
-            yield
-        finally:
-            self._lock_fd = None
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            os.close(fd)
 
     # ------------------------------------------------------------- reading
     def _read(self, name: str) -> bytes:
@@ -234,8 +283,8 @@ class Repository:
         new role). ``artifacts`` maps target-relative paths to bytes, written
         first. Must be called with the lock held.
         """
-        if self._lock_fd is None:
-            raise RuntimeError("publish() needs the repository lock")
+        if self._lock_fd is None or self._lock_shared:
+            raise RuntimeError("publish() needs the exclusive repository lock")
         current = self.state() if self.is_published() else None
         for name, md in roles.items():
             have = current.version_of(name) if current else None
@@ -318,6 +367,15 @@ class Repository:
         """Re-sign snapshot and timestamp with fresh expiry (for a cron job)."""
         with self.locked():
             return self.publish({})
+
+
+def _writable(directory: Path) -> bool:
+    return os.access(directory, os.W_OK | os.X_OK)
+
+
+def _os_reason(e: OSError) -> str:
+    where = f"{e.filename}: " if e.filename else ""
+    return f"{where}{e.strerror or e}"
 
 
 def _sha256(data: bytes) -> str:

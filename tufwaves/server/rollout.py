@@ -205,8 +205,9 @@ def load_wave(repo: Repository, name: str, state: PublishedState | None = None) 
     )
 
 
-def open_inventory(repo: Repository) -> SqliteInventory:
-    return SqliteInventory.open(repo.inventory_path)
+def open_inventory(repo: Repository, *, read_only: bool = False) -> SqliteInventory:
+    """The repository's inventory; ``read_only`` for commands that only read it."""
+    return SqliteInventory.open(repo.inventory_path, read_only=read_only)
 
 
 def tree_path(repo: Repository, wave: str, index: int) -> Path:
@@ -348,7 +349,8 @@ def rollout(
     """
     say = progress or (lambda _: None)
     at = now()
-    with repo.locked(), inv.transaction():
+    # A preview only reads: a shared lock, so it also works on a read-only copy.
+    with repo.locked(shared=dry_run), inv.transaction():
         wave = load_wave(repo, wave_name)
         if not dry_run:  # a preview writes nothing, not even a recovery
             _reconcile(repo, inv, wave)
