@@ -19,17 +19,29 @@ import tempfile
 import traceback
 import uuid as uuidlib
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.serialization import Encoding, PrivateFormat, PublicFormat
 
-from tests.conftest import KeyStore, publish_wave
+from tests.conftest import PASSPHRASE, KeyStore, publish_wave
 from tufwaves.cli import main
-from tufwaves.errors import StorageError
+from tufwaves.cli import repo as repo_cli
+from tufwaves.errors import KeyError_, StorageError
 from tufwaves.server.inventory import DeviceRow
+from tufwaves.server.keys import (
+    ONLINE_PASSPHRASE_ENV,
+    PASSPHRASE_ENV,
+    generate_key,
+    import_uri_key,
+    load_key_ref,
+    passphrase,
+)
 from tufwaves.server.repository import Repository
 from tufwaves.server.rollout import Selector, open_inventory, rollout
-from tufwaves.server.roots import create_repository
+from tufwaves.server.roots import ONLINE_ROLES, create_repository
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="switching to the user nobody needs root")
 
@@ -380,3 +392,115 @@ def test_dry_run_takes_a_shared_lock(world: Repository) -> None:
     assert len(result.uuids) == 2
     with pytest.raises(RuntimeError), world.locked(shared=True):
         world.publish({})
+
+
+# ------------------------------------------------------------- online keys
+
+ONLINE = "online only, for cron"
+
+
+def _new_repo(base: Path, **kw: object) -> Repository:
+    keystore = KeyStore(base / "offline-keys")
+    repo, _ = create_repository(
+        base / "repo",
+        root_keys=[keystore.ref("root")],
+        root_threshold=1,
+        targets_keys=[keystore.ref("t1")],
+        targets_threshold=1,
+        **kw,  # type: ignore[arg-type]
+    )
+    return repo
+
+
+def test_refresh_needs_only_the_online_passphrase(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv(ONLINE_PASSPHRASE_ENV, ONLINE)
+    repo = _new_repo(tmp_path)  # offline keys: TUFWAVES_KEY_PASSPHRASE
+    monkeypatch.delenv(PASSPHRASE_ENV)  # the cron job has no offline passphrase
+    before = repo.state().timestamp.signed.version
+    assert main(["repo", "refresh", "--repo", str(repo.path)]) == 0
+    assert repo.state().timestamp.signed.version == before + 1
+    # The online keys really are under the online passphrase, not the offline one.
+    monkeypatch.setenv(ONLINE_PASSPHRASE_ENV, PASSPHRASE)
+    assert main(["repo", "refresh", "--repo", str(repo.path)]) == 3
+    assert "cannot decrypt" in capsys.readouterr().err
+    # ... and the offline keys cannot be used with it.
+    monkeypatch.setenv(PASSPHRASE_ENV, ONLINE)
+    with pytest.raises(KeyError_):
+        load_key_ref(str(tmp_path / "offline-keys" / "t1.key"))
+
+
+def test_online_passphrase_falls_back_to_the_key_passphrase(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(ONLINE_PASSPHRASE_ENV, raising=False)
+    repo = _new_repo(tmp_path)  # one passphrase for everything, as before
+    assert main(["repo", "refresh", "--repo", str(repo.path)]) == 0
+    assert passphrase("x", online=True) == PASSPHRASE.encode()
+    monkeypatch.setenv(ONLINE_PASSPHRASE_ENV, "")
+    with pytest.raises(KeyError_, match=ONLINE_PASSPHRASE_ENV):
+        passphrase("x", online=True)
+
+
+def test_missing_online_passphrase_names_both_variables(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    repo = _new_repo(tmp_path)
+    monkeypatch.delenv(PASSPHRASE_ENV)
+    monkeypatch.delenv(ONLINE_PASSPHRASE_ENV, raising=False)
+    monkeypatch.setattr("sys.stdin", io.StringIO())
+    assert main(["repo", "refresh", "--repo", str(repo.path)]) == 3
+    err = capsys.readouterr().err
+    assert ONLINE_PASSPHRASE_ENV in err and PASSPHRASE_ENV in err
+
+
+def _uri_key(directory: Path, name: str) -> Path:
+    """A ``.pub`` naming a ``file2:`` private-key URI (stands in for a KMS/HSM)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    signer = generate_key("ed25519")
+    pem = directory / f"{name}.pem"
+    pem.write_bytes(
+        signer._private_key.private_bytes(
+            Encoding.PEM, PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    pem.chmod(0o600)
+    public = signer.public_key._crypto_key().public_bytes(
+        Encoding.PEM, PublicFormat.SubjectPublicKeyInfo
+    )
+    return import_uri_key(name, directory, f"file2:{pem}", public)
+
+
+def test_online_keys_behind_uris_need_no_passphrase(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    online = {role: _uri_key(tmp_path / "kms", role) for role in ONLINE_ROLES}
+    repo = _new_repo(tmp_path, online_keys=online)
+    assert not list(repo.keys_dir.glob("*.key"))
+    monkeypatch.delenv(PASSPHRASE_ENV)
+    monkeypatch.delenv(ONLINE_PASSPHRASE_ENV, raising=False)
+    monkeypatch.setattr("sys.stdin", io.StringIO())
+    assert main(["repo", "refresh", "--repo", str(repo.path)]) == 0
+    assert repo.state().timestamp.signed.version == 2
+
+
+def test_repo_show_prints_the_expiry_of_every_role(
+    world: Repository, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["repo", "show", "--json", "--repo", str(world.path)]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    roles = {"root", "targets", "snapshot", "timestamp", "wave.w1", "rollout.w1", "ripple.w1.1"}
+    assert set(doc["expires"]) == roles
+    assert doc["expired"] == []
+    assert doc["earliest_delegated_expiry"]["role"] in roles - {"root", "targets"}
+    ts = datetime.fromisoformat(doc["expires"]["timestamp"].replace("Z", "+00:00"))
+    snap = datetime.fromisoformat(doc["expires"]["snapshot"].replace("Z", "+00:00"))
+    assert timedelta(hours=23) < ts - datetime.now(UTC) <= timedelta(days=1)
+    assert timedelta(days=6) < snap - datetime.now(UTC) <= timedelta(days=7)
+
+    monkeypatch.setattr(repo_cli, "now", lambda: datetime.now(UTC) + timedelta(days=2))
+    assert main(["repo", "show", "--repo", str(world.path)]) == 0
+    text = capsys.readouterr().out
+    assert "expired: timestamp" in text
+    assert "  wave.w1: 20" in text and "earliest_delegated_expiry:" in text

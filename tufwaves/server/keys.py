@@ -10,7 +10,12 @@ A key pair on disk is two files:
   mode 0600, created exclusively and never overwritten.
 
 The passphrase comes from ``TUFWAVES_KEY_PASSPHRASE`` or an interactive prompt,
-never from the command line, and never appears in a message.
+never from the command line, and never appears in a message. The repository's
+online keys (snapshot, timestamp, rollout) use
+``TUFWAVES_ONLINE_KEY_PASSPHRASE`` when it is set, so a cron job that
+refreshes the timestamp never holds the offline keys' passphrase; without it
+they fall back to ``TUFWAVES_KEY_PASSPHRASE``. An online key whose ``.pub``
+names a private-key URI (KMS, HSM, ``file2:``) needs no passphrase at all.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from tufwaves.errors import InputError, KeyError_, StorageError
 
 __all__ = [
     "KEY_TYPES",
+    "ONLINE_PASSPHRASE_ENV",
     "PASSPHRASE_ENV",
     "KeyRef",
     "generate_key",
@@ -48,22 +54,29 @@ __all__ = [
 ]
 
 PASSPHRASE_ENV = "TUFWAVES_KEY_PASSPHRASE"  # noqa: S105 - a variable name
+ONLINE_PASSPHRASE_ENV = "TUFWAVES_ONLINE_KEY_PASSPHRASE"  # noqa: S105 - a variable name
 KEY_TYPES = ("ed25519", "ecdsa", "rsa")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _URI_RE = re.compile(r"^[a-z][a-z0-9+.-]*:")
 _MAX_KEY_FILE = 64 * 1024
 
 
-def passphrase(purpose: str, *, confirm: bool = False) -> bytes:
-    """The key passphrase from ``TUFWAVES_KEY_PASSPHRASE`` or a prompt."""
-    env = os.environ.get(PASSPHRASE_ENV)
-    if env is not None:
-        if not env:
-            raise KeyError_(f"{PASSPHRASE_ENV} is set but empty; set a passphrase")
-        return env.encode()
+def passphrase(purpose: str, *, confirm: bool = False, online: bool = False) -> bytes:
+    """The key passphrase from ``TUFWAVES_KEY_PASSPHRASE`` or a prompt.
+
+    ``online=True`` is for the repository's online keys: their own variable
+    ``TUFWAVES_ONLINE_KEY_PASSPHRASE`` first, then ``TUFWAVES_KEY_PASSPHRASE``.
+    """
+    names = (ONLINE_PASSPHRASE_ENV, PASSPHRASE_ENV) if online else (PASSPHRASE_ENV,)
+    for name in names:
+        env = os.environ.get(name)
+        if env is not None:
+            if not env:
+                raise KeyError_(f"{name} is set but empty; set a passphrase")
+            return env.encode()
     if not sys.stdin.isatty():
         raise KeyError_(
-            f"a passphrase is needed for {purpose}: set {PASSPHRASE_ENV} "
+            f"a passphrase is needed for {purpose}: set {' or '.join(names)} "
             "or run the command at a terminal"
         )
     first = getpass.getpass(f"Passphrase for {purpose}: ")
@@ -179,8 +192,8 @@ def load_public_key(path: Path) -> tuple[str, Key, str | None]:
     return name, key, uri
 
 
-def _signer_from_pem(path: Path, pem: bytes) -> KeyRef:
-    secret = passphrase(f"key {path.name}")
+def _signer_from_pem(path: Path, pem: bytes, online: bool) -> KeyRef:
+    secret = passphrase(f"key {path.name}", online=online)
     try:
         private = load_pem_private_key(pem, secret)
     except (ValueError, TypeError):
@@ -197,8 +210,8 @@ def _signer_from_pem(path: Path, pem: bytes) -> KeyRef:
     return KeyRef(name, public, CryptoSigner(private, public))
 
 
-def load_key_ref(spec: str) -> KeyRef:
-    """Resolve a KEY argument.
+def load_key_ref(spec: str, *, online: bool = False) -> KeyRef:
+    """Resolve a KEY argument (``online``: an online key's passphrase).
 
     * ``PATH.key``: an encrypted private key file (public half from ``PATH.pub``
       if present), asks for the passphrase;
@@ -237,7 +250,7 @@ def load_key_ref(spec: str) -> KeyRef:
     pem = _read_small(path)
     if b"PRIVATE KEY" not in pem:
         raise InputError(f"{path} is neither a .pub file nor a PEM private key")
-    return _signer_from_pem(path, pem)
+    return _signer_from_pem(path, pem, online)
 
 
 def import_uri_key(name: str, directory: Path, uri: str, public_pem: bytes) -> Path:

@@ -27,7 +27,7 @@ import os
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -128,8 +128,13 @@ class Repository:
         return load_public_key(self.path / rel)[1]
 
     def online_signer(self, role: str) -> Signer:
+        """The online ``role`` key's signer: its ``.pub``'s private-key URI if
+        it names one, else the ``.key`` beside it (online passphrase)."""
         rel: str = self.config["online_keys"][role]
-        ref = load_key_ref(str(self.path / rel).removesuffix(".pub") + ".key")
+        pub = self.path / rel
+        uri = load_public_key(pub)[2]
+        spec = str(pub) if uri else str(pub).removesuffix(".pub") + ".key"
+        ref = load_key_ref(spec, online=True)
         if ref.signer is None:  # pragma: no cover - .key always yields a signer
             raise StorageError(f"no private key for the online {role} key")
         return ref.signer
@@ -362,6 +367,23 @@ class Repository:
             snapshot,
             root.signed.version if root else self.root().signed.version,
         )
+
+    def expiries(self, state: PublishedState | None = None) -> dict[str, datetime]:
+        """When each published role expires: root, timestamp, snapshot, then
+        every role the snapshot lists (targets, waves, rollouts, ripples)."""
+        state = state or self.state()
+        found = {
+            "root": self.root().signed.expires,
+            "timestamp": state.timestamp.signed.expires,
+            "snapshot": state.snapshot.signed.expires,
+        }
+        for role in sorted(state.roles(), key=lambda r: (r != "targets", r)):
+            try:
+                md = Metadata[Any].from_bytes(self.role_bytes(role, state.version_of(role)))
+            except DeserializationError as e:
+                raise StorageError(f"published role {role} is unreadable: {e}") from None
+            found[role] = md.signed.expires
+        return found
 
     def refresh(self) -> PublishedState:
         """Re-sign snapshot and timestamp with fresh expiry (for a cron job)."""

@@ -73,7 +73,7 @@ def create_repository(
     repo = Repository(path)
     # Check the passphrase before creating anything.
     need_secret = any(role not in (online_keys or {}) for role in ONLINE_ROLES)
-    secret = passphrase("the online keys", confirm=True) if need_secret else b""
+    secret = passphrase("the online keys", confirm=True, online=True) if need_secret else b""
     path.mkdir(parents=True, exist_ok=True)
     for directory in (repo.metadata_dir, repo.targets_dir, repo.staging_dir, repo.ripples_dir):
         directory.mkdir(exist_ok=True)
