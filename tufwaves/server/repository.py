@@ -9,7 +9,7 @@ Layout of a repository directory ``REPO``::
     REPO/staging/             ceremonies in progress (pending signatures)
     REPO/ripples/             Merkle tree files of large ripples
     REPO/inventory.sqlite     the fleet inventory
-    REPO/.lock                held while a command changes the repository
+    REPO/.lock                held while a command changes the repository (shared by dry runs)
 
 ``timestamp.json`` is the commit point of every publish: all other files of a
 publish are written (temporary file, fsync, rename) before it, and a failure
