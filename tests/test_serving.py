@@ -374,9 +374,10 @@ def test_write_command_on_a_read_only_directory_in_process(
     def refuse(path: object, flags: int, mode: int = 0o777) -> int:
         raise PermissionError(13, "Permission denied", str(path))
 
-    monkeypatch.setattr(os, "open", refuse)
-    with pytest.raises(StorageError, match="cannot be changed by this process"):
-        world.refresh()
+    with monkeypatch.context() as patch:  # undone before the directory is removed
+        patch.setattr(os, "open", refuse)
+        with pytest.raises(StorageError, match="cannot be changed by this process"):
+            world.refresh()
 
 
 def test_dry_run_takes_a_shared_lock(world: Repository) -> None:
