@@ -325,7 +325,8 @@ def test_crash_during_publish_keeps_previous_state(
         real(path, data)
 
     monkeypatch.setattr(repository, "atomic_write", failing)
-    with pytest.raises(OSError, match="injected"):
+    # A failed write is a StorageError (exit 3) naming the cause, not a traceback.
+    with pytest.raises(StorageError, match="injected"):
         sign_ceremony(repo, "wave.w1", keystore.ref("t2"))
     assert tree_digest(repo.path) == before
     # Still readable by a TUF client, and the wave can still be published.

@@ -65,7 +65,7 @@ def _bundle(args: argparse.Namespace) -> int:
             "(it is never created; create it first)"
         )
     repo = Repository.open(args.repo)
-    with open_inventory(repo) as inv:
+    with open_inventory(repo, read_only=True) as inv:
         bundle = build_bundle(repo, inv, args.uuid, since_root=args.since_root, waves=args.wave)
     data = bundle.to_bytes()
     try:

@@ -126,10 +126,10 @@ def _count(text: str) -> int:
     return int(text)
 
 
-def _open(path: Path) -> SqliteInventory:
+def _open(path: Path, *, read_only: bool = False) -> SqliteInventory:
     """The inventory of the repository ``path``; refuses what is not a repository."""
     repo = Repository.open(path)
-    return SqliteInventory.open(repo.path / FILENAME)
+    return SqliteInventory.open(repo.path / FILENAME, read_only=read_only)
 
 
 def _time(device: Device) -> str:
@@ -175,7 +175,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_list(args: argparse.Namespace) -> int:
     out = sys.stdout
-    with _open(args.repo) as inventory:
+    with _open(args.repo, read_only=True) as inventory:
         devices = inventory.list_devices(group=args.group, tag=args.tag, limit=args.limit)
         if args.json:
             # Streamed: a fleet can be far larger than memory wants to hold.
@@ -203,7 +203,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    with _open(args.repo) as inventory:
+    with _open(args.repo, read_only=True) as inventory:
         device = inventory.get(args.uuid)
         if device is None:
             raise InputError(

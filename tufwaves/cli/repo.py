@@ -14,8 +14,8 @@ from tufwaves.cli._common import (
     example_epilog,
 )
 from tufwaves.errors import InputError
-from tufwaves.server.keys import PASSPHRASE_ENV, load_key_ref
-from tufwaves.server.metadata import expiry
+from tufwaves.server.keys import ONLINE_PASSPHRASE_ENV, PASSPHRASE_ENV, load_key_ref
+from tufwaves.server.metadata import expiry, now
 from tufwaves.server.repository import Repository
 from tufwaves.server.roots import (
     ONLINE_ROLES,
@@ -52,9 +52,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             "Create root (offline root keys), targets (offline targets keys), "
             "snapshot and timestamp (online keys) and a default online rollout "
             "key. Online keys are generated into REPO/keys, encrypted with the "
-            f"passphrase from {PASSPHRASE_ENV} or a prompt, unless --online-key "
-            "names existing ones. With fewer signing keys than a threshold the "
-            "first root and targets wait in a ceremony ('repo sign', "
+            f"passphrase from {ONLINE_PASSPHRASE_ENV} (else {PASSPHRASE_ENV}) or a "
+            "prompt, unless --online-key names existing ones. With fewer signing "
+            "keys than a threshold the first root and targets wait in a ceremony ('repo sign', "
             "'repo ceremony ...')."
         ),
         epilog=example_epilog(
@@ -161,8 +161,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "refresh",
         help="re-sign snapshot and timestamp with fresh expiry (run from cron)",
         description=(
-            "Publish a new snapshot and timestamp, signed by the online keys, with "
-            "fresh expiry; run it from cron well within a day."
+            "Re-sign snapshot (expires in 7 days) and timestamp (1 day) with the "
+            "online keys; run it every hour from cron. Needs only the online keys: "
+            f"their passphrase comes from {ONLINE_PASSPHRASE_ENV} (else "
+            f"{PASSPHRASE_ENV}), or none if their .pub names a private-key URI."
         ),
         epilog=example_epilog("tufwaves repo refresh --repo repo"),
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -172,10 +174,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
     show = rsub.add_parser(
         "show",
-        help="published versions and pending ceremonies",
+        help="published versions, expiry of every role, pending ceremonies",
         description=(
-            "Show the published root, timestamp, snapshot and role versions and "
-            "the signatures every pending ceremony still waits for."
+            "Show the published root, timestamp, snapshot and role versions, the "
+            "expiry of every role, and the signatures every pending ceremony still "
+            "waits for."
         ),
         epilog=example_epilog("tufwaves repo show --repo repo --json"),
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -274,6 +277,18 @@ def _show(args: argparse.Namespace) -> int:
             snapshot=state.snapshot.signed.version,
             roles={r: state.version_of(r) for r in state.roles()},
         )
+        expires = repo.expiries(state)
+        delegated = [r for r in expires if r not in ("root", "targets", "snapshot", "timestamp")]
+        first = min(delegated, key=lambda r: (expires[r], r), default=None)
+        doc.update(
+            expires={r: f"{t:%Y-%m-%dT%H:%M:%SZ}" for r, t in expires.items()},
+            earliest_delegated_expiry=(
+                {"role": first, "expires": f"{expires[first]:%Y-%m-%dT%H:%M:%SZ}"}
+                if first
+                else None
+            ),
+            expired=sorted(r for r, t in expires.items() if t <= now()),
+        )
     if args.json:
         emit_json(doc)
         return 0
@@ -282,6 +297,8 @@ def _show(args: argparse.Namespace) -> int:
             print(f"{key}:")
             for k, v in value.items():
                 print(f"  {k}: {v}")
+        elif isinstance(value, list):
+            print(f"{key}: {', '.join(value) or 'none'}")
         else:
             print(f"{key}: {value}")
     return 0

@@ -414,7 +414,7 @@ def print_summary(repo: Repository, w: WaveSummary) -> None:
 def _history(repo: Repository, wave: str) -> list[RippleRecord]:
     if not repo.inventory_path.exists():
         return []
-    with open_inventory(repo) as inv:
+    with open_inventory(repo, read_only=True) as inv:
         return inv.ripples(wave)
 
 
@@ -451,7 +451,7 @@ def print_history(history: list[RippleRecord]) -> None:
 def _members(repo: Repository, args: argparse.Namespace) -> int:
     if args.ripple is None:
         raise InputError("--members needs --ripple K")
-    with open_inventory(repo) as inv:
+    with open_inventory(repo, read_only=True) as inv:
         uuids = ripple_members(repo, inv, args.wave, args.ripple)
         if args.json:
             emit_json({"wave": args.wave, "ripple": args.ripple, "members": uuids})
@@ -515,7 +515,7 @@ def _rollout(args: argparse.Namespace) -> int:
         fraction_ppm=_parse_fraction(args.fraction),
     )
     keys = [load_key_ref(k) for k in args.key]
-    with open_inventory(repo) as inv:
+    with open_inventory(repo, read_only=args.dry_run) as inv:
         result = rollout(
             repo,
             inv,
@@ -594,7 +594,7 @@ def _complete(args: argparse.Namespace) -> int:
 
 def _status(args: argparse.Namespace) -> int:
     repo = Repository.open(args.repo)
-    with open_inventory(repo) as inv:
+    with open_inventory(repo, read_only=True) as inv:
         wave, rows = wave_status(repo, inv, args.wave)
     if args.json:
         emit_json({"wave": args.wave, "status": wave.status, "groups": [r.to_dict() for r in rows]})

@@ -12,7 +12,12 @@ A key pair on disk is two files:
 A library caller passes the passphrase in (``passphrase=`` bytes, or a
 callable asked with what the passphrase is for); left out, it comes from
 ``TUFWAVES_KEY_PASSPHRASE`` or an interactive prompt (what the command line
-does), never from the command line, and never appears in a message.
+does), never from the command line, and never appears in a message. The
+repository's online keys (snapshot, timestamp, rollout) use
+``TUFWAVES_ONLINE_KEY_PASSPHRASE`` when it is set, so a cron job that
+refreshes the timestamp never holds the offline keys' passphrase; without it
+they fall back to ``TUFWAVES_KEY_PASSPHRASE``. An online key whose ``.pub``
+names a private-key URI (KMS, HSM, ``file2:``) needs no passphrase at all.
 """
 
 from __future__ import annotations
@@ -36,10 +41,12 @@ from cryptography.hazmat.primitives.serialization import (
 )
 from securesystemslib.signer import CryptoSigner, Key, Signer, SSlibKey
 
+from tufwaves._files import PRIVATE_MODE, PUBLIC_MODE
 from tufwaves.errors import InputError, KeyUseError, StorageError
 
 __all__ = [
     "KEY_TYPES",
+    "ONLINE_PASSPHRASE_ENV",
     "PASSPHRASE_ENV",
     "KeyRef",
     "Passphrase",
@@ -52,6 +59,7 @@ __all__ = [
 ]
 
 PASSPHRASE_ENV = "TUFWAVES_KEY_PASSPHRASE"  # noqa: S105 - a variable name
+ONLINE_PASSPHRASE_ENV = "TUFWAVES_ONLINE_KEY_PASSPHRASE"  # noqa: S105 - a variable name
 KEY_TYPES = ("ed25519", "ecdsa", "rsa")
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _URI_RE = re.compile(r"^[a-z][a-z0-9+.-]*:")
@@ -63,12 +71,14 @@ with what it is for (e.g. ``"key alice.key"``) that returns them, or ``None``
 for ``TUFWAVES_KEY_PASSPHRASE`` or a terminal prompt (the command line's way)."""
 
 
-def passphrase(purpose: str, *, confirm: bool = False) -> bytes:
+def passphrase(purpose: str, *, confirm: bool = False, online: bool = False) -> bytes:
     """The key passphrase from ``TUFWAVES_KEY_PASSPHRASE`` or a terminal prompt.
 
     Args:
         purpose: What the passphrase is for, shown in the prompt.
         confirm: Ask twice at a prompt (for keys about to be created).
+        online: For the repository's online keys: their own variable
+            ``TUFWAVES_ONLINE_KEY_PASSPHRASE`` first, then ``TUFWAVES_KEY_PASSPHRASE``.
 
     Returns:
         The passphrase as bytes.
@@ -77,14 +87,16 @@ def passphrase(purpose: str, *, confirm: bool = False) -> bytes:
         KeyUseError: The variable is set but empty, there is no terminal to ask
             at, the two entries differ, or the entry is empty.
     """
-    env = os.environ.get(PASSPHRASE_ENV)
-    if env is not None:
-        if not env:
-            raise KeyUseError(f"{PASSPHRASE_ENV} is set but empty; set a passphrase")
-        return env.encode()
+    names = (ONLINE_PASSPHRASE_ENV, PASSPHRASE_ENV) if online else (PASSPHRASE_ENV,)
+    for name in names:
+        env = os.environ.get(name)
+        if env is not None:
+            if not env:
+                raise KeyUseError(f"{name} is set but empty; set a passphrase")
+            return env.encode()
     if not sys.stdin.isatty():
         raise KeyUseError(
-            f"a passphrase is needed for {purpose}: set {PASSPHRASE_ENV} "
+            f"a passphrase is needed for {purpose}: set {' or '.join(names)} "
             "or run the command at a terminal"
         )
     first = getpass.getpass(f"Passphrase for {purpose}: ")
@@ -95,7 +107,9 @@ def passphrase(purpose: str, *, confirm: bool = False) -> bytes:
     return first.encode()
 
 
-def resolve_passphrase(source: Passphrase, purpose: str, *, confirm: bool = False) -> bytes:
+def resolve_passphrase(
+    source: Passphrase, purpose: str, *, confirm: bool = False, online: bool = False
+) -> bytes:
     """The passphrase a caller gave, or else the command line's (:func:`passphrase`).
 
     Args:
@@ -103,6 +117,8 @@ def resolve_passphrase(source: Passphrase, purpose: str, *, confirm: bool = Fals
             ``None`` for ``TUFWAVES_KEY_PASSPHRASE`` or a terminal prompt.
         purpose: What the passphrase is for (for the callable or the prompt).
         confirm: Ask twice at a prompt (for keys about to be created).
+        online: With no ``source``: the online keys' variable first (see
+            :func:`passphrase`).
 
     Returns:
         The passphrase as bytes.
@@ -111,7 +127,7 @@ def resolve_passphrase(source: Passphrase, purpose: str, *, confirm: bool = Fals
         KeyUseError: The passphrase is empty or not bytes, or none can be had.
     """
     if source is None:
-        return passphrase(purpose, confirm=confirm)
+        return passphrase(purpose, confirm=confirm, online=online)
     secret = source(purpose) if callable(source) else source
     if not isinstance(secret, bytes) or not secret:
         raise KeyUseError(f"the passphrase given for {purpose} must be non-empty bytes")
@@ -195,8 +211,8 @@ def write_key_pair(
     pem = signer._private_key.private_bytes(
         Encoding.PEM, PrivateFormat.PKCS8, BestAvailableEncryption(secret)
     )
-    _write_exclusive(priv, pem, 0o600)
-    _write_exclusive(pub, public_key_json(name, signer.public_key), 0o644)
+    _write_exclusive(priv, pem, PRIVATE_MODE)
+    _write_exclusive(pub, public_key_json(name, signer.public_key), PUBLIC_MODE)
     return pub, priv
 
 
@@ -294,8 +310,8 @@ def _refuse_if_shared(path: Path) -> None:
         )
 
 
-def _signer_from_pem(path: Path, pem: bytes, source: Passphrase) -> KeyRef:
-    secret = resolve_passphrase(source, f"key {path.name}")
+def _signer_from_pem(path: Path, pem: bytes, source: Passphrase, online: bool) -> KeyRef:
+    secret = resolve_passphrase(source, f"key {path.name}", online=online)
     try:
         private = load_pem_private_key(pem, secret)
     except (ValueError, TypeError):
@@ -312,7 +328,9 @@ def _signer_from_pem(path: Path, pem: bytes, source: Passphrase) -> KeyRef:
     return KeyRef(name, public, CryptoSigner(private, public))
 
 
-def load_key_ref(spec: str | Path, *, passphrase: Passphrase = None) -> KeyRef:
+def load_key_ref(
+    spec: str | Path, *, passphrase: Passphrase = None, online: bool = False
+) -> KeyRef:
     """Load a key file or private-key URI (a KEY argument of the command line).
 
     * ``PATH.key``: an encrypted private key file (public half from ``PATH.pub``
@@ -371,7 +389,7 @@ def load_key_ref(spec: str | Path, *, passphrase: Passphrase = None) -> KeyRef:
     if b"PRIVATE KEY" not in pem:
         raise InputError(f"{path} is neither a .pub file nor a PEM private key")
     _refuse_if_shared(path)
-    return _signer_from_pem(path, pem, passphrase)
+    return _signer_from_pem(path, pem, passphrase, online)
 
 
 def import_uri_key(name: str, directory: Path, uri: str, public_pem: bytes) -> Path:
@@ -398,5 +416,5 @@ def import_uri_key(name: str, directory: Path, uri: str, public_pem: bytes) -> P
         raise InputError("the public key is not a PEM public key") from None
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{name}.pub"
-    _write_exclusive(path, public_key_json(name, public, uri), 0o644)
+    _write_exclusive(path, public_key_json(name, public, uri), PUBLIC_MODE)
     return path

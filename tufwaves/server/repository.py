@@ -9,7 +9,7 @@ Layout of a repository directory ``REPO``::
     REPO/staging/             ceremonies in progress (pending signatures)
     REPO/ripples/             Merkle tree files of large ripples
     REPO/inventory.sqlite     the fleet inventory
-    REPO/.lock                held while a command changes the repository
+    REPO/.lock                held while a command changes the repository (shared by dry runs)
 
 ``timestamp.json`` is the commit point of every publish: all other files of a
 publish are written (temporary file, fsync, rename) before it, and a failure
@@ -127,6 +127,7 @@ class Repository:
         self.inventory_path = path / "inventory.sqlite"
         self._config: dict[str, Any] | None = None
         self._lock_fd: int | None = None
+        self._lock_shared = False
 
     # ------------------------------------------------------------------ open
     @classmethod
@@ -237,7 +238,9 @@ class Repository:
         return load_public_key(self._online_pub(role))[1]
 
     def online_signer(self, role: str) -> Signer:
-        """The signer of the online key of ``role``, decrypted with :attr:`passphrase`.
+        """The online ``role`` key's signer: its ``.pub``'s private-key URI if
+        it names one, else the ``.key`` beside it, decrypted with
+        :attr:`passphrase` (default: the online keys' passphrase variable).
 
         Args:
             role: ``"snapshot"``, ``"timestamp"`` or ``"rollout"``.
@@ -247,38 +250,98 @@ class Repository:
 
         Raises:
             KeyUseError: The key cannot be read or decrypted.
+            StorageError: The repository names no such key or its file is missing.
         """
-        ref = load_key_ref(
-            str(self._online_pub(role)).removesuffix(".pub") + ".key", passphrase=self.passphrase
-        )
+        pub = self._online_pub(role)
+        uri = load_public_key(pub)[2]
+        spec = str(pub) if uri else str(pub).removesuffix(".pub") + ".key"
+        ref = load_key_ref(spec, passphrase=self.passphrase, online=True)
         if ref.signer is None:  # pragma: no cover - .key always yields a signer
             raise StorageError(f"no private key for the online {role} key")
         return ref.signer
 
     # ------------------------------------------------------------------ lock
     @contextlib.contextmanager
-    def locked(self) -> Iterator[None]:
+    def locked(self, *, shared: bool = False) -> Iterator[None]:
         """Hold the repository lock; wait up to TUFWAVES_LOCK_TIMEOUT seconds.
+
+        The exclusive lock (the default) is for commands that change the
+        repository: a repository this process cannot write (a read-only copy)
+        is refused with a StorageError, and so is any failure to write inside
+        the block. ``shared=True`` is for a command that only reads but wants
+        a view no writer changes under it: it waits for a running writer if
+        the lock file can be opened and otherwise reads without a lock.
 
         Re-entrant within one process. Every function of the server API that
         changes the repository takes it itself.
+
+        Args:
+            shared: Take the shared lock of a reader instead.
 
         Yields:
             Nothing: the lock is held inside the ``with`` block.
 
         Raises:
-            StorageError: Another process held it for the whole timeout.
+            StorageError: Another process held it for the whole timeout, or the
+                repository cannot be written (exclusive lock only).
         """
         if self._lock_fd is not None:  # re-entrant within one process
+            if not shared and self._lock_shared:
+                raise RuntimeError("cannot upgrade a shared repository lock")
             yield
             return
+        fd = self._open_lock(shared)
+        if fd is None:  # a read-only copy without a usable lock file
+            yield
+            return
+        self._wait_for_lock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+        self._lock_fd, self._lock_shared = fd, shared
+        try:
+            yield
+        except OSError as e:
+            doing = "reading" if shared else "changing"
+            raise StorageError(f"{_os_reason(e)} (while {doing} {self.path})") from e
+        finally:
+            self._lock_fd = None
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+    def _open_lock(self, shared: bool) -> int | None:
+        lock = self.path / ".lock"
+        try:
+            if shared:
+                return os.open(lock, os.O_RDONLY)
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            if shared and e.errno in (errno.ENOENT, errno.EACCES, errno.EPERM):
+                return None
+            raise StorageError(
+                f"{self.path} cannot be changed by this process: cannot open its "
+                f"lock file {lock} for writing ({e.strerror}). Is this a read-only "
+                "copy? Change the repository where it is writable; copies only serve "
+                "reads (list, show, status, bundle, dry runs)"
+            ) from None
+        read_only = next(
+            (d for d in (self.path, self.metadata_dir) if d.is_dir() and not _writable(d)),
+            None,
+        )
+        if read_only is not None:
+            os.close(fd)
+            raise StorageError(
+                f"{self.path} cannot be changed by this process: {read_only} is not "
+                "writable. Is this a read-only copy? Change the repository where it "
+                "is writable; copies only serve reads (list, show, status, bundle, "
+                "dry runs)"
+            )
+        return fd
+
+    def _wait_for_lock(self, fd: int, operation: int) -> None:
         timeout = float(os.environ.get(LOCK_TIMEOUT_ENV, "120"))
-        fd = os.open(self.path / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
         deadline = time.monotonic() + timeout
         while True:
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
+                fcntl.flock(fd, operation | fcntl.LOCK_NB)
+                return
             except OSError as e:
                 if e.errno not in (errno.EAGAIN, errno.EACCES):
                     os.close(fd)
@@ -290,13 +353,6 @@ class Repository:
                         "wait for it to finish and try again"
                     ) from None
                 time.sleep(0.05)
-        self._lock_fd = fd
-        try:
-            yield
-        finally:
-            self._lock_fd = None
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            os.close(fd)
 
     # ------------------------------------------------------------- reading
     def _read(self, name: str) -> bytes:
@@ -464,8 +520,8 @@ class Repository:
             StorageError: A version does not follow the published one (another
                 process published meanwhile) or a file cannot be written.
         """
-        if self._lock_fd is None:
-            raise RuntimeError("publish() needs the repository lock")
+        if self._lock_fd is None or self._lock_shared:
+            raise RuntimeError("publish() needs the exclusive repository lock")
         current = self.state() if self.is_published() else None
         for name, md in roles.items():
             have = current.version_of(name) if current else None
@@ -544,6 +600,33 @@ class Repository:
             root.signed.version if root else self.root().signed.version,
         )
 
+    def expiries(self, state: PublishedState | None = None) -> dict[str, datetime]:
+        """When each published role expires.
+
+        Args:
+            state: The published state to read (default: the current one).
+
+        Returns:
+            Role name -> expiry: root, timestamp, snapshot, then every role the
+            snapshot lists (targets, waves, rollouts, ripples).
+
+        Raises:
+            StorageError: A published role is unreadable.
+        """
+        state = state or self.state()
+        found = {
+            "root": self.root().signed.expires,
+            "timestamp": state.timestamp.signed.expires,
+            "snapshot": state.snapshot.signed.expires,
+        }
+        for role in sorted(state.roles(), key=lambda r: (r != "targets", r)):
+            try:
+                md = Metadata[Any].from_bytes(self.role_bytes(role, state.version_of(role)))
+            except DeserializationError as e:
+                raise StorageError(f"published role {role} is unreadable: {e}") from None
+            found[role] = md.signed.expires
+        return found
+
     def refresh(self) -> PublishedState:
         """Re-sign snapshot and timestamp with fresh expiry (for a cron job).
 
@@ -555,6 +638,15 @@ class Repository:
         """
         with self.locked():
             return self.publish({})
+
+
+def _writable(directory: Path) -> bool:
+    return os.access(directory, os.W_OK | os.X_OK)
+
+
+def _os_reason(e: OSError) -> str:
+    where = f"{e.filename}: " if e.filename else ""
+    return f"{where}{e.strerror or e}"
 
 
 def _sha256(data: bytes) -> str:

@@ -273,7 +273,7 @@ def load_wave(repo: Repository, name: str, state: PublishedState | None = None) 
     )
 
 
-def open_inventory(repo: Repository) -> SqliteInventory:
+def open_inventory(repo: Repository, *, read_only: bool = False) -> SqliteInventory:
     """The repository's embedded SQLite inventory (``REPO/inventory.sqlite``).
 
     Use it as a context manager; any other :class:`Inventory` implementation
@@ -281,14 +281,16 @@ def open_inventory(repo: Repository) -> SqliteInventory:
 
     Args:
         repo: The repository.
+        read_only: For commands that only read: opens a read-only copy too
+            (``specs/inventory.md``, "Read-only opening").
 
     Returns:
-        The open inventory (created if missing).
+        The open inventory (created if missing, unless ``read_only``).
 
     Raises:
         StorageError: The database cannot be opened.
     """
-    return SqliteInventory.open(repo.inventory_path)
+    return SqliteInventory.open(repo.inventory_path, read_only=read_only)
 
 
 def tree_path(repo: Repository, wave: str, index: int) -> Path:
@@ -479,7 +481,8 @@ def rollout(
     """
     say = progress or (lambda _: None)
     at = repo.now()
-    with repo.locked(), inv.transaction():
+    # A preview only reads: a shared lock, so it also works on a read-only copy.
+    with repo.locked(shared=dry_run), inv.transaction():
         wave = load_wave(repo, wave_name)
         if not dry_run:  # a preview writes nothing, not even a recovery
             _reconcile(repo, inv, wave)

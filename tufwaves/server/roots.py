@@ -102,7 +102,11 @@ def create_repository(
     expires = expires or expiry(start=repo.now())
     # Check the passphrase before creating anything.
     need_secret = any(role not in (online_keys or {}) for role in ONLINE_ROLES)
-    secret = resolve_passphrase(passphrase, "the online keys", confirm=True) if need_secret else b""
+    secret = (
+        resolve_passphrase(passphrase, "the online keys", confirm=True, online=True)
+        if need_secret
+        else b""
+    )
     path.mkdir(parents=True, exist_ok=True)
     for directory in (repo.metadata_dir, repo.targets_dir, repo.staging_dir, repo.ripples_dir):
         directory.mkdir(exist_ok=True)

@@ -19,7 +19,7 @@ from typing import Any
 from securesystemslib.signer import Key
 from tuf.api.metadata import DelegatedRole, Delegations, Metadata, TargetFile, Targets
 
-from tufwaves._files import atomic_write
+from tufwaves._files import PRIVATE_MODE, atomic_write
 from tufwaves.device.profile import check_version
 from tufwaves.errors import InputError, RefusedError, StorageError
 from tufwaves.server import staging
@@ -377,8 +377,13 @@ def init_wave(
             atomic_write(
                 repo.staging_dir / f"{cid}.artifacts" / hashlib.sha256(data).hexdigest(),
                 data,
+                mode=PRIVATE_MODE,  # not released yet: published only with the wave
             )
-        atomic_write(staging.local_path(repo, cid), json.dumps(local, indent=2).encode())
+        atomic_write(
+            staging.local_path(repo, cid),
+            json.dumps(local, indent=2).encode(),
+            mode=PRIVATE_MODE,
+        )
         atomic_write(staging.ceremony_path(repo, cid), ceremony.to_bytes())
         publish_if_complete(repo, ceremony)
     return ceremony

@@ -76,7 +76,23 @@ def _storage_error(e: sqlite3.Error) -> StorageError:
             f"the inventory is busy ({text}): another tufwaves process is "
             "writing it; try again when it has finished"
         )
+    if "readonly" in text:
+        return StorageError(
+            f"the inventory cannot be written here ({text}): is this a read-only "
+            "copy? Change it where the repository is writable"
+        )
     return StorageError(f"the inventory database failed: {text}")
+
+
+def _connect_read_only(uri: str, timeout: float) -> sqlite3.Connection:
+    """Open ``uri`` read-only and read the schema (where a WAL open fails)."""
+    conn = sqlite3.connect(uri, uri=True, timeout=timeout, isolation_level=None)
+    try:
+        conn.execute("SELECT count(*) FROM sqlite_schema").fetchone()
+    except BaseException:
+        conn.close()
+        raise
+    return conn
 
 
 def _now() -> datetime:
@@ -142,6 +158,7 @@ class SqliteInventory:
         """Use :meth:`open`; this wraps an already configured connection."""
         self._conn = conn
         self.path = path
+        self.read_only = False
         self._depth = 0
         self._txn = 0  # counts outermost transactions
         # What select_sorted chose last: (its list, its length, transaction).
@@ -151,20 +168,34 @@ class SqliteInventory:
     # -- lifecycle -------------------------------------------------------
 
     @classmethod
-    def open(cls, path: Path | str, timeout: float = 30.0) -> SqliteInventory:
+    def open(
+        cls, path: Path | str, timeout: float = 30.0, *, read_only: bool = False
+    ) -> SqliteInventory:
         """Open (and on first use create) the inventory file at ``path``.
 
         ``timeout`` is how many seconds a write waits for another process's
         transaction before failing with StorageError.
+
+        ``read_only=True`` opens it for reading only and never creates or
+        changes a file, so it works on a copy this process cannot write (see
+        specs/inventory.md, "Read-only opening"); a missing file reads as an
+        empty inventory.
         """
         path = Path(path)
+        if read_only:
+            return cls._open_read_only(path, timeout)
         if not path.parent.is_dir():
             raise StorageError(f"cannot create {path}: directory {path.parent} does not exist")
         try:
             conn = sqlite3.connect(path, timeout=timeout, isolation_level=None)
         except sqlite3.Error as e:
             raise StorageError(f"cannot open the inventory {path}: {e}") from e
+        return cls._configured(conn, path, read_only=False)
+
+    @classmethod
+    def _configured(cls, conn: sqlite3.Connection, path: Path, *, read_only: bool) -> Self:
         inventory = cls(conn, path)
+        inventory.read_only = read_only
         try:
             inventory._configure()
         except sqlite3.Error as e:
@@ -177,16 +208,55 @@ class SqliteInventory:
             raise
         return inventory
 
+    @classmethod
+    def _open_read_only(cls, path: Path, timeout: float) -> SqliteInventory:
+        if not path.exists() or path.stat().st_size == 0:
+            # Nothing imported yet: an empty inventory, in memory.
+            memory = sqlite3.connect(":memory:", isolation_level=None)
+            empty = cls._configured(memory, path, read_only=False)
+            empty.read_only = True  # nothing it would write is kept
+            return empty
+        uri = path.resolve().as_uri() + "?mode=ro"
+        try:
+            conn = _connect_read_only(uri, timeout)
+        except sqlite3.OperationalError as e:
+            # A WAL database needs its shared-memory index (-shm): without one
+            # this process may create or use, read the file as immutable, but
+            # only when no write-ahead log holds changes it would miss.
+            wal = path.with_name(path.name + "-wal")
+            if wal.exists() and wal.stat().st_size > 0:
+                raise StorageError(
+                    f"cannot read the inventory {path} read-only: {e}. Its write-ahead "
+                    f"log {wal.name} holds changes and its {path.name}-shm cannot be "
+                    "used by this process; give it read access to both files, or copy "
+                    "the inventory when no command is writing it"
+                ) from e
+            try:
+                conn = _connect_read_only(uri + "&immutable=1", timeout)
+            except sqlite3.Error as e2:
+                raise StorageError(f"cannot read the inventory {path}: {e2}") from e2
+        except sqlite3.Error as e:
+            if isinstance(e, sqlite3.DatabaseError) and "not a database" in str(e):
+                raise StorageError(f"{path} is not an SQLite database") from e
+            raise StorageError(f"cannot read the inventory {path}: {e}") from e
+        return cls._configured(conn, path, read_only=True)
+
     def _configure(self) -> None:
         conn = self._conn
-        conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute("PRAGMA synchronous = NORMAL")
+        if not self.read_only:  # (query_only would refuse the TEMP tables selection uses)
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")
         conn.execute("PRAGMA foreign_keys = ON")
         conn.execute("PRAGMA cache_size = -131072")  # 128 MiB
         conn.execute("PRAGMA temp.cache_size = -131072")  # imports stage rows there
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         if version == _sql.SCHEMA_VERSION:
             return
+        if self.read_only:
+            raise StorageError(
+                f"{self.path} is not a tufwaves inventory of schema {_sql.SCHEMA_VERSION} "
+                f"(schema {version}); open it where it is writable, or upgrade tufwaves"
+            )
         with self._atomic():
             version = conn.execute("PRAGMA user_version").fetchone()[0]
             if version == 0:
@@ -224,7 +294,8 @@ class SqliteInventory:
     def _atomic(self) -> Iterator[None]:
         conn = self._conn
         if self._depth == 0:
-            conn.execute("BEGIN IMMEDIATE")
+            # A reader takes a snapshot; a writer takes the write lock at once.
+            conn.execute("BEGIN" if self.read_only else "BEGIN IMMEDIATE")
             self._depth = 1
             self._txn += 1
             try:
