@@ -44,6 +44,7 @@ from tuf.api.serialization import DeserializationError
 
 from tufwaves._files import atomic_write
 from tufwaves.errors import InputError, StorageError
+from tufwaves.server.inventory.backend import shared_lock
 from tufwaves.server.keys import load_key_ref, load_public_key
 from tufwaves.server.metadata import now
 
@@ -160,7 +161,10 @@ class Repository:
                 time.sleep(0.05)
         self._lock_fd = fd
         try:
-            yield
+            # A PostgreSQL inventory adds a lock that holds across machines.
+            config = self.config if (self.path / CONFIG_NAME).is_file() else {}
+            with shared_lock(config, max(0.0, deadline - time.monotonic())):
+                yield
         finally:
             self._lock_fd = None
             fcntl.flock(fd, fcntl.LOCK_UN)

@@ -36,7 +36,7 @@ from tufwaves.device.membership import (
 )
 from tufwaves.errors import InputError, RefusedError
 from tufwaves.server.inventory import Eligibility, Inventory
-from tufwaves.server.inventory.sqlite import SqliteInventory
+from tufwaves.server.inventory.backend import configured_dsn, open_configured
 from tufwaves.server.keys import KeyRef
 from tufwaves.server.merkle_file import MerkleTreeFile
 from tufwaves.server.metadata import (
@@ -62,6 +62,7 @@ __all__ = [
     "WaveContext",
     "cancel",
     "complete",
+    "has_inventory",
     "load_wave",
     "open_inventory",
     "ripple_members",
@@ -205,8 +206,15 @@ def load_wave(repo: Repository, name: str, state: PublishedState | None = None) 
     )
 
 
-def open_inventory(repo: Repository) -> SqliteInventory:
-    return SqliteInventory.open(repo.inventory_path)
+def open_inventory(repo: Repository) -> Inventory:
+    """The repository's inventory: SQLite, or PostgreSQL when its configuration
+    names a DSN (``specs/inventory.md`` section 10)."""
+    return open_configured(repo.inventory_path, repo.config)
+
+
+def has_inventory(repo: Repository) -> bool:
+    """Does the repository have an inventory yet (PostgreSQL: always)?"""
+    return repo.inventory_path.exists() or configured_dsn(repo.config) is not None
 
 
 def tree_path(repo: Repository, wave: str, index: int) -> Path:
