@@ -11,8 +11,10 @@ from typing import Any
 
 from tufwaves.cli import _common
 from tufwaves.errors import InputError
-from tufwaves.server.inventory import Device
+from tufwaves.server.inventory import Device, Inventory
 from tufwaves.server.inventory.sqlite import FILENAME, SqliteInventory
+from tufwaves.server.repository import CONFIG_NAME, Repository
+from tufwaves.server.rollout import open_inventory
 
 __all__ = ["register"]
 
@@ -131,12 +133,14 @@ def _count(text: str) -> int:
     return int(text)
 
 
-def _open(repo: Path) -> SqliteInventory:
+def _open(repo: Path) -> Inventory:
     if not repo.is_dir():
         raise InputError(
             f"repository {repo} does not exist; create it with 'tufwaves repo init' "
             "or pass the right --repo"
         )
+    if (repo / CONFIG_NAME).is_file():  # the repository's own choice (maybe PostgreSQL)
+        return open_inventory(Repository.open(repo))
     return SqliteInventory.open(repo / FILENAME)
 
 

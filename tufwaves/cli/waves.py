@@ -20,6 +20,7 @@ from tufwaves.server.rollout import (
     Selector,
     cancel,
     complete,
+    has_inventory,
     load_wave,
     open_inventory,
     ripple_members,
@@ -341,7 +342,7 @@ def print_summary(repo: Repository, w: WaveSummary) -> None:
 
 
 def _history(repo: Repository, wave: str) -> list[RippleRecord]:
-    if not repo.inventory_path.exists():
+    if not has_inventory(repo):
         return []
     with open_inventory(repo) as inv:
         return inv.ripples(wave)
