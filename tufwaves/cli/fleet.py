@@ -11,9 +11,9 @@ from typing import Any
 
 from tufwaves.cli import _common
 from tufwaves.errors import InputError
-from tufwaves.server.inventory import Device
-from tufwaves.server.inventory.sqlite import FILENAME, SqliteInventory
+from tufwaves.server.inventory import Device, Inventory
 from tufwaves.server.repository import Repository
+from tufwaves.server.rollout import open_inventory
 
 __all__ = ["register"]
 
@@ -126,10 +126,10 @@ def _count(text: str) -> int:
     return int(text)
 
 
-def _open(path: Path, *, read_only: bool = False) -> SqliteInventory:
-    """The inventory of the repository ``path``; refuses what is not a repository."""
-    repo = Repository.open(path)
-    return SqliteInventory.open(repo.path / FILENAME, read_only=read_only)
+def _open(path: Path, *, read_only: bool = False) -> Inventory:
+    """The inventory of the repository ``path`` (SQLite or the PostgreSQL it names);
+    refuses what is not a repository."""
+    return open_inventory(Repository.open(path), read_only=read_only)
 
 
 def _time(device: Device) -> str:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 from pathlib import Path
 
 from tufwaves.cli._ceremony import add_ceremony_commands, print_ceremony
@@ -14,6 +16,13 @@ from tufwaves.cli._common import (
     example_epilog,
 )
 from tufwaves.errors import InputError
+from tufwaves.server.inventory.backend import describe
+from tufwaves.server.inventory.dsn import INVENTORY_ENV
+from tufwaves.server.inventory_migration import (
+    check_new_inventory,
+    migrate_inventory,
+    use_inventory,
+)
 from tufwaves.server.keys import ONLINE_PASSPHRASE_ENV, PASSPHRASE_ENV, load_key_ref
 from tufwaves.server.metadata import expiry, now
 from tufwaves.server.repository import Repository
@@ -80,8 +89,35 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help=f"use an existing key for one of {', '.join(ONLINE_ROLES)} (its .key beside it)",
     )
     add_expires_days(init, "root and targets")
+    init.add_argument(
+        "--inventory",
+        default=os.environ.get(INVENTORY_ENV) or None,
+        metavar="DSN",
+        help="keep the fleet inventory in PostgreSQL: postgresql://USER@HOST:PORT/DB "
+        f"without a password (PGPASSWORD or ~/.pgpass give it); default ${INVENTORY_ENV}, "
+        "else the SQLite file REPO/inventory.sqlite",
+    )
     add_json_flag(init)
     init.set_defaults(func=_init)
+
+    migrate = rsub.add_parser(
+        "migrate-inventory",
+        help="move the fleet inventory from SQLite to PostgreSQL",
+        description="Copy every device, group, wave, ripple, selection and audit "
+        "entry from REPO/inventory.sqlite into an empty PostgreSQL inventory, "
+        "check row counts and a digest of every row, then switch the repository "
+        "to it. Interrupted, the repository stays on SQLite; run it again.",
+        epilog=example_epilog(
+            "tufwaves repo migrate-inventory --repo repo --to postgresql://tufwaves@db/fleet"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_repo(migrate)
+    migrate.add_argument(
+        "--to", required=True, metavar="DSN", help="postgresql://USER@HOST:PORT/DB (no password)"
+    )
+    add_json_flag(migrate)
+    migrate.set_defaults(func=_migrate)
 
     sign = rsub.add_parser(
         "sign",
@@ -189,6 +225,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _init(args: argparse.Namespace) -> int:
+    if args.inventory:  # checked, and reachable, before anything is created
+        check_new_inventory(args.inventory)
     online: dict[str, Path] = {}
     for item in args.online_key:
         role, sep, path = item.partition("=")
@@ -204,6 +242,8 @@ def _init(args: argparse.Namespace) -> int:
         online_keys=online or None,
         expires=expiry(days=args.expires_days),
     )
+    if args.inventory:
+        use_inventory(repo, args.inventory)
     published = repo.is_published()
     if args.json:
         emit_json(
@@ -268,7 +308,11 @@ def _refresh(args: argparse.Namespace) -> int:
 def _show(args: argparse.Namespace) -> int:
     repo = Repository.open(args.repo)
     pending = {cid: load_ceremony(repo, cid).status_lines() for cid in pending_ids(repo)}
-    doc: dict[str, object] = {"repo": str(repo.path), "pending": pending}
+    doc: dict[str, object] = {
+        "repo": str(repo.path),
+        "inventory": describe(repo.inventory_path, repo.config),
+        "pending": pending,
+    }
     if repo.is_published():
         state = repo.state()
         doc.update(
@@ -301,4 +345,20 @@ def _show(args: argparse.Namespace) -> int:
             print(f"{key}: {', '.join(value) or 'none'}")
         else:
             print(f"{key}: {value}")
+    return 0
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    repo = Repository.open(args.repo)
+    result = migrate_inventory(
+        repo, args.to, progress=None if args.json else lambda line: print(line, file=sys.stderr)
+    )
+    if args.json:
+        emit_json(result.to_dict())
+        return 0
+    rows = ", ".join(f"{n:,} {table}" for table, n in result.counts.items())
+    print(f"copied {rows}")
+    print(f"digest {result.digest} matches")
+    print(f"{repo.path} now uses the PostgreSQL inventory {result.to}")
+    print(f"{repo.inventory_path} is no longer used (kept as it was)")
     return 0

@@ -29,6 +29,7 @@ from tufwaves.server.rollout import (
     Selector,
     cancel,
     complete,
+    has_inventory,
     open_inventory,
     ripple_members,
     rollout,
@@ -412,7 +413,7 @@ def print_summary(repo: Repository, w: WaveSummary) -> None:
 
 
 def _history(repo: Repository, wave: str) -> list[RippleRecord]:
-    if not repo.inventory_path.exists():
+    if not has_inventory(repo):
         return []
     with open_inventory(repo, read_only=True) as inv:
         return inv.ripples(wave)

@@ -44,6 +44,7 @@ from tuf.api.serialization import DeserializationError
 
 from tufwaves._files import atomic_write
 from tufwaves.errors import InputError, StorageError
+from tufwaves.server.inventory.backend import shared_lock
 from tufwaves.server.keys import Passphrase, load_key_ref, load_public_key
 from tufwaves.server.metadata import Clock, now
 
@@ -294,10 +295,16 @@ class Repository:
         if fd is None:  # a read-only copy without a usable lock file
             yield
             return
-        self._wait_for_lock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+        deadline = self._wait_for_lock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
         self._lock_fd, self._lock_shared = fd, shared
         try:
-            yield
+            if shared:
+                yield
+            else:
+                # A PostgreSQL inventory adds a lock that holds across machines.
+                config = self.config if (self.path / CONFIG_NAME).is_file() else {}
+                with shared_lock(config, max(0.0, deadline - time.monotonic())):
+                    yield
         except OSError as e:
             doing = "reading" if shared else "changing"
             raise StorageError(f"{_os_reason(e)} (while {doing} {self.path})") from e
@@ -335,13 +342,14 @@ class Repository:
             )
         return fd
 
-    def _wait_for_lock(self, fd: int, operation: int) -> None:
+    def _wait_for_lock(self, fd: int, operation: int) -> float:
+        """Take the file lock; return the monotonic deadline of the wait."""
         timeout = float(os.environ.get(LOCK_TIMEOUT_ENV, "120"))
         deadline = time.monotonic() + timeout
         while True:
             try:
                 fcntl.flock(fd, operation | fcntl.LOCK_NB)
-                return
+                return deadline
             except OSError as e:
                 if e.errno not in (errno.EAGAIN, errno.EACCES):
                     os.close(fd)

@@ -37,7 +37,7 @@ from tufwaves.device.membership import (
 )
 from tufwaves.errors import InputError, RefusedError
 from tufwaves.server.inventory import Eligibility, GroupStatus, Inventory
-from tufwaves.server.inventory.sqlite import SqliteInventory
+from tufwaves.server.inventory.backend import configured_dsn, open_configured
 from tufwaves.server.keys import KeyRef
 from tufwaves.server.merkle_file import MerkleTreeFile
 from tufwaves.server.metadata import (
@@ -63,6 +63,7 @@ __all__ = [
     "WaveContext",
     "cancel",
     "complete",
+    "has_inventory",
     "load_wave",
     "open_inventory",
     "ripple_members",
@@ -273,24 +274,37 @@ def load_wave(repo: Repository, name: str, state: PublishedState | None = None) 
     )
 
 
-def open_inventory(repo: Repository, *, read_only: bool = False) -> SqliteInventory:
-    """The repository's embedded SQLite inventory (``REPO/inventory.sqlite``).
+def open_inventory(repo: Repository, *, read_only: bool = False) -> Inventory:
+    """The repository's inventory: the embedded SQLite file (``REPO/inventory.sqlite``),
+    or PostgreSQL when its configuration names a DSN (``specs/inventory.md`` section 10).
 
     Use it as a context manager; any other :class:`Inventory` implementation
     can be passed to the rollout functions instead.
 
     Args:
         repo: The repository.
-        read_only: For commands that only read: opens a read-only copy too
-            (``specs/inventory.md``, "Read-only opening").
+        read_only: For commands that only read: opens a read-only SQLite copy
+            too (``specs/inventory.md``, "Read-only opening").
 
     Returns:
-        The open inventory (created if missing, unless ``read_only``).
+        The open inventory (a SQLite file is created if missing, unless ``read_only``).
 
     Raises:
         StorageError: The database cannot be opened.
     """
-    return SqliteInventory.open(repo.inventory_path, read_only=read_only)
+    return open_configured(repo.inventory_path, repo.config, read_only=read_only)
+
+
+def has_inventory(repo: Repository) -> bool:
+    """Does the repository have an inventory yet (PostgreSQL: always)?
+
+    Args:
+        repo: The repository.
+
+    Returns:
+        True when its SQLite file exists or its configuration names a DSN.
+    """
+    return repo.inventory_path.exists() or configured_dsn(repo.config) is not None
 
 
 def tree_path(repo: Repository, wave: str, index: int) -> Path:

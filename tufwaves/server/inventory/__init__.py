@@ -496,3 +496,27 @@ def normalise_row(row: DeviceRow) -> NormalRow:
     if version is not None:
         check_version("installed_version", version)
     return NormalRow(uuid, ring_of_canonical(uuid), row.hardware_id, row.tag, groups, version)
+
+
+def ineligible_reason(e: Eligibility, row: Sequence[Any] | None) -> str | None:
+    """Why a device is not eligible for ``e`` (None when it is), checked in the
+    order of ``specs/inventory.md`` section 6.
+
+    ``row`` is the device's (tag, hardware id, installed version, ripple of
+    ``e.wave`` that selected it or None, member of ``e.group`` or no group
+    asked), or None for a device not in the inventory.
+    """
+    if row is None:
+        return "not in the inventory"
+    tag, hardware_id, version, ripple, in_group = row
+    if tag != e.tag:
+        return f"tag is {tag}, wave is for {e.tag}"
+    if hardware_id not in e.hardware_ids:
+        return f"hardware id {hardware_id} not in the wave"
+    if version is not None and version >= e.version:
+        return f"already runs version {version}"
+    if ripple is not None:
+        return f"selected by ripple {ripple}"
+    if not in_group:
+        return f"not in group {e.group}"
+    return None

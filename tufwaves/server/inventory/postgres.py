@@ -1,0 +1,673 @@
+"""The inventory in PostgreSQL, for fleets whose rollouts run on several machines.
+
+A second implementation of :class:`~tufwaves.server.inventory.Inventory` with
+psycopg 3, selecting exactly the devices the SQLite inventory selects (the
+ring positions and every rule come from :mod:`tufwaves.server.inventory`).
+Only this module imports the driver, and only
+:mod:`tufwaves.server.inventory.backend` imports this module, when a
+repository names a PostgreSQL inventory. See ``specs/inventory.md``.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import json
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal, ParamSpec, Self, TypeVar
+from uuid import UUID
+
+import psycopg
+from psycopg import errors as pg_errors
+
+from tufwaves.errors import InputError, RefusedError, StorageError
+from tufwaves.server.inventory import (
+    AuditEntry,
+    Device,
+    DeviceRow,
+    Eligibility,
+    GroupStatus,
+    ImportResult,
+    NormalRow,
+    ProgressCallback,
+    RippleRecord,
+    canonical_json,
+    canonical_uuid,
+    check_name,
+    check_time,
+    check_version,
+    check_wave,
+    from_epoch,
+    ineligible_reason,
+    normalise_row,
+)
+from tufwaves.server.inventory import postgres_sql as _sql
+from tufwaves.server.inventory.dsn import lock_key, redact, scrub
+from tufwaves.server.inventory.readers import detect_format, read_device_file
+
+__all__ = ["SCHEMA_VERSION", "PostgresInventory", "repository_lock"]
+
+SCHEMA_VERSION = _sql.SCHEMA_VERSION
+
+LOCK_TIMEOUT = "30s"
+"""How long a write waits for another process's transaction (``lock_timeout``)."""
+
+_COPY_CHUNK = 5_000
+_SCHEMA_LOCK = lock_key("inventory-schema", "create")
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _storage_error(e: psycopg.Error, dsn: str | None = None) -> StorageError:
+    text = scrub(str(e).strip(), dsn)
+    if isinstance(e, pg_errors.LockNotAvailable):
+        return StorageError(
+            f"the inventory is busy ({text}): another tufwaves process is "
+            "writing it; try again when it has finished"
+        )
+    if isinstance(e, psycopg.OperationalError):
+        return StorageError(f"the PostgreSQL inventory is unavailable: {text}")
+    return StorageError(f"the PostgreSQL inventory failed: {text}")
+
+
+def _translated(func: Callable[_P, _R]) -> Callable[_P, _R]:
+    """Turn driver failures into StorageError."""
+
+    @functools.wraps(func)
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        try:
+            return func(*args, **kwargs)
+        except psycopg.Error as e:
+            raise _storage_error(e) from e
+
+    return wrapper
+
+
+def _connect(dsn: str) -> psycopg.Connection[Any]:
+    try:
+        return psycopg.connect(dsn, autocommit=True, application_name="tufwaves")
+    except psycopg.Error as e:
+        reason = scrub(str(e).strip(), dsn)
+        raise StorageError(
+            f"cannot connect to the PostgreSQL inventory {redact(dsn)}: {reason}"
+        ) from None
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _device(row: Sequence[Any]) -> Device:
+    uuid, hardware_id, tag, version, last_seen, groups = row
+    return Device(
+        uuid=uuid,
+        hardware_id=hardware_id,
+        tag=tag,
+        groups=frozenset(groups.split(";")) if groups else frozenset(),
+        installed_version=version,
+        last_seen=None if last_seen is None else from_epoch(last_seen),
+    )
+
+
+def _copy_text(rows: Iterable[tuple[int, NormalRow]]) -> Iterator[tuple[int, str]]:
+    """Numbered rows as COPY text, a chunk at a time: (rows so far, text).
+
+    UUIDs, integers and names (``[A-Za-z0-9][A-Za-z0-9_.+-]*``) need no COPY
+    escaping; group names are quoted in the array literal so that a group
+    called ``NULL`` stays a name.
+    """
+    lines: list[str] = []
+    done = 0
+    for line, (uuid, ring, hardware_id, tag, groups, version) in rows:
+        group_text = '{"' + '","'.join(groups) + '"}' if groups else "\\N"
+        version_text = "\\N" if version is None else str(version)
+        lines.append(
+            f"{line}\t{uuid}\t{ring}\t{hardware_id}\t{tag}\t{version_text}\t{group_text}\n"
+        )
+        if len(lines) >= _COPY_CHUNK:
+            done += len(lines)
+            yield done, "".join(lines)
+            lines = []
+    if lines:
+        done += len(lines)
+        yield done, "".join(lines)
+
+
+def _check_k(k: object) -> None:
+    if isinstance(k, bool) or not isinstance(k, int) or k < 0:
+        raise InputError(f"k {k!r} must be a non-negative integer")
+
+
+def _check_start(start: object) -> None:
+    if isinstance(start, bool) or not isinstance(start, int) or not -(2**63) <= start < 2**63:
+        raise InputError(f"ring start {start!r} must be a signed 64-bit integer")
+
+
+def _eligibility_params(e: Eligibility) -> dict[str, Any]:
+    return {
+        "tag": e.tag,
+        "hw": sorted(e.hardware_ids),
+        "version": e.version,
+        "wave": e.wave,
+        "group": e.group,
+    }
+
+
+def _plain(value: Any) -> Any:
+    return str(value) if isinstance(value, UUID) else value
+
+
+class PostgresInventory:
+    """The :class:`~tufwaves.server.inventory.Inventory` in a PostgreSQL schema.
+
+    The schema is the connection's ``current_schema()`` (the first existing
+    schema of its ``search_path``; choose one with ``options=-csearch_path=NAME``
+    in the DSN).
+    """
+
+    def __init__(self, conn: psycopg.Connection[Any], dsn: str) -> None:
+        """Use :meth:`open`; this wraps an already configured connection."""
+        self._conn = conn
+        self.dsn = dsn
+        self._depth = 0
+        self._write_key = 0
+        self.location = redact(dsn)
+
+    # -- lifecycle -------------------------------------------------------
+
+    @classmethod
+    def open(cls, dsn: str) -> PostgresInventory:
+        """Connect to ``dsn`` and (on first use) create the inventory schema."""
+        conn = _connect(dsn)
+        inventory = cls(conn, dsn)
+        try:
+            inventory._configure()
+        except psycopg.Error as e:
+            conn.close()
+            raise _storage_error(e, dsn) from e
+        except BaseException:
+            conn.close()
+            raise
+        return inventory
+
+    def _configure(self) -> None:
+        conn = self._conn
+        conn.execute(f"SET lock_timeout = '{LOCK_TIMEOUT}'")
+        database, schema = conn.execute(_sql.CURRENT_PLACE).fetchone() or (None, None)
+        if schema is None:
+            raise StorageError(
+                f"{self.location} has no schema to hold the inventory: no schema of "
+                "its search_path exists; create it or fix options=-csearch_path=..."
+            )
+        self.location = f"{redact(self.dsn)} (schema {schema})"
+        self._write_key = lock_key("inventory", f"{database}.{schema}")
+        with conn.transaction():
+            conn.execute(_sql.ADVISORY_XACT_LOCK, (_SCHEMA_LOCK,))
+            tables = {name for (name,) in conn.execute(_sql.EXISTING_TABLES)}
+            if "tufwaves_meta" in tables:
+                row = conn.execute(_sql.STORED_VERSION).fetchone()
+                version = row[0] if row else None
+                if version != str(_sql.SCHEMA_VERSION):
+                    raise StorageError(
+                        f"{self.location} has inventory schema {version}; this "
+                        f"tufwaves knows schema {_sql.SCHEMA_VERSION}: upgrade tufwaves"
+                    )
+                return
+            clash = sorted(tables & set(_sql.TABLES))
+            if clash:
+                raise StorageError(
+                    f"{self.location} has tables named {', '.join(clash)} but no "
+                    "tufwaves inventory; use another schema or database"
+                )
+            for statement in _sql.SCHEMA:
+                conn.execute(statement)
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- transactions ----------------------------------------------------
+
+    @contextmanager
+    def _atomic(self) -> Iterator[None]:
+        """A transaction holding the inventory's write lock (an advisory lock
+        of this database and schema); nested: a savepoint."""
+        conn = self._conn
+        if self._depth == 0:
+            with conn.transaction():
+                conn.execute(_sql.ADVISORY_XACT_LOCK, (self._write_key,))
+                self._depth = 1
+                try:
+                    yield
+                finally:
+                    self._depth = 0
+        else:
+            self._depth += 1
+            try:
+                with conn.transaction():
+                    yield
+            finally:
+                self._depth -= 1
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        try:
+            with self._atomic():
+                yield
+        except psycopg.Error as e:
+            raise _storage_error(e) from e
+
+    # -- devices ---------------------------------------------------------
+
+    def import_rows(
+        self, rows: Iterable[DeviceRow], progress: ProgressCallback | None = None
+    ) -> int:
+        def validated() -> Iterator[tuple[int, NormalRow]]:
+            for number, row in enumerate(rows, start=1):
+                try:
+                    yield number, normalise_row(row)
+                except InputError as e:
+                    raise InputError(f"row {number}: {e}; nothing was imported") from e
+
+        return self._store(validated(), progress, "", "row")
+
+    def import_file(self, path: Path, progress: ProgressCallback | None = None) -> ImportResult:
+        path = Path(path)
+        if not path.is_file():
+            raise InputError(f"{path} is not a file; give a .csv or .jsonl file")
+        fmt: Literal["csv", "jsonl"] = detect_format(path)
+        with self.transaction():
+            before = self._count_devices()
+            rows = self._store(read_device_file(path, fmt), progress, f"{path} ", "line")
+            added = self._count_devices() - before
+        return ImportResult(str(path), fmt, rows, added, rows - added)
+
+    def _count_devices(self) -> int:
+        row = self._conn.execute(_sql.COUNT_DEVICES).fetchone()
+        return int(row[0]) if row else 0
+
+    @_translated
+    def _store(
+        self,
+        rows: Iterable[tuple[int, NormalRow]],
+        progress: ProgressCallback | None,
+        source: str,
+        unit: str,
+    ) -> int:
+        """COPY, check and apply numbered rows (``unit`` n of ``source``)."""
+        conn = self._conn
+        done = 0
+        with self._atomic():
+            conn.execute(_sql.STAGE_DROP)
+            conn.execute(_sql.STAGE_CREATE)
+            with conn.cursor().copy(_sql.STAGE_COPY) as copy:
+                for done, text in _copy_text(rows):
+                    copy.write(text)
+                    if progress is not None:
+                        progress(done)
+            duplicate = conn.execute(_sql.STAGE_DUPLICATE).fetchone()
+            if duplicate is not None:
+                first, second, uuid = duplicate
+                raise InputError(
+                    f"{source}{unit} {second}: uuid {uuid} was already given "
+                    f"on {unit} {first} (a device may appear once); nothing "
+                    "was imported (fix it and import again)"
+                )
+            conn.execute(_sql.STAGE_CLEAR_GROUPS)
+            conn.execute(_sql.STAGE_UPSERT)
+            conn.execute(_sql.STAGE_GROUPS)
+            conn.execute(_sql.STAGE_MEMBERSHIPS)
+            conn.execute(_sql.STAGE_DROP)
+        return done
+
+    @_translated
+    def report(self, uuid: str, installed_version: int, at: datetime | None = None) -> Device:
+        uuid = canonical_uuid(uuid)
+        check_version("installed version", installed_version)
+        seen = check_time(at if at is not None else _now())
+        with self._atomic():
+            device = self.get(uuid)
+            if device is None:
+                raise InputError(
+                    f"device {uuid} is not in the inventory; import it first "
+                    "(tufwaves fleet import FILE --repo REPO)"
+                )
+            self._conn.execute(
+                _sql.REPORT, {"version": installed_version, "seen": seen, "uuid": uuid}
+            )
+        return replace(device, installed_version=installed_version, last_seen=from_epoch(seen))
+
+    @_translated
+    def get(self, uuid: str) -> Device | None:
+        row = self._conn.execute(_sql.GET, {"uuid": canonical_uuid(uuid)}).fetchone()
+        return None if row is None else _device(row)
+
+    def list_devices(
+        self,
+        group: str | None = None,
+        tag: str | None = None,
+        limit: int | None = None,
+    ) -> Iterator[Device]:
+        if group is not None:
+            check_name("group", group)
+        if tag is not None:
+            check_name("tag", tag)
+        if limit is not None and (isinstance(limit, bool) or limit < 0):
+            raise InputError(f"limit {limit!r} must be a non-negative integer")
+        params = {"group": group, "tag": tag, "limit": limit}
+        return self._rows(_sql.LIST, params, _device)
+
+    def _rows(
+        self,
+        sql: str,
+        params: Mapping[str, Any] | Sequence[Any],
+        make: Callable[[Sequence[Any]], _R],
+    ) -> Iterator[_R]:
+        try:
+            cursor = self._conn.execute(sql, params)
+            while True:
+                chunk = cursor.fetchmany(1000)
+                if not chunk:
+                    return
+                for row in chunk:
+                    yield make(row)
+        except psycopg.Error as e:
+            raise _storage_error(e) from e
+
+    # -- selection -------------------------------------------------------
+
+    @_translated
+    def count_eligible(self, e: Eligibility) -> int:
+        sql = _sql.query(_sql.SELECT_COUNT, _sql.FROM_DEVICES, _sql.ELIGIBLE, self._in_group(e))
+        row = self._conn.execute(sql, _eligibility_params(e)).fetchone()
+        return int(row[0]) if row else 0
+
+    @staticmethod
+    def _in_group(e: Eligibility) -> str:
+        return _sql.IN_GROUP if e.group is not None else ""
+
+    @_translated
+    def select_ring(
+        self,
+        e: Eligibility,
+        k: int,
+        start: int,
+        within: Sequence[str] | None = None,
+    ) -> list[str]:
+        _check_k(k)
+        _check_start(start)
+        if k == 0:
+            return []
+        params = _eligibility_params(e) | {"start": start, "k": k}
+        restrict = self._in_group(e)
+        if within is not None:
+            params["within"] = sorted({canonical_uuid(u) for u in within})
+            restrict += _sql.WITHIN
+        head = (_sql.SELECT_UUID, _sql.FROM_DEVICES, _sql.ELIGIBLE, restrict)
+        conn = self._conn
+        sql = _sql.query(*head, _sql.RING_FROM, _sql.BY_RING)
+        picked = [row[0] for row in conn.execute(sql, params)]
+        if len(picked) < k:
+            params["k"] = k - len(picked)
+            sql = _sql.query(*head, _sql.RING_BEFORE, _sql.BY_RING)
+            picked += [row[0] for row in conn.execute(sql, params)]
+        return picked
+
+    @_translated
+    def select_all(self, e: Eligibility) -> list[str]:
+        sql = _sql.query(
+            _sql.SELECT_UUID, _sql.FROM_DEVICES, _sql.ELIGIBLE, self._in_group(e), _sql.BY_UUID
+        )
+        return [row[0] for row in self._conn.execute(sql, _eligibility_params(e))]
+
+    def select_sorted(
+        self, e: Eligibility, k: int | None, start: int, eligible: int | None = None
+    ) -> list[str]:
+        """``sorted(select_ring(e, k, start))``; with ``k`` None, ``select_all(e)``.
+
+        ``eligible`` is accepted for the protocol and not needed here.
+        """
+        if k is None:
+            _check_start(start)
+            return self.select_all(e)
+        uuids = self.select_ring(e, k, start)
+        uuids.sort()
+        return uuids
+
+    @_translated
+    def explain_ineligible(self, e: Eligibility, uuids: Sequence[str]) -> dict[str, str]:
+        params = _eligibility_params(e)
+        reasons: dict[str, str] = {}
+        for raw in uuids:
+            uuid = canonical_uuid(raw)
+            row = self._conn.execute(_sql.EXPLAIN, params | {"uuid": uuid}).fetchone()
+            reason = ineligible_reason(e, row)
+            if reason is not None:
+                reasons[uuid] = reason
+        return reasons
+
+    # -- rollout history -------------------------------------------------
+
+    @_translated
+    def record_ripple(
+        self,
+        wave: str,
+        index: int,
+        uuids_sorted: Sequence[str],
+        selector: Mapping[str, Any],
+        encoding: str,
+        key_ids: Sequence[str],
+        at: datetime,
+    ) -> None:
+        uuids = [canonical_uuid(u) for u in uuids_sorted]
+        for before, after in itertools.pairwise(uuids):
+            if before >= after:
+                raise InputError(
+                    f"ripple devices must be sorted and unique; {after} follows {before}"
+                )
+        if isinstance(index, bool) or not isinstance(index, int) or index < 1:
+            raise InputError(f"ripple index {index!r} must be an integer >= 1")
+        check_wave(wave)
+        created = check_time(at)
+        selector_text = canonical_json(selector)
+        conn = self._conn
+        with self._atomic():
+            conn.execute(_sql.ADD_WAVE, (wave,))
+            found = conn.execute(_sql.WAVE_BY_NAME, (wave,)).fetchone()
+            assert found is not None  # noqa: S101 - inserted just above
+            wave_id = found[0]
+            try:
+                with conn.transaction():
+                    conn.execute(
+                        _sql.ADD_RIPPLE,
+                        (wave_id, index, created, selector_text, len(uuids), encoding),
+                    )
+            except pg_errors.UniqueViolation as err:
+                raise RefusedError(
+                    f"ripple {index} of wave {wave} is already recorded; nothing "
+                    "was recorded (a rollout picks the next ripple number)"
+                ) from err
+            try:
+                with conn.transaction():
+                    inserted = conn.execute(
+                        _sql.ADD_SELECTIONS,
+                        {"wave_id": wave_id, "ripple": index, "uuids": uuids},
+                    ).rowcount
+            except pg_errors.UniqueViolation as err:
+                raise self._double_selection(wave, uuids) from err
+            if inserted != len(uuids):
+                missing = [u for u in uuids if self.get(u) is None]
+                raise InputError(
+                    f"{len(missing)} device(s) of ripple {index} are not in the "
+                    f"inventory (first: {missing[0] if missing else '?'}); "
+                    "nothing was recorded; import them first"
+                )
+            self.audit(
+                "ripple",
+                key_ids,
+                {
+                    "wave": wave,
+                    "ripple": index,
+                    "devices": len(uuids),
+                    "encoding": encoding,
+                    "selector": dict(selector),
+                },
+                at,
+            )
+
+    def _double_selection(self, wave: str, uuids: Sequence[str]) -> RefusedError:
+        for uuid in uuids:
+            ripple = self.selected_ripple(wave, uuid)
+            if ripple is not None:
+                return RefusedError(
+                    f"device {uuid} was already selected by ripple {ripple} of "
+                    f"wave {wave}; nothing was recorded (select again: the "
+                    "selection must skip devices earlier ripples took)"
+                )
+        return RefusedError(f"a device was selected twice in wave {wave}; nothing was recorded")
+
+    @_translated
+    def ripples(self, wave: str) -> list[RippleRecord]:
+        return [
+            RippleRecord(name, int(idx), from_epoch(created), selector, int(devices), encoding)
+            for name, idx, created, selector, devices, encoding in self._conn.execute(
+                _sql.RIPPLES, (wave,)
+            )
+        ]
+
+    def ripple_members(self, wave: str, index: int) -> Iterator[str]:
+        return self._rows(_sql.MEMBERS, (wave, index), lambda row: str(row[0]))
+
+    @_translated
+    def selected_ripple(self, wave: str, uuid: str) -> int | None:
+        row = self._conn.execute(_sql.SELECTED_RIPPLE, (wave, canonical_uuid(uuid))).fetchone()
+        return None if row is None else int(row[0])
+
+    @_translated
+    def device_selections(self, uuid: str) -> list[tuple[str, int]]:
+        return [
+            (str(name), int(index))
+            for name, index in self._conn.execute(_sql.DEVICE_SELECTIONS, (canonical_uuid(uuid),))
+        ]
+
+    @_translated
+    def status(self, e: Eligibility) -> list[GroupStatus]:
+        params = _eligibility_params(e)
+        del params["group"]
+        conn = self._conn
+        result = [
+            GroupStatus("group", name, *(int(c) for c in counts))
+            for name, *counts in conn.execute(_sql.STATUS_GROUPS, params)
+        ]
+        for kind, sql in (("ungrouped", _sql.STATUS_UNGROUPED), ("total", _sql.STATUS_TOTAL)):
+            row = conn.execute(sql, params).fetchone() or (0, 0, 0, 0)
+            result.append(GroupStatus(kind, None, *(int(c) for c in row)))  # type: ignore[arg-type]
+        return result
+
+    # -- audit -----------------------------------------------------------
+
+    @_translated
+    def audit(
+        self,
+        action: str,
+        key_ids: Sequence[str],
+        arguments: Mapping[str, Any],
+        at: datetime | None = None,
+    ) -> AuditEntry:
+        if not isinstance(action, str) or not action:
+            raise InputError("an audit action must be a non-empty string")
+        if isinstance(key_ids, str) or not all(isinstance(k, str) for k in key_ids):
+            raise InputError("audit key ids must be a list of strings")
+        when = check_time(at if at is not None else _now())
+        keys = tuple(key_ids)
+        arguments_text = canonical_json(dict(arguments))
+        with self._atomic():
+            row = self._conn.execute(
+                _sql.AUDIT, (when, action, canonical_json(list(keys)), arguments_text)
+            ).fetchone()
+        assert row is not None  # noqa: S101 - INSERT ... RETURNING gives a row
+        return AuditEntry(int(row[0]), from_epoch(when), action, keys, arguments_text)
+
+    @_translated
+    def audit_log(self, limit: int | None = None) -> list[AuditEntry]:
+        return [
+            AuditEntry(int(entry_id), from_epoch(at), action, tuple(json.loads(keys)), arguments)
+            for entry_id, at, action, keys, arguments in self._conn.execute(
+                _sql.AUDIT_LOG, (limit,)
+            )
+        ]
+
+    # -- whole tables (migration) ----------------------------------------
+
+    @_translated
+    def is_empty(self) -> bool:
+        """No device, group, wave or audit entry yet."""
+        row = self._conn.execute(_sql.IS_EMPTY).fetchone()
+        return bool(row and row[0])
+
+    def export_rows(self, table: str) -> Iterator[tuple[Any, ...]]:
+        """Every row of ``table`` in the fixed column order and row order of
+        ``postgres_sql.EXPORT`` (UUIDs as canonical text)."""
+        return self._rows(_sql.EXPORT[table], (), lambda row: tuple(_plain(v) for v in row))
+
+    @_translated
+    def load_rows(self, table: str, rows: Iterable[Sequence[Any]]) -> None:
+        """COPY rows (columns of ``postgres_sql.EXPORT_COLUMNS``) into ``table``;
+        call inside :meth:`transaction`, then :meth:`reset_sequences`."""
+        with self._atomic(), self._conn.cursor().copy(_sql.COPY_IN[table]) as copy:
+            for row in rows:
+                copy.write_row(row)
+
+    @_translated
+    def reset_sequences(self) -> None:
+        """Let new rows get ids above the loaded ones."""
+        with self._atomic():
+            for statement in _sql.RESET_SEQUENCES:
+                self._conn.execute(statement)
+
+
+@contextmanager
+def repository_lock(dsn: str, key: int, timeout: float) -> Iterator[None]:
+    """Hold the session advisory lock ``key`` on ``dsn``'s server (the repository
+    lock across machines); wait up to ``timeout`` seconds."""
+    conn = _connect(dsn)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                row = conn.execute(_sql.TRY_ADVISORY_LOCK, (key,)).fetchone()
+            except psycopg.Error as e:
+                raise _storage_error(e, dsn) from e
+            if row and row[0]:
+                break
+            if time.monotonic() >= deadline:
+                raise StorageError(
+                    "the repository is locked by a tufwaves command on another "
+                    f"machine (PostgreSQL advisory lock {key} on {redact(dsn)}); "
+                    "wait for it to finish and try again"
+                )
+            time.sleep(0.1)
+        try:
+            yield
+        finally:
+            with suppress(psycopg.Error):
+                conn.execute(_sql.ADVISORY_UNLOCK, (key,))
+    finally:
+        conn.close()
