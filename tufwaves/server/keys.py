@@ -34,6 +34,7 @@ from cryptography.hazmat.primitives.serialization import (
 from securesystemslib.signer import CryptoSigner, Key, Signer, SSlibKey
 
 from tufwaves.errors import InputError, KeyError_, StorageError
+from tufwaves.server.signers import signer_from_uri
 
 __all__ = [
     "KEY_TYPES",
@@ -229,10 +230,7 @@ def load_key_ref(spec: str) -> KeyRef:
         name, key, uri = load_public_key(path)
         if uri is None:
             return KeyRef(name, key)
-        try:
-            return KeyRef(name, key, Signer.from_priv_key_uri(uri, key))
-        except Exception as e:
-            raise KeyError_(f"cannot load the signer of {path}: {type(e).__name__}") from None
+        return KeyRef(name, key, signer_from_uri(uri, key, f"key {path.name}"))
     pem = _read_small(path)
     if b"PRIVATE KEY" not in pem:
         raise InputError(f"{path} is neither a .pub file nor a PEM private key")
