@@ -288,3 +288,30 @@ def test_pin_missing_or_wrong_is_a_key_error_and_nothing_is_signed(
     monkeypatch.setenv(HSM_PIN_ENV, pin)
     code, out, err = cli(capsys, *sign)
     assert code == 0 and "signed targets, wave.w1" in out, err
+
+
+def test_repo_init_with_a_wrong_pin_is_a_key_error(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    token: Token,
+    pin: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    keys = tmp_path / "keys"
+    for name in ("root", "alice"):
+        assert cli(capsys, "keys", "generate", name, "--dir", keys)[0] == 0
+    import_hsm(capsys, keys, token)
+    monkeypatch.setenv(HSM_PIN_ENV, "0000-wrong")
+    code, _, err = cli(
+        capsys,
+        "repo",
+        "init",
+        tmp_path / "repo",
+        "--root-key",
+        keys / "root.key",
+        "--targets-key",
+        keys / "alice.key",
+        "--targets-key",
+        keys / "hsm.pub",
+    )
+    assert code == 3 and "hsm could not sign targets: PinIncorrect" in err, err
