@@ -525,9 +525,11 @@ def _documented_commands(text: str) -> list[str]:
     and backtick spans that start with a command group."""
     found = []
     joined = re.sub(r"\\\n\s*", " ", text)
+    command = re.compile(rf"(?:^|[\s`(])tufwaves ((?:{'|'.join(_GROUPS)})\b.*)")
     for line in joined.splitlines():
-        if "tufwaves " in line:
-            found.append(line[line.index("tufwaves ") + len("tufwaves ") :])
+        match = command.search(line)
+        if match:
+            found.append(match.group(1))
     prose = re.sub(r"```.*?```", "", text, flags=re.DOTALL)
     for span in re.findall(r"`([^`]+)`", prose):
         words = span.split()

@@ -15,6 +15,7 @@ from tufwaves.server.keys import (
     passphrase,
     write_key_pair,
 )
+from tufwaves.server.signers import HSM_PIN_ENV, PKCS11_MODULE_ENV, import_hsm_key, public_pem
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -72,6 +73,40 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     imp.set_defaults(func=_import_uri)
 
+    hsm = ksub.add_parser(
+        "import-hsm",
+        help="record a key pair held on a PKCS#11 token (HSM, smart card, YubiKey PIV)",
+        description=(
+            "Read the public half of an ECDSA P-256/P-384 key on a PKCS#11 token "
+            f"and write DIR/NAME.pub naming its hsm: URI. {PKCS11_MODULE_ENV} names "
+            "the token's PKCS#11 module. The PIN (asked only if the public key "
+            f"needs it, and when signing) comes from {HSM_PIN_ENV} or a prompt. "
+            "Then pass DIR/NAME.pub as --key to sign."
+        ),
+        epilog=example_epilog(
+            "tufwaves keys import-hsm carol --dir keys --hsm-keyid 2",
+            f"  (with {PKCS11_MODULE_ENV}=/usr/lib/x86_64-linux-gnu/libykcs11.so in the "
+            "environment)",
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    hsm.add_argument("name", metavar="NAME", help="the key's name, also its file name")
+    hsm.add_argument(
+        "--dir", required=True, type=Path, metavar="DIR", help="where to write NAME.pub"
+    )
+    hsm.add_argument(
+        "--hsm-keyid",
+        type=int,
+        default=None,
+        metavar="N",
+        help="the key's CKA_ID as an integer (default 2: YubiKey PIV slot 9c)",
+    )
+    hsm.add_argument(
+        "--token-label", metavar="LABEL", help="the token's label, when several are present"
+    )
+    add_json_flag(hsm)
+    hsm.set_defaults(func=_import_hsm)
+
 
 def _generate(args: argparse.Namespace) -> int:
     for suffix in (".pub", ".key"):
@@ -103,4 +138,15 @@ def _import_uri(args: argparse.Namespace) -> int:
     except OSError as e:
         raise StorageError(f"cannot read {args.public_key}: {e.strerror}") from None
     print(import_uri_key(args.name, args.dir, args.uri, pem))
+    return 0
+
+
+def _import_hsm(args: argparse.Namespace) -> int:
+    uri, key = import_hsm_key(args.hsm_keyid, args.token_label)
+    path = import_uri_key(args.name, args.dir, uri, public_pem(key))
+    if args.json:
+        emit_json({"name": args.name, "keyid": key.keyid, "public": str(path), "uri": uri})
+    else:
+        print(path)
+        info(f"keyid {key.keyid}, signs through {uri}")
     return 0

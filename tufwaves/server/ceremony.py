@@ -17,10 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from securesystemslib.signer import Key, Signature, Signer, SSlibKey
+from tuf.api.exceptions import UnsignedMetadataError
 from tuf.api.metadata import Metadata
 
 from tufwaves.device.profile import RIPPLE_INDEX_PATTERN, WAVE_NAME_PATTERN
 from tufwaves.errors import InputError, RefusedError
+from tufwaves.server.signers import signing_failed
 
 __all__ = ["Ceremony", "PendingRole", "RoleStatus", "check_ceremony_id"]
 
@@ -276,7 +278,11 @@ class Ceremony:
                     f"{self.name_of(keyid)} has already signed {role.name}; "
                     "a duplicate signature is not added"
                 )
-            role.metadata.sign(signer, append=True)
+            try:
+                role.metadata.sign(signer, append=True)
+            except UnsignedMetadataError as e:
+                cause = e.__cause__ or e
+                raise signing_failed(self.name_of(keyid), role.name, cause) from None
             signed.append(role.name)
         if not signed:
             allowed = sorted({self.name_of(k) for r in self.roles for k in r.keys})

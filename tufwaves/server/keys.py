@@ -43,6 +43,7 @@ from securesystemslib.signer import CryptoSigner, Key, Signer, SSlibKey
 
 from tufwaves._files import PRIVATE_MODE, PUBLIC_MODE
 from tufwaves.errors import InputError, KeyUseError, StorageError
+from tufwaves.server.signers import signer_from_uri
 
 __all__ = [
     "KEY_TYPES",
@@ -381,10 +382,7 @@ def load_key_ref(
             return KeyRef(name, key)
         if uri.startswith("file2:"):
             _refuse_if_shared(Path(uri.removeprefix("file2:")))
-        try:
-            return KeyRef(name, key, Signer.from_priv_key_uri(uri, key))
-        except Exception as e:
-            raise KeyUseError(f"cannot load the signer of {path}: {type(e).__name__}") from None
+        return KeyRef(name, key, signer_from_uri(uri, key, f"key {path.name}"))
     pem = _read_small(path)
     if b"PRIVATE KEY" not in pem:
         raise InputError(f"{path} is neither a .pub file nor a PEM private key")

@@ -7,6 +7,7 @@ from datetime import datetime
 from pathlib import Path
 
 from securesystemslib.signer import Key
+from tuf.api.exceptions import UnsignedMetadataError
 from tuf.api.metadata import Metadata, Role, Root, Targets
 
 from tufwaves._files import PRIVATE_MODE, atomic_write
@@ -22,6 +23,7 @@ from tufwaves.server.keys import (
 )
 from tufwaves.server.metadata import Clock, expiry
 from tufwaves.server.repository import CONFIG_NAME, Repository
+from tufwaves.server.signers import signing_failed
 from tufwaves.server.staging import ceremony_path, pending_ids
 from tufwaves.server.waves import publish_if_complete
 
@@ -170,7 +172,10 @@ def create_repository(
         if ref.signer is not None:
             for pending in ceremony.roles:
                 if ref.key.keyid in pending.keys:
-                    pending.metadata.sign(ref.signer, append=True)
+                    try:
+                        pending.metadata.sign(ref.signer, append=True)
+                    except UnsignedMetadataError as e:
+                        raise signing_failed(ref.name, pending.name, e.__cause__ or e) from None
     with repo.locked():
         if not publish_if_complete(repo, ceremony):
             atomic_write(ceremony_path(repo, CEREMONY_ID), ceremony.to_bytes())
