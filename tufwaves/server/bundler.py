@@ -30,6 +30,7 @@ def build_bundle(
     *,
     since_root: int = 1,
     waves: Sequence[str] | None = None,
+    state: PublishedState | None = None,
 ) -> Bundle:
     """Everything device ``uuid`` needs to decide, for a device that trusts
     root version ``since_root``.
@@ -37,6 +38,9 @@ def build_bundle(
     ``waves`` limits the bundle to those waves; by default every published wave
     whose tag and hardware ids match the device (from the inventory) is
     included, with the ripples that selected it and every fraction ripple.
+
+    ``state`` is the published state to read (default: the current one); every
+    file comes from that one state.
     """
     uuid = canonical_uuid(uuid)
     device = inv.get(uuid)
@@ -45,7 +49,7 @@ def build_bundle(
             f"device {uuid} is not in the inventory; import it ('tufwaves fleet import') "
             "or name the waves with --wave"
         )
-    state = repo.state()
+    state = state or repo.state()
     if not 1 <= since_root <= state.root_version:
         raise InputError(
             f"--since-root {since_root} is not a published root version (1..{state.root_version})"
