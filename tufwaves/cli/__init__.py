@@ -13,12 +13,12 @@ import sys
 from collections.abc import Sequence
 
 from tufwaves import __version__
-from tufwaves.cli import demo, device, fleet, keys, repo, waves
+from tufwaves.cli import demo, device, fleet, keys, repo, serve, waves
 from tufwaves.errors import TufwavesError
 
 __all__ = ["main", "run"]
 
-GROUPS = (keys, repo, waves, fleet, device, demo)
+GROUPS = (keys, repo, waves, fleet, device, serve, demo)
 
 EXIT_CODES = """exit codes:
   0  success (device verify: the device may install)
