@@ -146,14 +146,15 @@ def _identity(path: Path) -> tuple[int, int, int, int] | None:
 class StateCache:
     """The current :class:`ServedState` of one repository, shared by requests."""
 
-    def __init__(self, repo: CachingRepository) -> None:
+    def __init__(self, repo: CachingRepository, rotation_wait: float = ROTATION_WAIT) -> None:
         self.repo = repo
+        self.rotation_wait = rotation_wait
         self._lock = threading.Lock()
         self._identity: tuple[int, int, int, int] | None = None
         self._served: ServedState | None = None
 
     def current(self) -> ServedState:
-        deadline = time.monotonic() + ROTATION_WAIT
+        deadline = time.monotonic() + self.rotation_wait
         while True:
             identity = _identity(self.repo.metadata_dir / "timestamp.json")
             if identity is None:
