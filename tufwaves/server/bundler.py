@@ -30,6 +30,7 @@ def build_bundle(
     *,
     since_root: int = 1,
     waves: Sequence[str] | None = None,
+    state: PublishedState | None = None,
 ) -> Bundle:
     """Everything device ``uuid`` needs to decide, for a device that trusts
     root version ``since_root``.
@@ -45,6 +46,8 @@ def build_bundle(
         waves: Only these waves; by default every published wave whose tag and
             hardware ids match the device (from the inventory), with the
             ripples that selected it and every fraction ripple.
+        state: The published state to read (default: the current one); every
+            file comes from that one state.
 
     Returns:
         The bundle.
@@ -60,7 +63,7 @@ def build_bundle(
             f"device {uuid} is not in the inventory; import it ('tufwaves fleet import') "
             "or name the waves with --wave"
         )
-    state = repo.state()
+    state = state or repo.state()
     if not 1 <= since_root <= state.root_version:
         raise InputError(
             f"--since-root {since_root} is not a published root version (1..{state.root_version})"

@@ -1,0 +1,98 @@
+"""Helpers for the HTTP server tests: a repository with a rollout, a live uvicorn."""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import socket
+import subprocess
+import threading
+import uuid as uuidlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import uvicorn
+from starlette.applications import Starlette
+
+from tests.conftest import KeyStore, publish_wave
+from tufwaves.server.inventory import DeviceRow
+from tufwaves.server.repository import Repository
+from tufwaves.server.rollout import Selector, open_inventory, rollout
+
+TOKEN = "operator-token-0123456789abcdef"
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+def dev(n: int) -> str:
+    return str(uuidlib.UUID(int=n * 0x9E3779B97F4A7C15 + 1))
+
+
+FLEET_SIZE = 40
+
+
+@dataclass
+class Served:
+    repo: Repository
+    member: str  # selected by ripple 1 of wave w1
+    outsider: str  # in the inventory, selected by nothing
+
+
+def rolled_out_repo(repo: Repository, keystore: KeyStore, artifact: Path) -> Served:
+    """Wave w1 (tag prod, hw1, version 10) with a 3-device ripple 1."""
+    publish_wave(repo, keystore, artifact)
+    with open_inventory(repo) as inv:
+        inv.import_rows(
+            DeviceRow(dev(i), "hw1", "prod", frozenset({"eu"}), 5) for i in range(FLEET_SIZE)
+        )
+        chosen = rollout(repo, inv, "w1", Selector(uuids=(dev(1), dev(2), dev(3)))).uuids
+    assert dev(1) in chosen
+    return Served(repo, dev(1), dev(FLEET_SIZE - 1))
+
+
+class LiveServer:
+    """``app`` under a real uvicorn on 127.0.0.1, in a thread."""
+
+    def __init__(self, app: Starlette) -> None:
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._sock.bind(("127.0.0.1", 0))
+        self.port = self._sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(app, log_level="warning", lifespan="off")
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(
+            target=self._server.run, kwargs={"sockets": [self._sock]}, daemon=True
+        )
+
+    def __enter__(self) -> LiveServer:
+        # Listening before uvicorn starts: early connections wait in the backlog
+        # until the server accepts them, so no readiness polling is needed.
+        self._sock.listen(128)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=30)
+        self._sock.close()
+
+
+@contextlib.contextmanager
+def live(app: Starlette) -> Iterator[LiveServer]:
+    with LiveServer(app) as server:
+        yield server
+
+
+def ensure_chromium() -> Path:
+    """Chromium from Debian, installed with apt-get when missing."""
+    if CHROMIUM.exists():
+        return CHROMIUM
+    if shutil.which("apt-get") is None:
+        pytest.skip("chromium is missing and apt-get is not available")
+    for cmd in (["apt-get", "update"], ["apt-get", "install", "-y", "chromium"]):
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, check=False)
+        if done.returncode != 0:
+            pytest.skip(f"cannot install chromium: {' '.join(cmd)}: {done.stderr[-500:]}")
+    return CHROMIUM

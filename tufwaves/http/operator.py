@@ -1,0 +1,125 @@
+"""What the operator API and the dashboard show: waves, ripples, counts.
+
+Published waves are read from one :class:`~tufwaves.http.published.ServedState`
+(their summaries are computed once per published state); waves still in their
+signing ceremony come from ``staging/``. Ripples and device counts come from
+the inventory.
+
+Per-ripple ``installed``, ``failed`` and ``silent`` and the failure list come
+from signed device reports (``POST /v1/devices/{uuid}/reports``, not served
+yet): until reports exist they are ``null`` and ``reports.available`` is false.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from tufwaves.http.problems import bad_request, not_found
+from tufwaves.http.published import CachingRepository, ServedState
+from tufwaves.server.inventory import Inventory
+from tufwaves.server.rollout import load_wave
+from tufwaves.server.staging import pending_ids
+from tufwaves.server.waves import WaveSummary, wave_summary
+
+__all__ = ["WAVE_NAME_RE", "wave_detail", "wave_list"]
+
+WAVE_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+
+REPORTS_UNAVAILABLE = {
+    "available": False,
+    "detail": (
+        "installed, failed and silent counts and the failure list come from signed "
+        "device reports, which this server does not accept yet; they are null until then"
+    ),
+}
+
+
+def _published(served: ServedState) -> list[str]:
+    return sorted(r.removeprefix("wave.") for r in served.state.roles() if r.startswith("wave."))
+
+
+def _summary(repo: CachingRepository, served: ServedState, name: str) -> WaveSummary:
+    if served.state.version_of(f"wave.{name}") is not None:
+        summary: WaveSummary = served.memo(
+            f"summary:{name}", lambda: wave_summary(repo, name, served.state)
+        )
+        return summary
+    return wave_summary(repo, name, served.state)  # pending: staging changes any time
+
+
+def _brief(summary: WaveSummary) -> dict[str, Any]:
+    return {
+        "name": summary.name,
+        "tag": summary.tag,
+        "version": str(summary.version),
+        "status": summary.status,
+        "expires": f"{summary.expires:%Y-%m-%dT%H:%M:%SZ}",
+        "ripple_count": summary.ripples,
+        "href": f"/v1/waves/{summary.name}",
+    }
+
+
+def _state_info(served: ServedState) -> dict[str, Any]:
+    return {
+        "timestamp_version": served.state.timestamp.signed.version,
+        "snapshot_version": served.state.snapshot.signed.version,
+        "root_version": served.state.root_version,
+    }
+
+
+def wave_list(repo: CachingRepository, served: ServedState) -> dict[str, Any]:
+    names = set(_published(served))
+    names |= {c.removeprefix("wave.") for c in pending_ids(repo) if c.startswith("wave.")}
+    return {
+        "published": _state_info(served),
+        "waves": [_brief(_summary(repo, served, name)) for name in sorted(names)],
+    }
+
+
+def wave_detail(
+    repo: CachingRepository, served: ServedState, inv: Inventory, name: str
+) -> dict[str, Any]:
+    if WAVE_NAME_RE.fullmatch(name) is None:
+        raise bad_request("malformed-wave", "a wave name is 1-64 of A-Z a-z 0-9 _ -")
+    published = served.state.version_of(f"wave.{name}") is not None
+    if not published and f"wave.{name}" not in pending_ids(repo):
+        raise not_found("unknown-wave", f"there is no wave {name}")
+    summary = _summary(repo, served, name)
+    out = _brief(summary)
+    out["policy"] = summary.policy.to_dict()
+    out["artifacts"] = [{"path": t.path, "length": t.length} for t in summary.artifacts]
+    devices: dict[str, Any] | None = None
+    ripples: list[dict[str, Any]] = []
+    if published:
+        wave = load_wave(repo, name, served.state)
+        total = inv.status(wave.eligibility())[-1]
+        devices = {
+            "total": total.total,
+            "eligible": total.eligible,
+            "selected": total.selected,
+            "updated": total.updated,
+        }
+        for record in inv.ripples(name):
+            if record.index > summary.ripples:
+                continue  # recorded, not yet published (a rollout in progress)
+            fraction = record.encoding == "fraction"
+            ripples.append(
+                {
+                    "index": record.index,
+                    "created": f"{record.created:%Y-%m-%dT%H:%M:%SZ}",
+                    "encoding": record.encoding,
+                    "selector": record.selector_data,
+                    "selected": None if fraction else record.devices,
+                    "fraction": record.size_label if fraction else None,
+                    "installed": None,
+                    "failed": None,
+                    "silent": None,
+                }
+            )
+    out["devices"] = devices
+    out["ripples"] = ripples
+    out["reports"] = REPORTS_UNAVAILABLE
+    out["recent_failures"] = []
+    out["published"] = _state_info(served)
+    return out
