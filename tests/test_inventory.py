@@ -6,7 +6,6 @@ import hashlib
 import json
 import multiprocessing
 import sqlite3
-import time
 import uuid as uuid_mod
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -723,7 +722,6 @@ def _rollout_worker(path: str, barrier: Any, results: Any, rounds: int) -> None:
             with inventory.transaction():
                 index = len(inventory.ripples("w1")) + 1
                 uuids = sorted(inventory.select_ring(WAVE, 5, 0))
-                time.sleep(0.01)  # widen the window between select and record
                 inventory.record_ripple(
                     "w1", index, uuids, selector={}, encoding="list", key_ids=[], at=T0
                 )

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import multiprocessing
 import random
-import time
 import uuid as uuid_mod
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -354,7 +353,6 @@ def _rollout_worker(location: str, barrier: Any, results: Any, size: int) -> Non
                     uuids = inventory.select_sorted(WAVE, size, 0)
                     if not uuids:
                         break
-                    time.sleep(0.005)  # widen the window between select and record
                     record(inventory, index, uuids)
                 recorded.append((index, uuids))
             except Exception as e:
