@@ -31,7 +31,7 @@ MAX_CEREMONY_FILE = 20_000_000
 
 _WAVE = WAVE_NAME_PATTERN
 _ID_RE = re.compile(
-    rf"repository|root\.(?:{RIPPLE_INDEX_PATTERN})|wave\.{_WAVE}|production\.{_WAVE}"
+    rf"repository|(?:root|rollout-keys)\.(?:{RIPPLE_INDEX_PATTERN})|wave\.{_WAVE}|production\.{_WAVE}"
 )
 _ROLE_RE = re.compile(rf"root|targets|wave\.{_WAVE}")
 

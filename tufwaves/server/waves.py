@@ -42,6 +42,7 @@ from tufwaves.server.metadata import (
     wave_info,
     wave_role,
 )
+from tufwaves.server.rekey import finish_rotation, rotation_extras
 from tufwaves.server.repository import PublishedState, Repository
 
 __all__ = [
@@ -471,7 +472,17 @@ def publish_if_complete(repo: Repository, ceremony: Ceremony) -> bool:
             rollout = _rollout_complete(repo, name)
             if rollout is not None:
                 roles[rollout_role(name)] = rollout
-        repo.publish(roles, root=root, artifacts=artifacts)
+        rotation = rotation_extras(repo, ceremony, roles)
+        if rotation is None:
+            repo.publish(roles, root=root, artifacts=artifacts)
+        else:  # a key rotation: new online keys sign (rekey.py)
+            repo.publish(
+                {**roles, **rotation.roles},
+                root=root,
+                snapshot_signer=rotation.snapshot_signer,
+                timestamp_signer=rotation.timestamp_signer,
+            )
+            finish_rotation(repo, rotation)
         staging.remove(repo, ceremony.id)
     return True
 
