@@ -301,5 +301,6 @@ def rotate_targets_keys(
             )
         names: dict[str, Any] = dict(repo.config.get("key_names", {}))
         ceremony = Ceremony(f"root.{root_md.signed.version}", pending, names)
+        write_plan(repo, ceremony.id, {}, [])  # marks a rotation: no targets ceremony meanwhile
         _sign_and_publish(repo, ceremony, keys)
     return ceremony

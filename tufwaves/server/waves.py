@@ -42,7 +42,7 @@ from tufwaves.server.metadata import (
     wave_info,
     wave_role,
 )
-from tufwaves.server.rekey import finish_rotation, rotation_extras
+from tufwaves.server.rekey import finish_rotation, read_plan, rotation_extras
 from tufwaves.server.repository import PublishedState, Repository
 
 __all__ = [
@@ -574,6 +574,11 @@ def _refuse_if_targets_pending(repo: Repository) -> None:
     """Only one ceremony may change ``targets`` at a time: the second would sign
     a targets version the first one publishes first, and could never publish."""
     for cid in staging.pending_ids(repo):
+        if read_plan(repo, cid) is not None:  # a key rotation re-signs targets or waves
+            raise RefusedError(
+                f"key rotation {cid} is pending; finish it ('tufwaves repo sign') or "
+                f"discard it ('tufwaves repo ceremony discard --repo {repo.path}') first"
+            )
         if cid.startswith(("wave.", "production.")):
             wave = cid.split(".", 1)[1]
             raise RefusedError(
