@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 from datetime import timedelta
 from pathlib import Path
@@ -13,6 +14,7 @@ from tuf.api.metadata import Metadata, MetaFile, Snapshot, Timestamp
 from tuf.ngclient import Updater
 
 from tests.conftest import KeyStore, RepoFactory, publish_wave
+from tufwaves.cli import main
 from tufwaves.demo.ngcheck import BASE, DirectoryFetcher
 from tufwaves.server import (
     Keyring,
@@ -201,3 +203,69 @@ def test_python_tuf_ngclient_recovers_from_a_fast_forward(
     client = updater(repo.path)
     client.refresh()
     assert client.get_targetinfo(f"waves/w1/hw1/{artifact.name}") is not None
+
+
+def test_cli_rotations_collect_signatures_with_repo_sign(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], artifact: Path
+) -> None:
+    def cli(*argv: str) -> str:
+        code = main(list(argv))
+        out, err = capsys.readouterr()
+        assert code == 0, (argv, out, err)
+        return out
+
+    keys, repo = tmp_path / "keys", str(tmp_path / "repo")
+    for name in ("root", "t1", "t2"):
+        cli("keys", "generate", name, "--dir", str(keys))
+    cli(
+        "repo",
+        "init",
+        repo,
+        "--root-key",
+        str(keys / "root.key"),
+        "--targets-key",
+        str(keys / "t1.key"),
+    )
+    cli(
+        "waves",
+        "init",
+        "w1",
+        "10",
+        "prod",
+        "--repo",
+        repo,
+        "--artifact",
+        str(artifact),
+        "--hardware-id",
+        "hw1",
+        "--key",
+        str(keys / "t1.key"),
+    )
+    out = json.loads(
+        cli("repo", "rotate-online-keys", "--repo", repo, "--role", "rollout", "--json")
+    )
+    assert out == {
+        "ceremony": "rollout-keys.1",
+        "published": False,
+        "roles": ["wave.w1"],
+        "signatures": ["wave.w1: 0 of 1 signatures, waiting for: t1"],
+    }
+    assert "published" in cli("repo", "sign", "--repo", repo, "--key", str(keys / "t1.key"))
+    out = json.loads(
+        cli(
+            "repo",
+            "rotate-targets-keys",
+            "--repo",
+            repo,
+            "--targets-key",
+            str(keys / "t2.key"),
+            "--key",
+            str(keys / "root.key"),
+            "--json",
+        )
+    )
+    assert out["ceremony"] == "root.2" and out["roles"] == ["root", "targets", "wave.w1"]
+    assert not out["published"]
+    assert "published" in cli("repo", "sign", "--repo", repo, "--key", str(keys / "t2.key"))
+    shown = json.loads(cli("repo", "show", "--repo", repo, "--json"))
+    assert "root.2" not in json.dumps(shown.get("pending", []))

@@ -50,7 +50,8 @@ def check_ceremony_id(value: object) -> str:
     """
     if not isinstance(value, str) or _ID_RE.fullmatch(value) is None:
         raise InputError(
-            f"{value!r} is not a ceremony id (repository, root.N, wave.W or production.W)"
+            f"{value!r} is not a ceremony id "
+            "(repository, root.N, rollout-keys.N, wave.W or production.W)"
         )
     return value
 
