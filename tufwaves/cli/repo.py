@@ -15,6 +15,7 @@ from tufwaves.cli._common import (
     emit_json,
     example_epilog,
 )
+from tufwaves.cli._rotation import register as register_rotation
 from tufwaves.errors import InputError
 from tufwaves.server.inventory.backend import describe
 from tufwaves.server.inventory.dsn import INVENTORY_ENV
@@ -192,6 +193,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     add_json_flag(rot)
     rot.set_defaults(func=_rotate)
+    register_rotation(rsub)
 
     refresh = rsub.add_parser(
         "refresh",

@@ -10,7 +10,10 @@ Overview:
   and checks uses; default the real UTC time) and the ``passphrase`` of its
   online keys (bytes or a callable; default ``TUFWAVES_KEY_PASSPHRASE`` or a
   terminal prompt, as on the command line). :func:`rotate_root` starts a new
-  root version; :meth:`Repository.refresh` re-signs snapshot and timestamp.
+  root version; :func:`rotate_online_keys` replaces the online snapshot,
+  timestamp and rollout keys (after a leak) and :func:`rotate_targets_keys`
+  the offline targets keys, each in a ceremony that revokes the old keys;
+  :meth:`Repository.refresh` re-signs snapshot and timestamp.
 * **Keys and signers** -- every function that signs takes :class:`KeyRef`
   values: :meth:`KeyRef.from_signer` wraps any securesystemslib ``Signer``
   (HSM, cloud KMS, in memory); :func:`load_key_ref` reads a key file or URI,
@@ -95,6 +98,7 @@ from tufwaves.server.rollout import (
     rollout_status,
 )
 from tufwaves.server.roots import create_repository, repository_ceremony, rotate_root
+from tufwaves.server.rotation import rotate_online_keys, rotate_targets_keys
 from tufwaves.server.staging import load_ceremony, pending_ids
 from tufwaves.server.waves import (
     WaveSummary,
@@ -166,7 +170,9 @@ __all__ = [
     "ripple_members",
     "rollout",
     "rollout_status",
+    "rotate_online_keys",
     "rotate_root",
+    "rotate_targets_keys",
     "sign_ceremony",
     "wave_summary",
     "write_key_pair",

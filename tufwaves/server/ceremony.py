@@ -31,7 +31,7 @@ MAX_CEREMONY_FILE = 20_000_000
 
 _WAVE = WAVE_NAME_PATTERN
 _ID_RE = re.compile(
-    rf"repository|root\.(?:{RIPPLE_INDEX_PATTERN})|wave\.{_WAVE}|production\.{_WAVE}"
+    rf"repository|(?:root|rollout-keys)\.(?:{RIPPLE_INDEX_PATTERN})|wave\.{_WAVE}|production\.{_WAVE}"
 )
 _ROLE_RE = re.compile(rf"root|targets|wave\.{_WAVE}")
 
@@ -50,7 +50,8 @@ def check_ceremony_id(value: object) -> str:
     """
     if not isinstance(value, str) or _ID_RE.fullmatch(value) is None:
         raise InputError(
-            f"{value!r} is not a ceremony id (repository, root.N, wave.W or production.W)"
+            f"{value!r} is not a ceremony id "
+            "(repository, root.N, rollout-keys.N, wave.W or production.W)"
         )
     return value
 

@@ -292,13 +292,13 @@ def _changes(pending: PendingRole, ring: Keyring) -> Iterator[str]:
         if label not in before:
             yield f"    + {label} added ({after[label][1]} of {len(after[label][0])})"
         elif label not in after:
-            yield f"    - {label} removed"
+            yield f"    - {label} removed (REVOKED: its keys no longer sign it)"
         elif before[label] != after[label]:
             (old_ids, old_t, _), (new_ids, new_t, _) = before[label], after[label]
             for k in sorted(new_ids - old_ids):
                 yield f"    + {label}: key {k[:16]} added"
             for k in sorted(old_ids - new_ids):
-                yield f"    - {label}: key {k[:16]} removed"
+                yield f"    - {label}: key {k[:16]} removed (REVOKED: it no longer signs this)"
             if old_t != new_t:
                 yield f"    {label}: threshold {old_t} -> {new_t}"
             if old_ids == new_ids and old_t == new_t:

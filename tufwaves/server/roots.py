@@ -190,13 +190,14 @@ def repository_ceremony(repo: Repository) -> str:
         repo: The repository.
 
     Returns:
-        The ceremony id (``"repository"`` or ``"root.N"``).
+        The ceremony id (``"repository"``, ``"root.N"``, or ``"rollout-keys.N"``
+        for a rotation of the online rollout key alone).
 
     Raises:
         InputError: None is pending.
     """
     for cid in pending_ids(repo):
-        if cid == CEREMONY_ID or cid.startswith("root."):
+        if cid == CEREMONY_ID or cid.startswith(("root.", "rollout-keys.")):
             return cid
     raise InputError(f"{repo.path} has no pending repository ceremony (creation or root rotation)")
 

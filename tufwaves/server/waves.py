@@ -42,6 +42,7 @@ from tufwaves.server.metadata import (
     wave_info,
     wave_role,
 )
+from tufwaves.server.rekey import finish_rotation, read_plan, rotation_extras
 from tufwaves.server.repository import PublishedState, Repository
 
 __all__ = [
@@ -471,7 +472,17 @@ def publish_if_complete(repo: Repository, ceremony: Ceremony) -> bool:
             rollout = _rollout_complete(repo, name)
             if rollout is not None:
                 roles[rollout_role(name)] = rollout
-        repo.publish(roles, root=root, artifacts=artifacts)
+        rotation = rotation_extras(repo, ceremony, roles)
+        if rotation is None:
+            repo.publish(roles, root=root, artifacts=artifacts)
+        else:  # a key rotation: new online keys sign (rekey.py)
+            repo.publish(
+                {**roles, **rotation.roles},
+                root=root,
+                snapshot_signer=rotation.snapshot_signer,
+                timestamp_signer=rotation.timestamp_signer,
+            )
+            finish_rotation(repo, rotation)
         staging.remove(repo, ceremony.id)
     return True
 
@@ -563,6 +574,11 @@ def _refuse_if_targets_pending(repo: Repository) -> None:
     """Only one ceremony may change ``targets`` at a time: the second would sign
     a targets version the first one publishes first, and could never publish."""
     for cid in staging.pending_ids(repo):
+        if read_plan(repo, cid) is not None:  # a key rotation re-signs targets or waves
+            raise RefusedError(
+                f"key rotation {cid} is pending; finish it ('tufwaves repo sign') or "
+                f"discard it ('tufwaves repo ceremony discard --repo {repo.path}') first"
+            )
         if cid.startswith(("wave.", "production.")):
             wave = cid.split(".", 1)[1]
             raise RefusedError(
