@@ -80,6 +80,27 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def _content_digest(md: Metadata[Any]) -> str:
+    """SHA-256 of the canonical JSON of ``signed``: what identifies a file.
+
+    Two encodings of the same signed content (whitespace, key order, extra or
+    fewer signatures) are the same file: signatures are checked over exactly
+    these bytes, and anyone can re-encode a file or change its signature list
+    without a key. The trust state records this digest, never the hash of the
+    bytes a bundle happened to carry.
+    """
+    return _sha256(md.signed_bytes)
+
+
+def _same_content(record: str, md: Metadata[Any], data: bytes) -> bool:
+    """True iff ``record`` names the content of ``md`` (read from ``data``).
+
+    State files written before records named content hold the SHA-256 of the
+    exact bytes: those still match the identical file.
+    """
+    return record in (_content_digest(md), _sha256(data))
+
+
 class ChainError(Exception):
     """A metadata file failed a step of the workflow."""
 
@@ -121,8 +142,9 @@ class SnapshotRecord:
 class TrustState:
     """A device's trust: its root (exact bytes) and what it last verified.
 
-    ``roots`` maps every root version the device ever trusted to the SHA-256
-    of that root's bytes (so a bundle may repeat older roots, byte for byte).
+    ``roots`` maps every root version the device ever trusted to its content
+    digest (so a bundle may repeat older roots in any encoding); the
+    timestamp record holds the timestamp's content digest.
     """
 
     root: bytes
@@ -204,11 +226,15 @@ def _state_from_dict(d: Any, root_of: Callable[[int], bytes]) -> TrustState:
     )
 
 
-def _root_version_of(data: bytes) -> int:
+def _root_md(data: bytes) -> Metadata[Root]:
     md = Metadata[Root].from_bytes(data)
     if not isinstance(md.signed, Root):
         raise ValueError("not root metadata")
-    return int(md.signed.version)
+    return md
+
+
+def _root_version_of(data: bytes) -> int:
+    return int(_root_md(data).signed.version)
 
 
 def read_state_dir(path: Path) -> TrustState:
@@ -226,7 +252,8 @@ def read_state_dir(path: Path) -> TrustState:
             root = (path / INITIAL_ROOT).read_bytes()
             if len(root) > LIMITS.root_bytes:
                 raise ValueError("root.json is over the root size cap")
-            return TrustState(root, {_root_version_of(root): _sha256(root)})
+            md = _root_md(root)
+            return TrustState(root, {md.signed.version: _content_digest(md)})
         raw = state_file.read_bytes()
         if len(raw) > _STATE_MAX_BYTES:
             raise ValueError("state.json is too large")
@@ -338,7 +365,7 @@ class Chain:
         self._initial_root = root
         self._root_bytes = state.root
         self._roots = dict(state.roots)
-        self._roots[root.version] = _sha256(state.root)
+        self._roots[root.version] = _content_digest(md)
         self._prior_ts = state.timestamp
         self._prior_snap = state.snapshot
         self._stage = 0  # 0 roots, 1 timestamp, 2 snapshot, 3 targets
@@ -355,9 +382,14 @@ class Chain:
             raise RuntimeError(f"{what} loaded out of order")
 
     def check_known_root(self, data: bytes, version: int) -> None:
-        """Accept a root the device already passed: same version, same bytes."""
+        """Accept a root the device already passed: same version, same signed content."""
         self._stage_is(0, "known root")
-        if version > self.root.version or self._roots.get(version) != _sha256(data):
+        record = self._roots.get(version)
+        known = False
+        if record is not None and version <= self.root.version:
+            md, _ = _load(Root, data, Reason.ROOT_ROLLBACK, f"root v{version}")
+            known = _same_content(record, md, data)
+        if not known:
             raise ChainError(
                 Reason.ROOT_ROLLBACK,
                 f"root v{version} is not newer than the trusted root "
@@ -381,7 +413,7 @@ class Chain:
         _verify(new, Root.type, md, Reason.ROOT_INVALID, f"{what} (new keys)")
         self.root = new
         self._root_bytes = data
-        self._roots[new.version] = _sha256(data)
+        self._roots[new.version] = _content_digest(md)
         return new
 
     def finish_roots(self) -> None:
@@ -409,7 +441,7 @@ class Chain:
             _verify(self.root, Timestamp.type, md, Reason.TIMESTAMP_INVALID, "local")
         except ChainError:
             return False
-        self._prior_ts = TimestampRecord(ts.version, ts.snapshot_meta.version, _sha256(data))
+        self._prior_ts = TimestampRecord(ts.version, ts.snapshot_meta.version, _content_digest(md))
         return True
 
     def adopt_prior_snapshot(self, data: bytes) -> bool:
@@ -433,7 +465,6 @@ class Chain:
         md, ts = _load(Timestamp, data, Reason.TIMESTAMP_INVALID, "timestamp")
         _verify(self.root, Timestamp.type, md, Reason.TIMESTAMP_INVALID, "timestamp")
         _declared(declared, ts.version, Reason.TIMESTAMP_INVALID, "timestamp")
-        digest = _sha256(data)
         prior = self._prior_ts
         if prior is not None:
             if ts.version < prior.version:
@@ -441,7 +472,7 @@ class Chain:
                     Reason.ROLLBACK,
                     f"timestamp v{ts.version} is older than the trusted v{prior.version}",
                 )
-            if ts.version == prior.version and digest != prior.sha256:
+            if ts.version == prior.version and not _same_content(prior.sha256, md, data):
                 raise EqualTimestampError(
                     Reason.TIMESTAMP_INVALID,
                     f"timestamp v{ts.version} differs from the timestamp v"
@@ -455,7 +486,7 @@ class Chain:
                 )
         _expired(ts, self.at, f"timestamp v{ts.version}")
         self.timestamp = ts
-        self._ts_sha256 = digest
+        self._ts_sha256 = _content_digest(md)
         self._stage = 2
         return ts
 
