@@ -21,7 +21,9 @@ import contextlib
 import hashlib
 import json
 import logging
+import os
 import re
+import stat
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -237,10 +239,54 @@ def _root_version_of(data: bytes) -> int:
     return int(_root_md(data).signed.version)
 
 
+def _entry(path: Path, *, directory: bool = False) -> bool:
+    """True iff ``path`` exists; refuse a symbolic link or the wrong kind of entry.
+
+    Nothing in a state directory may be a symbolic link: the verifier must
+    not read or write outside the directory it was given.
+    """
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return False
+    if stat.S_ISLNK(mode):
+        raise ValueError(f"{path.name} is a symbolic link, which a state directory must not hold")
+    if not (stat.S_ISDIR(mode) if directory else stat.S_ISREG(mode)):
+        raise ValueError(f"{path.name} is not a {'directory' if directory else 'regular file'}")
+    return True
+
+
+_READ_FLAGS: Final = (
+    os.O_RDONLY
+    | getattr(os, "O_NOFOLLOW", 0)
+    | getattr(os, "O_NONBLOCK", 0)
+    | getattr(os, "O_CLOEXEC", 0)
+)
+
+
+def _read_capped(path: Path, cap: int) -> bytes:
+    """The bytes of the regular file ``path``, refused if over ``cap`` bytes.
+
+    Not a symbolic link (``O_NOFOLLOW``), not a device or pipe, and never more
+    than ``cap + 1`` bytes read.
+    """
+    if not _entry(path):
+        raise FileNotFoundError(f"{path.name} does not exist")
+    with os.fdopen(os.open(path, _READ_FLAGS), "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            raise ValueError(f"{path.name} is not a regular file")
+        data = f.read(cap + 1)
+    if len(data) > cap:
+        raise ValueError(f"{path.name} is over its size cap of {cap:,} bytes")
+    return data
+
+
 def read_state_dir(path: Path) -> TrustState:
     """Load the trust state of a device state directory.
 
     ``state.json`` when present, else the provisioned ``root.json`` alone.
+    No file or folder in the directory may be a symbolic link, and every read
+    is capped (roots at the bundle's root cap).
 
     Raises:
         StorageError: the directory, a root file or ``state.json`` cannot be
@@ -248,18 +294,17 @@ def read_state_dir(path: Path) -> TrustState:
     """
     state_file = path / STATE_FILE
     try:
-        if not state_file.exists():
-            root = (path / INITIAL_ROOT).read_bytes()
-            if len(root) > LIMITS.root_bytes:
-                raise ValueError("root.json is over the root size cap")
+        if not _entry(state_file):
+            root = _read_capped(path / INITIAL_ROOT, LIMITS.root_bytes)
             md = _root_md(root)
             return TrustState(root, {md.signed.version: _content_digest(md)})
-        raw = state_file.read_bytes()
-        if len(raw) > _STATE_MAX_BYTES:
-            raise ValueError("state.json is too large")
+        raw = _read_capped(state_file, _STATE_MAX_BYTES)
 
         def root_of(version: int) -> bytes:
-            return (path / ROOTS_DIR / f"{version}.root.json").read_bytes()
+            roots = path / ROOTS_DIR
+            if not _entry(roots, directory=True):
+                raise FileNotFoundError(f"{ROOTS_DIR}/ does not exist")
+            return _read_capped(roots / f"{version}.root.json", LIMITS.root_bytes)
 
         return _state_from_dict(json.loads(raw), root_of)
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
@@ -276,7 +321,8 @@ def write_state_dir(path: Path, state: TrustState) -> None:
 
     The root goes first to ``roots/N.root.json`` (a new file, never rewritten),
     then ``state.json`` is replaced atomically; until that rename the previous
-    ``state.json`` (and the root it names) is what the next run loads.
+    ``state.json`` (and the root it names) is what the next run loads. A
+    symbolic link where one of these is expected is refused.
 
     Raises:
         StorageError: a file could not be written.
@@ -284,13 +330,15 @@ def write_state_dir(path: Path, state: TrustState) -> None:
     try:
         version = _root_version_of(state.root)
         roots = path / ROOTS_DIR
-        roots.mkdir(exist_ok=True)
+        if not _entry(roots, directory=True):
+            roots.mkdir()
         root_file = roots / f"{version}.root.json"
-        if not root_file.exists() or root_file.read_bytes() != state.root:
+        if not _entry(root_file) or _read_capped(root_file, LIMITS.root_bytes) != state.root:
             atomic_write(root_file, state.root, mode=PRIVATE_MODE)
+        _entry(path / STATE_FILE)
         body = json.dumps(state.to_dict(version), indent=1, sort_keys=True)
         atomic_write(path / STATE_FILE, body.encode("ascii"), mode=PRIVATE_MODE)
-    except OSError as e:
+    except (OSError, ValueError) as e:
         raise StorageError(f"cannot write the verifier state in {path}: {e}") from e
 
 
