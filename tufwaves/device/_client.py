@@ -52,6 +52,7 @@ __all__ = [
     "Chain",
     "ChainError",
     "EqualTimestampError",
+    "ExpiredError",
     "Fetched",
     "SnapshotRecord",
     "Source",
@@ -113,7 +114,11 @@ class ChainError(Exception):
 
 
 class EqualTimestampError(ChainError):
-    """A timestamp has the trusted version but different bytes."""
+    """A timestamp has the trusted version but different signed content."""
+
+
+class ExpiredError(ChainError):
+    """A metadata file verified but is expired at the reference time."""
 
 
 # --------------------------------------------------------------------------
@@ -378,7 +383,7 @@ def _verify(
 
 def _expired(signed: Signed, at: datetime, what: str) -> None:
     if signed.is_expired(at):
-        raise ChainError(
+        raise ExpiredError(
             Reason.METADATA_EXPIRED,
             f"{what} expired at {signed.expires:%Y-%m-%dT%H:%M:%SZ}",
         )
