@@ -207,3 +207,25 @@ def test_state_files_are_read_with_a_cap(sim: Simulator, state_dir: Path) -> Non
     (state_dir / "state.json").write_bytes(b" " * 16_000_001)
     with pytest.raises(StorageError, match=r"state\.json is over its size cap"):
         Verifier.from_state_dir(state_dir)
+
+
+def test_a_missing_roots_folder_is_refused(sim: Simulator, state_dir: Path) -> None:
+    assert Verifier.from_state_dir(state_dir).decide(sim.bundle(D), ME, NOW).allowed
+    for f in (state_dir / "roots").iterdir():
+        f.unlink()
+    (state_dir / "roots").rmdir()
+    with pytest.raises(StorageError, match="roots/ does not exist"):
+        Verifier.from_state_dir(state_dir)
+
+
+def test_a_file_swapped_for_a_pipe_after_the_check_is_refused(
+    state_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The kind of file is checked again on the open descriptor (no race)."""
+    from tufwaves.device import _client
+
+    (state_dir / "root.json").unlink()
+    os.mkfifo(state_dir / "root.json")
+    monkeypatch.setattr(_client, "_entry", lambda path, directory=False: path.exists())
+    with pytest.raises(StorageError, match="not a regular file"):
+        Verifier.from_state_dir(state_dir)
