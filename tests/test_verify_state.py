@@ -134,3 +134,98 @@ def test_an_invalid_trusted_root_is_refused(tmp_path: Path) -> None:
     (tmp_path / "root.json").write_bytes(b"not json")
     with pytest.raises(StorageError):
         Verifier.from_state_dir(tmp_path)
+
+
+# -- symbolic links and size caps (the verifier stays inside its directory) ----
+
+
+def test_a_roots_symlink_is_not_written_through(
+    tmp_path: Path, sim: Simulator, state_dir: Path
+) -> None:
+    elsewhere = tmp_path.parent / f"{tmp_path.name}-elsewhere"
+    elsewhere.mkdir()
+    (state_dir / "roots").symlink_to(elsewhere, target_is_directory=True)
+    d = Verifier.from_state_dir(state_dir).decide(sim.bundle(D), ME, NOW)
+    assert d.reason is Reason.STATE_WRITE_FAILED
+    assert "symbolic link" in d.message
+    assert list(elsewhere.iterdir()) == []
+    assert not (state_dir / "state.json").exists()
+
+
+def test_a_roots_symlink_is_not_read_through(sim: Simulator, state_dir: Path) -> None:
+    assert Verifier.from_state_dir(state_dir).decide(sim.bundle(D), ME, NOW).allowed
+    moved = state_dir.parent / f"{state_dir.name}-roots"
+    (state_dir / "roots").rename(moved)
+    (state_dir / "roots").symlink_to(moved, target_is_directory=True)
+    with pytest.raises(StorageError, match="symbolic link"):
+        Verifier.from_state_dir(state_dir)
+
+
+@pytest.mark.parametrize("name", ["root.json", "state.json", "roots/1.root.json"])
+def test_a_symlinked_state_file_is_refused(sim: Simulator, state_dir: Path, name: str) -> None:
+    if name != "root.json":
+        assert Verifier.from_state_dir(state_dir).decide(sim.bundle(D), ME, NOW).allowed
+    link = state_dir / name
+    target = state_dir.parent / f"{state_dir.name}-target"
+    target.write_bytes(link.read_bytes())
+    link.unlink()
+    link.symlink_to(target)
+    with pytest.raises(StorageError, match="symbolic link"):
+        Verifier.from_state_dir(state_dir)
+
+
+def test_a_symlinked_root_file_is_not_written_through(sim: Simulator, state_dir: Path) -> None:
+    target = state_dir.parent / f"{state_dir.name}-target"
+    target.write_bytes(b"")
+    (state_dir / "roots").mkdir()
+    (state_dir / "roots" / "1.root.json").symlink_to(target)
+    d = Verifier.from_state_dir(state_dir).decide(sim.bundle(D), ME, NOW)
+    assert d.reason is Reason.STATE_WRITE_FAILED
+    assert target.read_bytes() == b""
+
+
+def test_a_root_linked_to_dev_zero_is_refused(state_dir: Path) -> None:
+    (state_dir / "root.json").unlink()
+    (state_dir / "root.json").symlink_to("/dev/zero")
+    with pytest.raises(StorageError, match="symbolic link"):
+        Verifier.from_state_dir(state_dir)
+
+
+def test_a_pipe_in_place_of_a_root_file_is_refused(sim: Simulator, state_dir: Path) -> None:
+    assert Verifier.from_state_dir(state_dir).decide(sim.bundle(D), ME, NOW).allowed
+    (state_dir / "roots" / "1.root.json").unlink()
+    os.mkfifo(state_dir / "roots" / "1.root.json")
+    with pytest.raises(StorageError, match="not a regular file"):
+        Verifier.from_state_dir(state_dir)
+
+
+def test_state_files_are_read_with_a_cap(sim: Simulator, state_dir: Path) -> None:
+    assert Verifier.from_state_dir(state_dir).decide(sim.bundle(D), ME, NOW).allowed
+    (state_dir / "roots" / "1.root.json").write_bytes(b" " * 600_000)
+    with pytest.raises(StorageError, match="size cap of 512,000 bytes"):
+        Verifier.from_state_dir(state_dir)
+    (state_dir / "state.json").write_bytes(b" " * 16_000_001)
+    with pytest.raises(StorageError, match=r"state\.json is over its size cap"):
+        Verifier.from_state_dir(state_dir)
+
+
+def test_a_missing_roots_folder_is_refused(sim: Simulator, state_dir: Path) -> None:
+    assert Verifier.from_state_dir(state_dir).decide(sim.bundle(D), ME, NOW).allowed
+    for f in (state_dir / "roots").iterdir():
+        f.unlink()
+    (state_dir / "roots").rmdir()
+    with pytest.raises(StorageError, match="roots/ does not exist"):
+        Verifier.from_state_dir(state_dir)
+
+
+def test_a_file_swapped_for_a_pipe_after_the_check_is_refused(
+    state_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The kind of file is checked again on the open descriptor (no race)."""
+    from tufwaves.device import _client
+
+    (state_dir / "root.json").unlink()
+    os.mkfifo(state_dir / "root.json")
+    monkeypatch.setattr(_client, "_entry", lambda path, directory=False: path.exists())
+    with pytest.raises(StorageError, match="not a regular file"):
+        Verifier.from_state_dir(state_dir)

@@ -21,7 +21,9 @@ import contextlib
 import hashlib
 import json
 import logging
+import os
 import re
+import stat
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -50,6 +52,7 @@ __all__ = [
     "Chain",
     "ChainError",
     "EqualTimestampError",
+    "ExpiredError",
     "Fetched",
     "SnapshotRecord",
     "Source",
@@ -80,6 +83,27 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def _content_digest(md: Metadata[Any]) -> str:
+    """SHA-256 of the canonical JSON of ``signed``: what identifies a file.
+
+    Two encodings of the same signed content (whitespace, key order, extra or
+    fewer signatures) are the same file: signatures are checked over exactly
+    these bytes, and anyone can re-encode a file or change its signature list
+    without a key. The trust state records this digest, never the hash of the
+    bytes a bundle happened to carry.
+    """
+    return _sha256(md.signed_bytes)
+
+
+def _same_content(record: str, md: Metadata[Any], data: bytes) -> bool:
+    """True iff ``record`` names the content of ``md`` (read from ``data``).
+
+    State files written before records named content hold the SHA-256 of the
+    exact bytes: those still match the identical file.
+    """
+    return record in (_content_digest(md), _sha256(data))
+
+
 class ChainError(Exception):
     """A metadata file failed a step of the workflow."""
 
@@ -90,7 +114,11 @@ class ChainError(Exception):
 
 
 class EqualTimestampError(ChainError):
-    """A timestamp has the trusted version but different bytes."""
+    """A timestamp has the trusted version but different signed content."""
+
+
+class ExpiredError(ChainError):
+    """A metadata file verified but is expired at the reference time."""
 
 
 # --------------------------------------------------------------------------
@@ -121,8 +149,9 @@ class SnapshotRecord:
 class TrustState:
     """A device's trust: its root (exact bytes) and what it last verified.
 
-    ``roots`` maps every root version the device ever trusted to the SHA-256
-    of that root's bytes (so a bundle may repeat older roots, byte for byte).
+    ``roots`` maps every root version the device ever trusted to its content
+    digest (so a bundle may repeat older roots in any encoding); the
+    timestamp record holds the timestamp's content digest.
     """
 
     root: bytes
@@ -204,17 +233,65 @@ def _state_from_dict(d: Any, root_of: Callable[[int], bytes]) -> TrustState:
     )
 
 
-def _root_version_of(data: bytes) -> int:
+def _root_md(data: bytes) -> Metadata[Root]:
     md = Metadata[Root].from_bytes(data)
     if not isinstance(md.signed, Root):
         raise ValueError("not root metadata")
-    return int(md.signed.version)
+    return md
+
+
+def _root_version_of(data: bytes) -> int:
+    return int(_root_md(data).signed.version)
+
+
+def _entry(path: Path, *, directory: bool = False) -> bool:
+    """True iff ``path`` exists; refuse a symbolic link or the wrong kind of entry.
+
+    Nothing in a state directory may be a symbolic link: the verifier must
+    not read or write outside the directory it was given.
+    """
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return False
+    if stat.S_ISLNK(mode):
+        raise ValueError(f"{path.name} is a symbolic link, which a state directory must not hold")
+    if not (stat.S_ISDIR(mode) if directory else stat.S_ISREG(mode)):
+        raise ValueError(f"{path.name} is not a {'directory' if directory else 'regular file'}")
+    return True
+
+
+_READ_FLAGS: Final = (
+    os.O_RDONLY
+    | getattr(os, "O_NOFOLLOW", 0)
+    | getattr(os, "O_NONBLOCK", 0)
+    | getattr(os, "O_CLOEXEC", 0)
+)
+
+
+def _read_capped(path: Path, cap: int) -> bytes:
+    """The bytes of the regular file ``path``, refused if over ``cap`` bytes.
+
+    Not a symbolic link (``O_NOFOLLOW``), not a device or pipe, and never more
+    than ``cap + 1`` bytes read.
+    """
+    if not _entry(path):
+        raise FileNotFoundError(f"{path.name} does not exist")
+    with os.fdopen(os.open(path, _READ_FLAGS), "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            raise ValueError(f"{path.name} is not a regular file")
+        data = f.read(cap + 1)
+    if len(data) > cap:
+        raise ValueError(f"{path.name} is over its size cap of {cap:,} bytes")
+    return data
 
 
 def read_state_dir(path: Path) -> TrustState:
     """Load the trust state of a device state directory.
 
     ``state.json`` when present, else the provisioned ``root.json`` alone.
+    No file or folder in the directory may be a symbolic link, and every read
+    is capped (roots at the bundle's root cap).
 
     Raises:
         StorageError: the directory, a root file or ``state.json`` cannot be
@@ -222,17 +299,17 @@ def read_state_dir(path: Path) -> TrustState:
     """
     state_file = path / STATE_FILE
     try:
-        if not state_file.exists():
-            root = (path / INITIAL_ROOT).read_bytes()
-            if len(root) > LIMITS.root_bytes:
-                raise ValueError("root.json is over the root size cap")
-            return TrustState(root, {_root_version_of(root): _sha256(root)})
-        raw = state_file.read_bytes()
-        if len(raw) > _STATE_MAX_BYTES:
-            raise ValueError("state.json is too large")
+        if not _entry(state_file):
+            root = _read_capped(path / INITIAL_ROOT, LIMITS.root_bytes)
+            md = _root_md(root)
+            return TrustState(root, {md.signed.version: _content_digest(md)})
+        raw = _read_capped(state_file, _STATE_MAX_BYTES)
 
         def root_of(version: int) -> bytes:
-            return (path / ROOTS_DIR / f"{version}.root.json").read_bytes()
+            roots = path / ROOTS_DIR
+            if not _entry(roots, directory=True):
+                raise FileNotFoundError(f"{ROOTS_DIR}/ does not exist")
+            return _read_capped(roots / f"{version}.root.json", LIMITS.root_bytes)
 
         return _state_from_dict(json.loads(raw), root_of)
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
@@ -249,7 +326,8 @@ def write_state_dir(path: Path, state: TrustState) -> None:
 
     The root goes first to ``roots/N.root.json`` (a new file, never rewritten),
     then ``state.json`` is replaced atomically; until that rename the previous
-    ``state.json`` (and the root it names) is what the next run loads.
+    ``state.json`` (and the root it names) is what the next run loads. A
+    symbolic link where one of these is expected is refused.
 
     Raises:
         StorageError: a file could not be written.
@@ -257,13 +335,15 @@ def write_state_dir(path: Path, state: TrustState) -> None:
     try:
         version = _root_version_of(state.root)
         roots = path / ROOTS_DIR
-        roots.mkdir(exist_ok=True)
+        if not _entry(roots, directory=True):
+            roots.mkdir()
         root_file = roots / f"{version}.root.json"
-        if not root_file.exists() or root_file.read_bytes() != state.root:
+        if not _entry(root_file) or _read_capped(root_file, LIMITS.root_bytes) != state.root:
             atomic_write(root_file, state.root, mode=PRIVATE_MODE)
+        _entry(path / STATE_FILE)
         body = json.dumps(state.to_dict(version), indent=1, sort_keys=True)
         atomic_write(path / STATE_FILE, body.encode("ascii"), mode=PRIVATE_MODE)
-    except OSError as e:
+    except (OSError, ValueError) as e:
         raise StorageError(f"cannot write the verifier state in {path}: {e}") from e
 
 
@@ -303,7 +383,7 @@ def _verify(
 
 def _expired(signed: Signed, at: datetime, what: str) -> None:
     if signed.is_expired(at):
-        raise ChainError(
+        raise ExpiredError(
             Reason.METADATA_EXPIRED,
             f"{what} expired at {signed.expires:%Y-%m-%dT%H:%M:%SZ}",
         )
@@ -338,7 +418,7 @@ class Chain:
         self._initial_root = root
         self._root_bytes = state.root
         self._roots = dict(state.roots)
-        self._roots[root.version] = _sha256(state.root)
+        self._roots[root.version] = _content_digest(md)
         self._prior_ts = state.timestamp
         self._prior_snap = state.snapshot
         self._stage = 0  # 0 roots, 1 timestamp, 2 snapshot, 3 targets
@@ -355,9 +435,14 @@ class Chain:
             raise RuntimeError(f"{what} loaded out of order")
 
     def check_known_root(self, data: bytes, version: int) -> None:
-        """Accept a root the device already passed: same version, same bytes."""
+        """Accept a root the device already passed: same version, same signed content."""
         self._stage_is(0, "known root")
-        if version > self.root.version or self._roots.get(version) != _sha256(data):
+        record = self._roots.get(version)
+        known = False
+        if record is not None and version <= self.root.version:
+            md, _ = _load(Root, data, Reason.ROOT_ROLLBACK, f"root v{version}")
+            known = _same_content(record, md, data)
+        if not known:
             raise ChainError(
                 Reason.ROOT_ROLLBACK,
                 f"root v{version} is not newer than the trusted root "
@@ -381,7 +466,7 @@ class Chain:
         _verify(new, Root.type, md, Reason.ROOT_INVALID, f"{what} (new keys)")
         self.root = new
         self._root_bytes = data
-        self._roots[new.version] = _sha256(data)
+        self._roots[new.version] = _content_digest(md)
         return new
 
     def finish_roots(self) -> None:
@@ -409,7 +494,7 @@ class Chain:
             _verify(self.root, Timestamp.type, md, Reason.TIMESTAMP_INVALID, "local")
         except ChainError:
             return False
-        self._prior_ts = TimestampRecord(ts.version, ts.snapshot_meta.version, _sha256(data))
+        self._prior_ts = TimestampRecord(ts.version, ts.snapshot_meta.version, _content_digest(md))
         return True
 
     def adopt_prior_snapshot(self, data: bytes) -> bool:
@@ -433,7 +518,6 @@ class Chain:
         md, ts = _load(Timestamp, data, Reason.TIMESTAMP_INVALID, "timestamp")
         _verify(self.root, Timestamp.type, md, Reason.TIMESTAMP_INVALID, "timestamp")
         _declared(declared, ts.version, Reason.TIMESTAMP_INVALID, "timestamp")
-        digest = _sha256(data)
         prior = self._prior_ts
         if prior is not None:
             if ts.version < prior.version:
@@ -441,7 +525,7 @@ class Chain:
                     Reason.ROLLBACK,
                     f"timestamp v{ts.version} is older than the trusted v{prior.version}",
                 )
-            if ts.version == prior.version and digest != prior.sha256:
+            if ts.version == prior.version and not _same_content(prior.sha256, md, data):
                 raise EqualTimestampError(
                     Reason.TIMESTAMP_INVALID,
                     f"timestamp v{ts.version} differs from the timestamp v"
@@ -455,7 +539,7 @@ class Chain:
                 )
         _expired(ts, self.at, f"timestamp v{ts.version}")
         self.timestamp = ts
-        self._ts_sha256 = digest
+        self._ts_sha256 = _content_digest(md)
         self._stage = 2
         return ts
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Final, TypeGuard
 
-from tuf.api.metadata import DelegatedRole, TargetFile, Targets
+from tuf.api.metadata import DelegatedRole, Key, TargetFile, Targets
 
 from tufwaves.device.membership import (
     FractionMembership,
@@ -44,8 +44,10 @@ from tufwaves.device.profile import (
     is_label,
     is_ripple_count,
     is_version_text,
+    key_id_of,
     ripple_role,
     rollout_role,
+    same_key,
     wave_role,
 )
 from tufwaves.errors import InputError
@@ -326,8 +328,34 @@ def _wave_info(w: VerifiedWave) -> tuple[int, _Policy]:
     )
 
 
-def _same_keys(a: DelegatedRole, b: DelegatedRole) -> bool:
-    return set(a.keyids) == set(b.keyids) and a.threshold == b.threshold
+def _same_keys(
+    a: DelegatedRole, a_keys: Mapping[str, Key], b: DelegatedRole, b_keys: Mapping[str, Key]
+) -> bool:
+    """Same threshold and the same keys: ids and key material (keytype, scheme, keyval)."""
+    return (
+        set(a.keyids) == set(b.keyids)
+        and a.threshold == b.threshold
+        and all(same_key(a_keys.get(k), b_keys.get(k)) for k in a.keyids)
+    )
+
+
+def _check_key_ids(
+    owner: str, keys: Mapping[str, Key], role: DelegatedRole | None, wave: str
+) -> None:
+    """Each key of ``role`` has the key id computed from its material.
+
+    python-tuf does not recompute key ids: a delegation could bind an
+    authorised key id to other key material.
+    """
+    for keyid in role.keyids if role is not None else ():
+        key = keys.get(keyid)
+        if key is None or key_id_of(key) != keyid:
+            raise _Deny(
+                Reason.WAVE_INVALID,
+                f"{owner}: key id {_show(keyid)}, delegated for wave {wave}, is not "
+                "the SHA-256 of its key material (or names no key)",
+                wave,
+            )
 
 
 def _check_wave_delegation(w: VerifiedWave) -> DelegatedRole:
@@ -348,6 +376,8 @@ def _check_wave_delegation(w: VerifiedWave) -> DelegatedRole:
             f"wave.{name}: the {rollout} delegation must be terminating with no paths",
             name,
         )
+    assert d is not None  # noqa: S101 - it delegates a role
+    _check_key_ids(f"wave.{name}", d.keys, role, name)
     return role
 
 
@@ -382,12 +412,19 @@ def _rollout_info(w: VerifiedWave, delegation: DelegatedRole) -> tuple[str, int]
             f"{len(roles)} roles that are not ripple.{name}.1..{count} in order",
             name,
         )
+    wave_d = w.wave.delegations
+    wave_keys = wave_d.keys if wave_d is not None else {}
+    ripple_keys = d.keys if d is not None else {}
     for role in roles.values():
-        if not role.terminating or role.paths != [] or not _same_keys(role, delegation):
+        if (
+            not role.terminating
+            or role.paths != []
+            or not _same_keys(role, ripple_keys, delegation, wave_keys)
+        ):
             raise _Deny(
                 Reason.WAVE_INVALID,
                 f"rollout.{name}: {role.name} must be delegated to the rollout keys "
-                "and threshold, terminating, with no paths",
+                "(same key ids and key material) and threshold, terminating, with no paths",
                 name,
             )
     return state, count
@@ -466,9 +503,13 @@ def _custom(target: TargetFile) -> tuple[frozenset[str], frozenset[str], int] | 
 
 
 def _read_wave(
-    w: VerifiedWave, wave_delegation: DelegatedRole | None, cancelled: frozenset[str]
+    w: VerifiedWave,
+    wave_delegation: DelegatedRole | None,
+    cancelled: frozenset[str],
+    targets_keys: Mapping[str, Key],
 ) -> _Wave:
     name = w.name
+    _check_key_ids("targets", targets_keys, wave_delegation, name)
     version, policy = _wave_info(w)
     rollout_delegation = _check_wave_delegation(w)
     state, _count = _rollout_info(w, rollout_delegation)
@@ -649,7 +690,8 @@ def seen_cancelled(md: VerifiedMetadata) -> frozenset[str]:
 def _decide(md: VerifiedMetadata, device: DeviceIdentity, cancelled: frozenset[str]) -> Decision:
     delegations = md.targets.delegations
     wave_roles = delegations.roles if delegations is not None and delegations.roles else {}
-    waves = [_read_wave(w, wave_roles.get(wave_role(w.name)), cancelled) for w in md.waves]
+    keys = delegations.keys if delegations is not None else {}
+    waves = [_read_wave(w, wave_roles.get(wave_role(w.name)), cancelled, keys) for w in md.waves]
     evidence = _check_evidence(md.evidence, waves, device.uuid)
 
     matching: list[_Outcome] = []

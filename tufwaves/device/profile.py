@@ -12,9 +12,13 @@ message for people.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Mapping
 from typing import Final, TypeGuard
+
+from securesystemslib.formats import encode_canonical
+from securesystemslib.signer import Key
 
 from tufwaves.errors import InputError
 
@@ -48,9 +52,11 @@ __all__ = [
     "is_version",
     "is_version_text",
     "is_wave_name",
+    "key_id_of",
     "parse_version",
     "ripple_role",
     "rollout_role",
+    "same_key",
     "split_role",
     "version_text",
     "wave_role",
@@ -351,3 +357,26 @@ def check_policy(policy: Mapping[str, object]) -> None:
             "policy.max_fraction_ppm: a 100% fraction ripple completes the wave; with "
             "online completion refused, cap fractions below 100%"
         )
+
+
+def key_id_of(key: Key) -> str | None:
+    """The key id TUF computes from ``key``'s material, or None if it has none.
+
+    The lowercase hex SHA-256 of the canonical JSON of ``keytype``, ``scheme``
+    and ``keyval`` (securesystemslib's default key id). python-tuf takes the
+    key id a delegation states as given; the verifier compares it with this.
+    """
+    body = {"keytype": key.keytype, "scheme": key.scheme, "keyval": key.keyval}
+    try:
+        canonical = encode_canonical(body)
+    except Exception:  # a keyval that has no canonical JSON (floats, odd types)
+        return None
+    assert isinstance(canonical, str)  # noqa: S101 - encode_canonical returns str without a sink
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def same_key(a: Key | None, b: Key | None) -> bool:
+    """True iff ``a`` and ``b`` are the same key material (keytype, scheme, keyval)."""
+    if a is None or b is None:
+        return False
+    return (a.keytype, a.scheme, a.keyval) == (b.keytype, b.scheme, b.keyval)

@@ -29,6 +29,7 @@ from tufwaves.device._client import (
     BundleSource,
     Chain,
     ChainError,
+    ExpiredError,
     TrustState,
     load_role,
     read_state_dir,
@@ -192,28 +193,53 @@ class Verifier:
             )
         try:
             chain = Chain(self._state, at)
-            verified = _verify_bundle(chain, bundle)
+            verified, left_out = _verify_bundle(chain, bundle)
         except ChainError as e:
             return Decision.deny(e.reason, e.message), None
         cancelled = self._state.cancelled | seen_cancelled(verified)
         new_state = dataclasses.replace(chain.state(), cancelled=cancelled)
-        return decide_rules(verified, device, cancelled), new_state
+        decision = decide_rules(verified, device, cancelled)
+        if left_out and not decision.allowed:
+            note = "; ".join(left_out)
+            decision = dataclasses.replace(
+                decision, message=f"{decision.message} (left out: {note})"
+            )
+        return decision, new_state
 
 
-def _verify_bundle(chain: Chain, bundle: Bundle) -> VerifiedMetadata:
-    """Run the TUF workflow over every file of ``bundle``, in the bundle's order."""
+def _verify_bundle(chain: Chain, bundle: Bundle) -> tuple[VerifiedMetadata, list[str]]:
+    """Run the TUF workflow over every file of ``bundle``, in the bundle's order.
+
+    An expired ``wave.W`` or ``rollout.W`` leaves its wave out of the
+    decision, an expired ``ripple.W.K`` that ripple (``specs/verifier.md``
+    step 5): expired metadata is not trusted, and a wave can only add
+    permissions. Returns the verified metadata and why anything was left out.
+    """
     for f in bundle.roots():
         if f.version <= chain.root.version:
             chain.check_known_root(f.data, f.version)
     source = BundleSource(bundle, chain.root.version)
     refresh(chain, source)
     waves = []
+    left_out: list[str] = []
+    verified: set[str] = set()
     for name in bundle.waves():
-        wave = load_role(chain, source, f"wave.{name}", "targets")
-        rollout = load_role(chain, source, f"rollout.{name}", f"wave.{name}")
-        ripples = tuple(
-            (k, load_role(chain, source, f"ripple.{name}.{k}", f"rollout.{name}"))
-            for k in bundle.ripples(name)
-        )
-        waves.append(VerifiedWave(name, wave, rollout, ripples))
-    return VerifiedMetadata(chain.role("targets"), tuple(waves), bundle.evidence)
+        try:
+            wave = load_role(chain, source, f"wave.{name}", "targets")
+            rollout = load_role(chain, source, f"rollout.{name}", f"wave.{name}")
+        except ExpiredError as e:
+            left_out.append(f"wave {name}, {e.message}")
+            continue
+        ripples = []
+        for k in bundle.ripples(name):
+            role = f"ripple.{name}.{k}"
+            try:
+                ripples.append((k, load_role(chain, source, role, f"rollout.{name}")))
+            except ExpiredError as e:
+                left_out.append(e.message)
+            else:
+                verified.add(role)
+        waves.append(VerifiedWave(name, wave, rollout, tuple(ripples)))
+    # Evidence for a ripple left out proves nothing and is dropped with it.
+    evidence = tuple(e for e in bundle.evidence if e.role in verified)
+    return VerifiedMetadata(chain.role("targets"), tuple(waves), evidence), left_out

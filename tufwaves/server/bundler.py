@@ -5,11 +5,16 @@ on the device's path and its Merkle evidence. Building one costs the number
 of waves of its tag and its own ripples, never the size of the fleet: list
 ripples are read as files, Merkle evidence comes from the ripple's tree file
 (binary search plus one 256-leaf subtree).
+
+Waves that can no longer matter to the device are left out
+(``specs/bundle.md`` §2.1): expired, not newer than the version the device
+runs, or superseded by a newer complete wave of its tag.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 
 from tufwaves.device.bundle import Bundle, BundleFile
 from tufwaves.device.membership import MerkleEvidence, canonical_uuid
@@ -18,7 +23,7 @@ from tufwaves.server.inventory import Inventory
 from tufwaves.server.merkle_file import MerkleTreeFile
 from tufwaves.server.metadata import ripple_role, rollout_role, wave_role
 from tufwaves.server.repository import PublishedState, Repository
-from tufwaves.server.rollout import load_wave, tree_path
+from tufwaves.server.rollout import WaveContext, load_wave, tree_path
 
 __all__ = ["build_bundle"]
 
@@ -43,9 +48,12 @@ def build_bundle(
         inv: Its inventory.
         uuid: The device.
         since_root: The root version the device trusts; newer roots are included.
-        waves: Only these waves; by default every published wave whose tag and
-            hardware ids match the device (from the inventory), with the
-            ripples that selected it and every fraction ripple.
+        waves: Only these waves, as they are; by default every published
+            wave whose tag and hardware ids match the device (from the
+            inventory) and that can still matter to it (not expired at the
+            repository clock's time, newer than the device's installed
+            version, not below a newer complete wave), with the ripples that
+            selected it and every fraction ripple.
         state: The published state to read (default: the current one); every
             file comes from that one state.
 
@@ -84,14 +92,14 @@ def build_bundle(
         names = sorted(set(waves))
     selections = dict(inv.device_selections(uuid)) if device else {}
     evidence: list[MerkleEvidence] = []
-    for name in names:
-        wave = load_wave(repo, name, state)
-        if (
-            waves is None
-            and device is not None
-            and (wave.info.tag != device.tag or device.hardware_id not in wave.hardware_ids)
-        ):
-            continue
+    contexts = [load_wave(repo, name, state) for name in names]
+    if waves is None and device is not None:
+        contexts = [
+            w for w in contexts if w.info.tag == device.tag and device.hardware_id in w.hardware_ids
+        ]
+        contexts = _still_relevant(contexts, device.installed_version, repo.now())
+    for wave in contexts:
+        name = wave.name
         if wave.rollout is None:
             continue  # no rollout role signed yet: the wave lets no device in
         files.append(_file(repo, state, wave_role(name)))
@@ -108,6 +116,35 @@ def build_bundle(
                 if proof is not None:
                     evidence.append(proof)
     return Bundle(uuid, tuple(files), tuple(evidence))
+
+
+def _expired(wave: WaveContext, now: datetime) -> bool:
+    rollout = wave.rollout
+    return wave.expires <= now or (rollout is not None and rollout.signed.is_expired(now))
+
+
+def _still_relevant(
+    waves: Sequence[WaveContext], installed: int | None, now: datetime
+) -> list[WaveContext]:
+    """The waves of one device (its tag and hardware id) that can still matter to it.
+
+    Left out: a wave whose ``wave.W`` or ``rollout.W`` is expired at ``now``
+    (the verifier would leave it out); one whose version is not above the
+    installed version the inventory knows; one below a newer wave that is
+    complete, not expired and completable by the rollout keys (every device
+    of the tag may install that one, and a device picks the newest). A
+    cancelled wave stays until it expires: the device must see the cancel.
+    """
+    live = [w for w in waves if not _expired(w, now)]
+    if installed is not None:
+        live = [w for w in live if w.info.version > installed]
+    complete = [
+        w.info.version
+        for w in live
+        if w.status == "complete" and w.policy.online_complete and w.rollout is not None
+    ]
+    floor = max(complete, default=0)
+    return [w for w in live if w.info.version >= floor]
 
 
 def _file(repo: Repository, state: PublishedState, role: str) -> BundleFile:
