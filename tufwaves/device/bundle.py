@@ -138,17 +138,16 @@ class BundleFile:
 
     def __post_init__(self) -> None:
         parse_role_name(self.role)
-        if not _is_int(self.version) or not 1 <= self.version < 2**63:
-            raise BundleError(
-                f"file {self.role}: version must be a positive integer, got {_show(self.version)}"
-            )
         if not isinstance(self.data, bytes):
             raise BundleError(f"file {self.role}: data must be bytes")
         cap = role_size_cap(self.role)
-        if len(self.data) > cap:
+        if len(self.data) > cap:  # the cap before the version (specs/verifier.md step 0)
             raise BundleTooLargeError(
-                f"file {self.role} v{self.version} has {len(self.data):,} bytes; "
-                f"at most {cap:,} are allowed"
+                f"file {self.role} has {len(self.data):,} bytes; at most {cap:,} are allowed"
+            )
+        if not _is_int(self.version) or not 1 <= self.version < 2**63:
+            raise BundleError(
+                f"file {self.role}: version must be a positive integer, got {_show(self.version)}"
             )
 
     def to_dict(self) -> dict[str, object]:
