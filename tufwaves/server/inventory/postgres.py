@@ -322,6 +322,7 @@ class PostgresInventory:
                     copy.write(text)
                     if progress is not None:
                         progress(done)
+            conn.execute(_sql.STAGE_ANALYZE)
             duplicate = conn.execute(_sql.STAGE_DUPLICATE).fetchone()
             if duplicate is not None:
                 first, second, uuid = duplicate
@@ -335,6 +336,7 @@ class PostgresInventory:
             conn.execute(_sql.STAGE_GROUPS)
             conn.execute(_sql.STAGE_MEMBERSHIPS)
             conn.execute(_sql.STAGE_DROP)
+            conn.execute(_sql.ANALYZE_DEVICES)
         return done
 
     @_translated
@@ -512,6 +514,7 @@ class PostgresInventory:
                     ).rowcount
             except pg_errors.UniqueViolation as err:
                 raise self._double_selection(wave, uuids) from err
+            conn.execute(_sql.ANALYZE_SELECTIONS)
             if inserted != len(uuids):
                 missing = [u for u in uuids if self.get(u) is None]
                 raise InputError(

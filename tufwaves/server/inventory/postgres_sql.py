@@ -122,6 +122,9 @@ STAGE_COPY = (
     "COPY pg_temp.import_rows (line, uuid, ring, hardware_id, tag, installed_version, groups) "
     "FROM STDIN"
 )
+# Autovacuum never sees a temporary table: without statistics the planner
+# takes the staged rows for a few pages and joins them row by row.
+STAGE_ANALYZE = "ANALYZE pg_temp.import_rows"
 STAGE_DUPLICATE = """
 SELECT first, line, uuid::text FROM (
     SELECT line, uuid, min(line) OVER (PARTITION BY uuid) AS first
@@ -158,6 +161,11 @@ WHERE r.groups IS NOT NULL
 ON CONFLICT DO NOTHING
 """
 COUNT_DEVICES = "SELECT count(*) FROM devices"
+# Fresh planner statistics after an import or a ripple: without them a new
+# inventory's tables look empty to the planner, which then picks nested loops
+# that take seconds (a --limit 10 walk read every selection per candidate).
+ANALYZE_DEVICES = "ANALYZE devices, groups, device_groups"
+ANALYZE_SELECTIONS = "ANALYZE selections"
 
 # -- devices -----------------------------------------------------------------
 
