@@ -331,13 +331,34 @@ class PostgresInventory:
                     f"on {unit} {first} (a device may appear once); nothing "
                     "was imported (fix it and import again)"
                 )
-            conn.execute(_sql.STAGE_CLEAR_GROUPS)
-            conn.execute(_sql.STAGE_UPSERT)
-            conn.execute(_sql.STAGE_GROUPS)
-            conn.execute(_sql.STAGE_MEMBERSHIPS)
+            if self._is_empty_inventory():
+                self._bulk_apply()
+            else:
+                conn.execute(_sql.STAGE_CLEAR_GROUPS)
+                conn.execute(_sql.STAGE_UPSERT)
+                conn.execute(_sql.STAGE_GROUPS)
+                conn.execute(_sql.STAGE_MEMBERSHIPS)
             conn.execute(_sql.STAGE_DROP)
             conn.execute(_sql.ANALYZE_DEVICES)
         return done
+
+    def _is_empty_inventory(self) -> bool:
+        row = self._conn.execute(_sql.EMPTY_INVENTORY).fetchone()
+        return bool(row and row[0])
+
+    def _bulk_apply(self) -> None:
+        """Apply the staged rows to an empty inventory: load the tables without
+        their secondary indexes and foreign keys, then rebuild those (same
+        definitions, same transaction). The staged rows hold no UUID twice."""
+        conn = self._conn
+        conn.execute(_sql.BULK_SETTINGS)
+        for statement in _sql.BULK_DROP:
+            conn.execute(statement)
+        conn.execute(_sql.BULK_DEVICES)
+        conn.execute(_sql.STAGE_GROUPS)
+        conn.execute(_sql.BULK_MEMBERSHIPS)
+        for statement in _sql.BULK_CREATE:
+            conn.execute(statement)
 
     @_translated
     def report(self, uuid: str, installed_version: int, at: datetime | None = None) -> Device:

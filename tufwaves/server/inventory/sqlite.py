@@ -390,14 +390,37 @@ class SqliteInventory:
                         f"on {unit} {first} (a device may appear once); nothing "
                         "was imported (fix it and import again)"
                     ) from None
-                self._unchanged = int(conn.execute(_sql.STAGE_UNCHANGED).fetchone()[0])
-                conn.execute(_sql.STAGE_CLEAR_GROUPS)
-                conn.execute(_sql.STAGE_UPSERT)
-                conn.execute(_sql.STAGE_GROUPS)
-                conn.execute(_sql.STAGE_MEMBERSHIPS)
+                if conn.execute(_sql.EMPTY_INVENTORY).fetchone()[0]:
+                    self._unchanged = 0
+                    self._bulk_apply()
+                else:
+                    self._unchanged = int(conn.execute(_sql.STAGE_UNCHANGED).fetchone()[0])
+                    conn.execute(_sql.STAGE_CLEAR_GROUPS)
+                    conn.execute(_sql.STAGE_UPSERT)
+                    conn.execute(_sql.STAGE_GROUPS)
+                    conn.execute(_sql.STAGE_MEMBERSHIPS)
             finally:
                 conn.execute(_sql.STAGE_DROP)
         return done
+
+    def _bulk_apply(self) -> None:
+        """Apply the staged rows (no UUID twice) to an empty inventory: load the
+        tables without their secondary indexes, then build those (the same
+        definitions, in the same transaction) with a larger page cache."""
+        conn = self._conn
+        conn.execute(_sql.IMPORT_CACHE)
+        try:
+            for statement in _sql.BULK_DROP:
+                conn.execute(statement)
+            conn.execute(_sql.BULK_DEVICES)
+            for statement in _sql.BULK_DEVICE_INDEXES:
+                conn.execute(statement)
+            conn.execute(_sql.STAGE_GROUPS)
+            conn.execute(_sql.BULK_MEMBERSHIPS)
+            for statement in _sql.BULK_GROUP_INDEXES:
+                conn.execute(statement)
+        finally:
+            conn.execute(_sql.NORMAL_CACHE)
 
     @_translated
     def report(self, uuid: str, installed_version: int, at: datetime | None = None) -> Device:
