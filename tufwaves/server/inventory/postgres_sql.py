@@ -259,6 +259,19 @@ RING_BEFORE = "AND d.ring < %(start)s::bigint"
 BY_RING = "ORDER BY d.ring, d.uuid LIMIT %(k)s::bigint"
 BY_UUID = "ORDER BY d.uuid"
 SELECT_UUID = "SELECT d.uuid::text"
+# What select_sorted chose, by device id, until record_ripple records it in the
+# same transaction (the temporary table lives as long as the connection).
+CHOSEN_CREATE = "CREATE TEMP TABLE IF NOT EXISTS chosen (id bigint PRIMARY KEY)"
+CHOSEN_CLEAR = "TRUNCATE pg_temp.chosen"
+CHOSEN_INSERT = "INSERT INTO pg_temp.chosen (id) SELECT d.id"
+CHOSEN_ANALYZE = "ANALYZE pg_temp.chosen"
+CHOSEN_UUIDS = """
+SELECT d.uuid::text FROM pg_temp.chosen AS c JOIN devices AS d ON d.id = c.id ORDER BY d.uuid
+"""
+CHOSEN_RECORD = """
+INSERT INTO selections (wave_id, ripple, device_id)
+SELECT %(wave_id)s, %(ripple)s, c.id FROM pg_temp.chosen AS c ORDER BY c.id
+"""
 SELECT_COUNT = "SELECT count(*)"
 
 EXPLAIN = query(
