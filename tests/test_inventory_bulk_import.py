@@ -129,3 +129,23 @@ def test_postgres_first_import_keeps_indexes_and_keys(
         assert [d.to_dict() for d in rows.list_devices()] == devices
     assert (result.rows, result.added) == (2000, 2000)
     assert _pg_definitions(pg_dsn) == _pg_definitions(pg_dsn2)
+
+
+@pytest.mark.parametrize("group", [None, "eu"])
+def test_sqlite_sorted_scan_selects_what_the_walk_selects(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, group: str | None
+) -> None:
+    from tufwaves.server.inventory import Eligibility
+
+    fleet = _fleet(tmp_path / "fleet.csv", 3000)
+    e = Eligibility("w", "production", frozenset({"imx8mm"}), 42, group)
+    with SqliteInventory.open(tmp_path / "inv.sqlite") as inv:
+        inv.import_file(fleet)
+        monkeypatch.setattr(sqlite_sql, "SMALL_GROUP", 1)  # the group walk is not taken
+        cases = [(k, start) for k in (1, 10, 700, 1400) for start in (-(2**63), -5, 0, 2**62)]
+        monkeypatch.setattr(sqlite_sql, "SORTED_SCAN_MIN", 10**9)
+        walked = [inv.select_sorted(e, k, start) for k, start in cases]
+        monkeypatch.setattr(sqlite_sql, "SORTED_SCAN_MIN", 1)
+        scanned = [inv.select_sorted(e, k, start) for k, start in cases]
+        assert scanned == walked
+        assert scanned == [sorted(inv.select_ring(e, k, start)) for k, start in cases]

@@ -655,6 +655,17 @@ class SqliteInventory:
 
     def _choose_walk(self, e: Eligibility, params: dict[str, Any], k: int) -> None:
         conn = self._conn
+        if k >= _sql.SORTED_SCAN_MIN:
+            scan, condition = self._scan_source(e)
+            if scan != _sql.FROM_GROUP:  # a small group is walked member by member
+                sql = _sql.query(_sql.CHOSEN_INSERT, scan, _sql.RING_FROM, condition, _sql.BY_RING)
+                found_scan: int = conn.execute(sql, dict(params, k=k)).rowcount
+                if found_scan < k:
+                    sql = _sql.query(
+                        _sql.CHOSEN_INSERT, scan, _sql.RING_BEFORE, condition, _sql.BY_RING
+                    )
+                    conn.execute(sql, dict(params, k=k - found_scan))
+                return
         source, restrict = self._source(e, None)
         sql = _sql.query(
             _sql.CHOSEN_INSERT, source, _sql.RING_FROM, _sql.ELIGIBLE, restrict, _sql.BY_RING

@@ -277,6 +277,11 @@ SELECT count(*) FROM (
 TAG_SIZE = "SELECT count(*) FROM devices INDEXED BY devices_tag_ring WHERE tag = ?"
 FLEET_SIZE = "SELECT coalesce(max(id), 0) FROM devices"
 
+# From this many devices on, a ring walk over a large group or tag reads the
+# table once in row order and sorts the eligible rows by ring (same order, same
+# LIMIT), instead of jumping from the (tag, ring) index to a row per candidate.
+SORTED_SCAN_MIN = 50_000
+
 # A group with fewer members than this is walked member by member (then
 # sorted) instead of walking the whole ring and probing membership.
 SMALL_GROUP = 100_000
