@@ -94,6 +94,10 @@ def task_setup(p: Params) -> Params:
         targets_keys=[load_key_ref(str(keys / "release.key"))],
         targets_threshold=1,
     )
+    if p.get("dsn"):  # the PostgreSQL inventory in the orchestrator's throwaway schema
+        from tufwaves.server.inventory_migration import use_inventory
+
+        use_inventory(repo, str(p["dsn"]))
     artifact = work / ARTIFACT
     artifact.write_bytes(random.Random(7).randbytes(64 * 1024))
     init_wave(
@@ -120,6 +124,47 @@ def _repo(p: Params) -> Any:
 
 def _snapshot_bytes(repo: Any) -> int:
     return len(repo.role_bytes("snapshot", repo.state().snapshot.signed.version))
+
+
+# -- PostgreSQL ---------------------------------------------------------------
+
+
+def _with_schema(dsn: str, schema: str) -> str:
+    separator = "&" if "?" in dsn else "?"
+    return f"{dsn}{separator}options=-csearch_path%3D{schema}"
+
+
+def task_pg_schema(p: Params) -> Params:
+    """Create a throwaway schema on the server ``dsn``; its DSN, or why not."""
+    import secrets
+
+    try:
+        import psycopg
+    except ImportError as e:
+        return {"error": f"psycopg is not installed ({e})"}
+    try:
+        with psycopg.connect(p["dsn"], autocommit=True, connect_timeout=5) as conn:
+            schema = f"bench_{secrets.token_hex(8)}"
+            conn.execute(f"CREATE SCHEMA {schema}")
+            version = conn.execute("SHOW server_version").fetchone()
+    except psycopg.Error as e:
+        return {"error": str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}
+    return {
+        "schema": schema,
+        "dsn": _with_schema(p["dsn"], schema),
+        "server_version": version[0] if version else None,
+    }
+
+
+def task_pg_drop(p: Params) -> Params:
+    """Drop the throwaway schema ``schema`` (everything in it)."""
+    import psycopg
+
+    schema = str(p["schema"])
+    assert schema.startswith("bench_") and schema.replace("_", "").isalnum(), schema
+    with psycopg.connect(p["dsn"], autocommit=True, connect_timeout=5) as conn:
+        conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+    return {"dropped": schema}
 
 
 # -- inventory ----------------------------------------------------------------
@@ -371,8 +416,39 @@ def task_baseline_decide(p: Params) -> Params:
     }
 
 
+def task_bins_sign(p: Params) -> Params:
+    """The hashed-bin baseline: choose k, sign a sample of bins, write what the
+    device ``uuid`` downloads."""
+    from dataclasses import asdict
+
+    from bench import _bins
+    from tufwaves.server.rollout import open_inventory
+
+    repo = _repo(p)
+    with open_inventory(repo) as inv:
+        members = list(inv.ripple_members(WAVE, BIG_RIPPLE))
+    artifact = (Path(p["work"]) / ARTIFACT).read_bytes()
+    built = _bins.build(WAVE, artifact, ARTIFACT, members, p["uuid"])
+    _bins.write(built, Path(p["out"]))
+    plan = asdict(built.plan)
+    plan["snapshot_bytes"] = {str(k): v for k, v in plan["snapshot_bytes"].items()}
+    plan["expected"] = {str(k): v for k, v in plan["expected"].items()}
+    return {"plan": plan, "uuids": len(members)}
+
+
+def task_bins_decide(p: Params) -> Params:
+    """Cold hashed-bin decision: the first of this process."""
+    from bench import _bins
+
+    out = Path(p["dir"])
+    files = {f.name: f.read_bytes() for f in out.iterdir() if f.name.endswith(".json")}
+    return _bins.decide(files, (out / "target-path").read_text())
+
+
 TASKS: dict[str, Callable[[Params], Params]] = {
     "fleet": task_fleet,
+    "pg-schema": task_pg_schema,
+    "pg-drop": task_pg_drop,
     "setup": task_setup,
     "import": task_import,
     "prelude": task_prelude,
@@ -383,6 +459,8 @@ TASKS: dict[str, Callable[[Params], Params]] = {
     "decide-warm": task_decide_warm,
     "baseline-sign": task_baseline_sign,
     "baseline-decide": task_baseline_decide,
+    "bins-sign": task_bins_sign,
+    "bins-decide": task_bins_decide,
 }
 
 

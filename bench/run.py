@@ -24,15 +24,24 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DEVICES = (10**4, 10**5, 10**6, 10**7)
 QUICK_DEVICES = (2_000, 20_000)
+BACKENDS = ("sqlite", "postgres")
+DEFAULT_PG_DSN = "postgresql://postgres@127.0.0.1:5432/test"
+PG_DSN_ENV = "TUFWAVES_BENCH_POSTGRES"
 NGCLIENT_TARGETS_CAP = 5_000_000
 LEAVE_OUT = 5  # the big ripple takes every eligible device but this many
+SELECT_NAMES = (
+    "--limit 10",
+    "--group eu --limit 10",
+    "--group eu --limit 10%",
+    "--group eu --limit 50%",
+)
 SNAPSHOT_GROWTH_MAX = 100  # bytes: one more role entry, whatever the fleet size
 
 Metrics = dict[str, Any]
@@ -51,6 +60,8 @@ class Options:
     cold: int  # cold-decision processes per run
     select_repeats: int
     baseline_max: int  # largest flat role (UUIDs) the baseline signs and verifies
+    backends: tuple[str, ...] = ("sqlite",)
+    pg_dsn: str = DEFAULT_PG_DSN  # the server; each run gets a throwaway schema on it
 
 
 # -- plumbing -----------------------------------------------------------------
@@ -108,15 +119,49 @@ def machine() -> dict[str, Any]:
 # -- one run ------------------------------------------------------------------
 
 
-def run_once(n: int, run: int, base: Path, csv: Path, opt: Options, env: dict[str, str]) -> Metrics:
-    work = base / f"run{run}"
+def run_once(
+    n: int,
+    run: int,
+    base: Path,
+    csv: Path,
+    opt: Options,
+    env: dict[str, str],
+    backend: str = "sqlite",
+    baselines: bool = True,
+) -> Metrics:
+    """One run on ``backend``; PostgreSQL gets a new schema, dropped afterwards."""
+    if backend != "postgres":
+        return _run_once(n, run, base, csv, opt, env, backend, None, baselines)
+    schema = _worker("pg-schema", env, dsn=opt.pg_dsn)
+    if schema.get("error"):
+        raise WorkerError(f"PostgreSQL at {opt.pg_dsn} is not usable: {schema['error']}")
+    try:
+        m = _run_once(n, run, base, csv, opt, env, backend, schema["dsn"], baselines)
+    finally:
+        _worker("pg-drop", env, dsn=opt.pg_dsn, schema=schema["schema"])
+    m["server_version"] = schema.get("server_version")
+    return m
+
+
+def _run_once(
+    n: int,
+    run: int,
+    base: Path,
+    csv: Path,
+    opt: Options,
+    env: dict[str, str],
+    backend: str,
+    dsn: str | None,
+    baselines: bool,
+) -> Metrics:
+    work = base / f"run{run}-{backend}"
     repo = work / "repo"
     work.mkdir(parents=True)
-    m: Metrics = {"devices": n}
-    label = f"{n:,} devices, run {run + 1}/{opt.runs}"
+    m: Metrics = {"devices": n, "backend": backend}
+    label = f"{n:,} devices, {backend}, run {run + 1}/{opt.runs}"
 
     _progress(f"{label}: repository and wave")
-    setup = _worker("setup", env, work=work, repo=repo)
+    setup = _worker("setup", env, work=work, repo=repo, dsn=dsn)
     m["snapshot_after_wave"] = setup["snapshot_bytes"]
 
     _progress(f"{label}: import")
@@ -191,7 +236,9 @@ def run_once(n: int, run: int, base: Path, csv: Path, opt: Options, env: dict[st
     m["warm_reasons"] = warm["reasons"]
 
     member = identities.read_text().split(",", 1)[0]
-    m.update(run_baseline(n, work, repo, member, m["commit_devices"], opt, env, label))
+    if baselines:  # the baselines do not depend on the inventory backend
+        m.update(run_baseline(n, work, repo, member, m["commit_devices"], opt, env, label))
+        m.update(run_bins(work, repo, member, opt, env, label))
     if not opt.keep:
         shutil.rmtree(work, ignore_errors=True)
     return m
@@ -248,6 +295,39 @@ def run_baseline(
     m["baseline_files"] = runs[0]["fetched"]
     m["baseline_decide_rss_mb"] = max(r["rss_mb"] for r in runs)
     m["baseline_cap"] = cap
+    return m
+
+
+def run_bins(
+    work: Path, repo: Path, member: str, opt: Options, env: dict[str, str], label: str
+) -> Metrics:
+    """The succinct hashed-bin baseline (TAP 15) for the big ripple."""
+    _progress(f"{label}: baseline (succinct hashed bins)")
+    out = work / "bins"
+    sign = _worker("bins-sign", env, repo=repo, work=work, out=out, uuid=member)
+    plan = sign["plan"]
+    m: Metrics = {
+        "bins_k": plan["k"],
+        "bins_entry_bytes": plan["entry_bytes"],
+        "bins_snapshot_bytes": plan["snapshot_bytes"][str(plan["k"])],
+        "bins_expected_bytes": plan["expected"][str(plan["k"])],
+        "bins_partition_seconds": plan["partition_seconds"],
+        "bins_sample": plan["sample_bins"],
+        "bins_sample_sign_seconds": plan["sample_sign_seconds"],
+        "bins_sign_seconds": plan["sign_seconds_estimate"],
+        "bins_device_entries": plan["bin_sizes"]["device_entries"],
+        "bins_max_entries": plan["bin_sizes"]["max_entries"],
+        "bins_sign_rss_mb": sign["rss_mb"],
+    }
+    runs = [_worker("bins-decide", env, dir=out) for _ in range(opt.cold)]
+    errors = [r["error"] for r in runs if r["error"]]
+    if errors:
+        m["bins_error"] = errors[0]
+        return m
+    assert all(r["member"] for r in runs), "the hashed-bin baseline did not find its member"
+    m["bins_cold_seconds"] = statistics.median(r["seconds"] for r in runs)
+    m["bins_bytes"] = runs[0]["downloaded"]
+    m["bins_files"] = runs[0]["fetched"]
     return m
 
 
@@ -402,12 +482,7 @@ def fleet_table(n: int, f: Metrics, runs: int) -> list[str]:
         f"ripple 2: --group lab ({f['lab_devices']:,.0f}, {f['lab_encoding']}), commit",
         fmt_seconds(f["lab_commit_seconds"]),
     )
-    for name in (
-        "--limit 10",
-        "--group eu --limit 10",
-        "--group eu --limit 10%",
-        "--group eu --limit 50%",
-    ):
+    for name in SELECT_NAMES:
         secs = f[f"select {name}"]
         tgt = ("", "")
         if name.endswith("--limit 10"):
@@ -461,7 +536,7 @@ def fleet_table(n: int, f: Metrics, runs: int) -> list[str]:
     # the baseline
     if "baseline_skipped" in f:
         row("baseline (flat python-tuf role)", f["baseline_skipped"])
-    else:
+    elif "baseline_sign_seconds" in f:
         row(
             "baseline: sign flat role (build, sign, serialise)",
             f"{fmt_seconds(f['baseline_sign_seconds'])}, {fmt_bytes(f['baseline_flat_bytes'])}, "
@@ -499,11 +574,138 @@ def fleet_table(n: int, f: Metrics, runs: int) -> list[str]:
                 f"{time_ratio:,.1f}x faster with tufwaves",
                 target(10**6, ">= 10x", time_ratio >= 10),
             )
+    if "bins_k" in f:
+        row(
+            f"hashed bins (TAP 15): k chosen = {f['bins_k']:.0f} ({2 ** int(f['bins_k']):,} bins)",
+            f"{f['bins_device_entries']:,.0f} entries in the device's bin (max "
+            f"{f['bins_max_entries']:,.0f}), {f['bins_entry_bytes']:.0f} B each; snapshot "
+            f"{fmt_bytes(f['bins_snapshot_bytes'])}",
+        )
+        row(
+            "hashed bins: sign (partition + every bin, extrapolated)",
+            f"{fmt_seconds(f['bins_sign_seconds'])} (signed {f['bins_sample']:.0f} bins in "
+            f"{fmt_seconds(f['bins_sample_sign_seconds'])}; partition "
+            f"{fmt_seconds(f['bins_partition_seconds'])})",
+        )
+        if "bins_error" in f:
+            row("hashed bins: ngclient", f"fails: {f['bins_error']}")
+        else:
+            bins_ratio = f["bins_bytes"] / f["bundle_bytes"]
+            row(
+                "hashed bins: bytes per device (ngclient)",
+                f"{fmt_bytes(f['bins_bytes'])} in {len(f['bins_files'])} files "
+                f"(expected {fmt_bytes(f['bins_expected_bytes'])})",
+            )
+            row("hashed bins: cold decision (ngclient)", fmt_seconds(f["bins_cold_seconds"]))
+            row(
+                "ratio hashed bins/tufwaves: bytes per device",
+                f"{bins_ratio:,.1f}x fewer with tufwaves",
+                target(n, ">= 10x", bins_ratio >= 10) if n >= 10**6 else ("", ""),
+            )
     title = (
-        f"== fleet of {n:,} devices: {f['commit_devices']:,.0f} in the big ripple "
+        f"== fleet of {n:,} devices ({f.get('backend', 'sqlite')}): "
+        f"{f['commit_devices']:,.0f} in the big ripple "
         f"(median of {runs} run{'s' if runs != 1 else ''}) =="
     )
     return [title, *_table(rows, ["measurement", "value", "target", "status"]), ""]
+
+
+def side_by_side(n: int, by_backend: dict[str, Metrics]) -> list[str]:
+    """The inventory-dependent figures of one fleet, one column per backend."""
+    names = list(by_backend)
+
+    def cells(get: Any) -> list[str]:
+        out = []
+        for b in names:
+            try:
+                out.append(get(by_backend[b]))
+            except KeyError:
+                out.append("-")
+        return out
+
+    rows: list[list[str]] = [
+        [
+            "inventory import",
+            *cells(
+                lambda f: f"{f['import_rate']:,.0f} devices/s ({fmt_seconds(f['import_seconds'])})"
+            ),
+        ],
+    ]
+    for name in SELECT_NAMES:
+        rows.append([f"selection {name}", *cells(lambda f, k=name: fmt_seconds(f[f"select {k}"]))])
+    rows += [
+        [
+            "ripple 2 commit (group lab)",
+            *cells(lambda f: fmt_seconds(f["lab_commit_seconds"])),
+        ],
+        [
+            "ripple 3 commit, peak RSS",
+            *cells(lambda f: f"{fmt_seconds(f['commit_seconds'])}, {fmt_mb(f['commit_rss_mb'])}"),
+        ],
+        [
+            "bundle build (median / p95)",
+            *cells(
+                lambda f: (
+                    f"{fmt_seconds(f['bundle_build_seconds'])} / "
+                    f"{fmt_seconds(f['bundle_build_p95_seconds'])}"
+                )
+            ),
+        ],
+        ["bundle bytes", *cells(lambda f: fmt_bytes(f["bundle_bytes"]))],
+        ["cold decision", *cells(lambda f: fmt_seconds(f["cold_decision_seconds"]))],
+    ]
+    title = f"== fleet of {n:,} devices: backends side by side =="
+    return [title, *_table(rows, ["measurement", *names]), ""]
+
+
+def backend_targets(fleets: dict[int, dict[str, Metrics]]) -> list[Target]:
+    """The PostgreSQL issue's throughput targets, per backend, at 10^7."""
+    out: list[Target] = []
+    size = 10**7
+    for backend in BACKENDS:
+        f = fleets.get(size, {}).get(backend)
+        floor = 200_000 if backend == "postgres" else 150_000
+        checks: list[tuple[str, Any, Any]] = [
+            (
+                f"{backend}: import >= {floor:,} devices/s at 10^7",
+                lambda f: f"{f['import_rate']:,.0f} devices/s",
+                lambda f, floor=floor: f["import_rate"] >= floor,
+            ),
+            (
+                f"{backend}: --group eu --limit 50% <= 10 s at 10^7",
+                lambda f: fmt_seconds(f["select --group eu --limit 50%"]),
+                lambda f: f["select --group eu --limit 50%"] <= 10,
+            ),
+            (
+                f"{backend}: ripple commit <= 30 s, peak RSS <= 2 GB at 10^7",
+                lambda f: f"{fmt_seconds(f['commit_seconds'])}, {fmt_mb(f['commit_rss_mb'])}",
+                lambda f: f["commit_seconds"] <= 30 and f["commit_rss_mb"] <= 2048,
+            ),
+            (
+                f"{backend}: bundle build <= 2 ms at 10^7",
+                lambda f: fmt_seconds(f["bundle_build_seconds"]),
+                lambda f: f["bundle_build_seconds"] <= 0.002,
+            ),
+        ]
+        for name, measured, ok in checks:
+            t = Target(name, size)
+            if f is not None:
+                t.measured = measured(f)
+                t.verdict = status(ok(f))
+            out.append(t)
+    for n in sorted(fleets):
+        for f in fleets[n].values():
+            if "bins_bytes" in f and n >= 10**6:
+                ratio = f["bins_bytes"] / f["bundle_bytes"]
+                out.append(
+                    Target(
+                        f"bytes per device >= 10x fewer than hashed bins (best k) at {n:,}",
+                        n,
+                        f"{ratio:,.1f}x (k={f['bins_k']:.0f})",
+                        status(ratio >= 10),
+                    )
+                )
+    return out
 
 
 # -- main ---------------------------------------------------------------------
@@ -546,6 +748,19 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         metavar="N",
         help="largest flat baseline role, in UUIDs (default 10^7)",
     )
+    parser.add_argument(
+        "--backend",
+        choices=("sqlite", "postgres", "both"),
+        default="sqlite",
+        help="inventory backend(s), run on the same fleet (default sqlite); PostgreSQL "
+        "gets a throwaway schema per run, dropped afterwards",
+    )
+    parser.add_argument(
+        "--pg-dsn",
+        metavar="DSN",
+        help=f"PostgreSQL server (default: ${PG_DSN_ENV} or {DEFAULT_PG_DSN}); "
+        "no password in it (use PGPASSWORD or ~/.pgpass)",
+    )
     a = parser.parse_args(argv)
     if a.runs is not None and a.runs < 1:
         parser.error("--runs must be at least 1")
@@ -564,6 +779,8 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         cold=3 if a.quick else 5,
         select_repeats=3 if a.quick else 5,
         baseline_max=a.baseline_max,
+        backends=BACKENDS if a.backend == "both" else (a.backend,),
+        pg_dsn=a.pg_dsn or os.environ.get(PG_DSN_ENV) or DEFAULT_PG_DSN,
     )
 
 
@@ -583,10 +800,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         "",
     ]
     print("\n".join(header), flush=True)
+    if "postgres" in opt.backends:
+        try:
+            probe = _worker("pg-schema", env, dsn=opt.pg_dsn)
+            if not probe.get("error"):
+                _worker("pg-drop", env, dsn=opt.pg_dsn, schema=probe["schema"])
+        except WorkerError as e:
+            probe = {"error": str(e)}
+        if probe.get("error"):
+            message = f"PostgreSQL at {opt.pg_dsn} is unreachable: {probe['error']}"
+            if not opt.quick:
+                print(f"error: {message}", file=sys.stderr)
+                return 1
+            print(f"{message}; --quick skips the PostgreSQL backend\n", flush=True)
+            opt = replace(opt, backends=tuple(b for b in opt.backends if b != "postgres"))
+            if not opt.backends:
+                opt = replace(opt, backends=("sqlite",))
+        else:
+            print(f"PostgreSQL {probe.get('server_version')} at {opt.pg_dsn}\n", flush=True)
     base = Path(tempfile.mkdtemp(prefix="tufwaves-bench-", dir=opt.workdir))
     started = time.perf_counter()
-    fleets: dict[int, Metrics] = {}
-    all_runs: dict[int, list[Metrics]] = {}
+    fleets: dict[int, Metrics] = {}  # the first backend's (it also runs the baselines)
+    per_backend: dict[int, dict[str, Metrics]] = {}
+    all_runs: dict[int, dict[str, list[Metrics]]] = {}
     fleet_gen: dict[int, Metrics] = {}
     try:
         for n in opt.devices:
@@ -595,10 +831,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             csv = where / "fleet.csv"
             _progress(f"{n:,} devices: generating the fleet CSV")
             fleet_gen[n] = _worker("fleet", env, path=csv, devices=n, seed=n)
-            runs = [run_once(n, r, where, csv, opt, env) for r in range(opt.runs)]
-            all_runs[n] = runs
-            fleets[n] = median_metrics(runs)
-            print("\n".join(fleet_table(n, fleets[n], opt.runs)), flush=True)
+            all_runs[n] = {b: [] for b in opt.backends}
+            for r in range(opt.runs):
+                for i, backend in enumerate(opt.backends):
+                    all_runs[n][backend].append(
+                        run_once(n, r, where, csv, opt, env, backend, baselines=i == 0)
+                    )
+            per_backend[n] = {b: median_metrics(runs) for b, runs in all_runs[n].items()}
+            fleets[n] = per_backend[n][opt.backends[0]]
+            for backend in opt.backends:
+                print("\n".join(fleet_table(n, per_backend[n][backend], opt.runs)), flush=True)
+            if len(opt.backends) > 1:
+                print("\n".join(side_by_side(n, per_backend[n])), flush=True)
             if not opt.keep:
                 csv.unlink()
     except WorkerError as e:
@@ -609,7 +853,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             shutil.rmtree(base, ignore_errors=True)
         else:
             print(f"work directory kept: {base}", file=sys.stderr)
-    targets = targets_for(fleets)
+    targets = targets_for(fleets) + backend_targets(per_backend)
     rows = [[t.name, t.measured, t.verdict] for t in targets]
     print("== targets ==")
     print("\n".join(_table(rows, ["target", "measured", "status"])))
@@ -619,7 +863,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             "machine": info,
             "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(opt).items()},
             "fleets": {
-                str(n): {"fleet": fleet_gen[n], "median": fleets[n], "runs": all_runs[n]}
+                str(n): {
+                    "fleet": fleet_gen[n],
+                    "median": per_backend[n],
+                    "runs": all_runs[n],
+                }
                 for n in fleets
             },
             "targets": [asdict(t) for t in targets],

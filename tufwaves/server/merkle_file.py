@@ -9,8 +9,11 @@ in microseconds without rehashing the ripple.
 from __future__ import annotations
 
 import mmap
+import multiprocessing
+import os
 import struct
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from types import TracebackType
 from typing import Final
@@ -33,6 +36,53 @@ __all__ = ["MerkleTreeFile"]
 
 _MAGIC: Final = b"TWMERKL1"
 _HEADER = struct.Struct(">8sQB7x")
+
+
+PARALLEL_MIN_LEAVES = 1 << 20
+"""From this many leaves on, :meth:`MerkleTreeFile.build` hashes parts of the
+tree in worker processes, one per core (hashlib holds the GIL for inputs this
+short, so threads would not help)."""
+
+_SHARED: list[bytes] = [b""]  # the leaves, inherited by forked workers (never pickled)
+
+
+def _part_roots(start: int, end: int, level: int) -> tuple[bytes, int]:
+    roots, bad = _merkle.chunk_roots(_SHARED[0][start * 16 : end * 16], end - start, level)
+    return bytes(roots), bad
+
+
+def _chunk_roots(data: bytes, n: int, level: int) -> tuple[bytearray, int]:
+    """:func:`tufwaves.device.merkle.chunk_roots` over every core: the leaves
+    are cut into one run of whole ``2**level`` chunks per worker; the same
+    hashes and the same first out-of-order index come back."""
+    workers = min(os.cpu_count() or 1, 16)
+    methods = multiprocessing.get_all_start_methods()
+    if n < PARALLEL_MIN_LEAVES or workers < 2 or "fork" not in methods:
+        return _merkle.chunk_roots(data, n, level)
+    width = 1 << level
+    chunks = (n + width - 1) // width
+    per = (chunks + workers - 1) // workers * width  # leaves per part, whole chunks
+    bounds = [(start, min(start + per, n)) for start in range(0, n, per)]
+    _SHARED[0] = data
+    try:
+        context = multiprocessing.get_context("fork")
+        with ProcessPoolExecutor(len(bounds) - 1 or 1, mp_context=context) as pool:
+            futures = [pool.submit(_part_roots, a, b, level) for a, b in bounds[1:]]
+            results = [_part_roots(*bounds[0], level)]  # this process takes the first part
+            results += [f.result() for f in futures]
+    finally:
+        _SHARED[0] = b""
+    out = bytearray()
+    bad = -1
+    for (start, _end), (roots, part_bad) in zip(bounds, results, strict=True):
+        out += roots
+        if bad < 0:
+            at = start * 16
+            if start and data[at - 16 : at] >= data[at : at + 16]:
+                bad = start
+            elif part_bad >= 0:
+                bad = start + part_bad
+    return out, bad
 
 
 def _level_counts(n: int, level: int) -> list[int]:
@@ -125,7 +175,7 @@ class MerkleTreeFile:
         n = len(data) // _merkle.LEAF_LEN
         levels: list[bytes] = []
         if n:
-            base, bad = _merkle.chunk_roots(data, n, level)
+            base, bad = _chunk_roots(data, n, level)
             if bad >= 0:
                 raise not_sorted(bad)
             levels = _merkle.levels_above(base)

@@ -179,6 +179,9 @@ class PostgresInventory:
         self._depth = 0
         self._write_key = 0
         self.location = redact(dsn)
+        self._txn = 0  # counts outermost transactions
+        # What select_sorted chose last: (its list, its length, transaction).
+        self._selected: tuple[list[str], int, int] | None = None
 
     # -- lifecycle -------------------------------------------------------
 
@@ -251,13 +254,17 @@ class PostgresInventory:
         of this database and schema); nested: a savepoint."""
         conn = self._conn
         if self._depth == 0:
-            with conn.transaction():
-                conn.execute(_sql.ADVISORY_XACT_LOCK, (self._write_key,))
-                self._depth = 1
-                try:
-                    yield
-                finally:
-                    self._depth = 0
+            self._txn += 1
+            try:
+                with conn.transaction():
+                    conn.execute(_sql.ADVISORY_XACT_LOCK, (self._write_key,))
+                    self._depth = 1
+                    try:
+                        yield
+                    finally:
+                        self._depth = 0
+            finally:
+                self._selected = None
         else:
             self._depth += 1
             try:
@@ -322,6 +329,7 @@ class PostgresInventory:
                     copy.write(text)
                     if progress is not None:
                         progress(done)
+            conn.execute(_sql.STAGE_ANALYZE)
             duplicate = conn.execute(_sql.STAGE_DUPLICATE).fetchone()
             if duplicate is not None:
                 first, second, uuid = duplicate
@@ -330,12 +338,34 @@ class PostgresInventory:
                     f"on {unit} {first} (a device may appear once); nothing "
                     "was imported (fix it and import again)"
                 )
-            conn.execute(_sql.STAGE_CLEAR_GROUPS)
-            conn.execute(_sql.STAGE_UPSERT)
-            conn.execute(_sql.STAGE_GROUPS)
-            conn.execute(_sql.STAGE_MEMBERSHIPS)
+            if self._is_empty_inventory():
+                self._bulk_apply()
+            else:
+                conn.execute(_sql.STAGE_CLEAR_GROUPS)
+                conn.execute(_sql.STAGE_UPSERT)
+                conn.execute(_sql.STAGE_GROUPS)
+                conn.execute(_sql.STAGE_MEMBERSHIPS)
             conn.execute(_sql.STAGE_DROP)
+            conn.execute(_sql.ANALYZE_DEVICES)
         return done
+
+    def _is_empty_inventory(self) -> bool:
+        row = self._conn.execute(_sql.EMPTY_INVENTORY).fetchone()
+        return bool(row and row[0])
+
+    def _bulk_apply(self) -> None:
+        """Apply the staged rows to an empty inventory: load the tables without
+        their secondary indexes and foreign keys, then rebuild those (same
+        definitions, same transaction). The staged rows hold no UUID twice."""
+        conn = self._conn
+        conn.execute(_sql.BULK_SETTINGS)
+        for statement in _sql.BULK_DROP:
+            conn.execute(statement)
+        conn.execute(_sql.BULK_DEVICES)
+        conn.execute(_sql.STAGE_GROUPS)
+        conn.execute(_sql.BULK_MEMBERSHIPS)
+        for statement in _sql.BULK_CREATE:
+            conn.execute(statement)
 
     @_translated
     def report(self, uuid: str, installed_version: int, at: datetime | None = None) -> Device:
@@ -437,19 +467,48 @@ class PostgresInventory:
         )
         return [row[0] for row in self._conn.execute(sql, _eligibility_params(e))]
 
+    @_translated
     def select_sorted(
         self, e: Eligibility, k: int | None, start: int, eligible: int | None = None
     ) -> list[str]:
         """``sorted(select_ring(e, k, start))``; with ``k`` None, ``select_all(e)``.
 
+        The same devices, chosen in the database: their ids stay in a temporary
+        table so that :meth:`record_ripple`, given this very list in the same
+        transaction, records them without sending every UUID back.
         ``eligible`` is accepted for the protocol and not needed here.
         """
+        _check_start(start)
+        if k is not None:
+            _check_k(k)
+        conn = self._conn
+        self._selected = None
+        conn.execute(_sql.CHOSEN_CREATE)
+        conn.execute(_sql.CHOSEN_CLEAR)
+        params = _eligibility_params(e) | {"start": start, "k": k}
+        head = (_sql.CHOSEN_INSERT, _sql.FROM_DEVICES, _sql.ELIGIBLE, self._in_group(e))
         if k is None:
-            _check_start(start)
-            return self.select_all(e)
-        uuids = self.select_ring(e, k, start)
-        uuids.sort()
+            conn.execute(_sql.query(*head), params)
+        elif k > 0:
+            found = conn.execute(_sql.query(*head, _sql.RING_FROM, _sql.BY_RING), params).rowcount
+            if found < k:
+                params["k"] = k - found
+                conn.execute(_sql.query(*head, _sql.RING_BEFORE, _sql.BY_RING), params)
+        conn.execute(_sql.CHOSEN_ANALYZE)
+        uuids = [row[0] for row in conn.execute(_sql.CHOSEN_UUIDS)]
+        self._selected = (uuids, len(uuids), self._txn if self._depth else -1)
         return uuids
+
+    def _is_kept_selection(self, uuids_sorted: Sequence[str]) -> bool:
+        """Is this the very list :meth:`select_sorted` returned in this transaction?"""
+        selected = self._selected
+        return (
+            selected is not None
+            and selected[0] is uuids_sorted
+            and selected[1] == len(uuids_sorted)
+            and selected[2] == self._txn
+            and self._depth > 0
+        )
 
     @_translated
     def explain_ineligible(self, e: Eligibility, uuids: Sequence[str]) -> dict[str, str]:
@@ -476,12 +535,16 @@ class PostgresInventory:
         key_ids: Sequence[str],
         at: datetime,
     ) -> None:
-        uuids = [canonical_uuid(u) for u in uuids_sorted]
-        for before, after in itertools.pairwise(uuids):
-            if before >= after:
-                raise InputError(
-                    f"ripple devices must be sorted and unique; {after} follows {before}"
-                )
+        kept = self._is_kept_selection(uuids_sorted)
+        if kept:  # UUIDs from the database, sorted there: nothing to check
+            uuids: Sequence[str] = uuids_sorted
+        else:
+            uuids = [canonical_uuid(u) for u in uuids_sorted]
+            for before, after in itertools.pairwise(uuids):
+                if before >= after:
+                    raise InputError(
+                        f"ripple devices must be sorted and unique; {after} follows {before}"
+                    )
         if isinstance(index, bool) or not isinstance(index, int) or index < 1:
             raise InputError(f"ripple index {index!r} must be an integer >= 1")
         check_wave(wave)
@@ -506,12 +569,20 @@ class PostgresInventory:
                 ) from err
             try:
                 with conn.transaction():
-                    inserted = conn.execute(
-                        _sql.ADD_SELECTIONS,
-                        {"wave_id": wave_id, "ripple": index, "uuids": uuids},
-                    ).rowcount
+                    if kept:
+                        inserted = conn.execute(
+                            _sql.CHOSEN_RECORD, {"wave_id": wave_id, "ripple": index}
+                        ).rowcount
+                        self._selected = None
+                        conn.execute(_sql.CHOSEN_CLEAR)
+                    else:
+                        inserted = conn.execute(
+                            _sql.ADD_SELECTIONS,
+                            {"wave_id": wave_id, "ripple": index, "uuids": uuids},
+                        ).rowcount
             except pg_errors.UniqueViolation as err:
                 raise self._double_selection(wave, uuids) from err
+            conn.execute(_sql.ANALYZE_SELECTIONS)
             if inserted != len(uuids):
                 missing = [u for u in uuids if self.get(u) is None]
                 raise InputError(

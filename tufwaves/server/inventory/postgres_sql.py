@@ -122,6 +122,9 @@ STAGE_COPY = (
     "COPY pg_temp.import_rows (line, uuid, ring, hardware_id, tag, installed_version, groups) "
     "FROM STDIN"
 )
+# Autovacuum never sees a temporary table: without statistics the planner
+# takes the staged rows for a few pages and joins them row by row.
+STAGE_ANALYZE = "ANALYZE pg_temp.import_rows"
 STAGE_DUPLICATE = """
 SELECT first, line, uuid::text FROM (
     SELECT line, uuid, min(line) OVER (PARTITION BY uuid) AS first
@@ -158,6 +161,50 @@ WHERE r.groups IS NOT NULL
 ON CONFLICT DO NOTHING
 """
 COUNT_DEVICES = "SELECT count(*) FROM devices"
+
+# The first import into an empty inventory loads the tables bare and builds
+# their secondary indexes and foreign keys afterwards, in the same
+# transaction (one sort per index and one set-based check per key instead of
+# an index insertion and a trigger per row). The definitions are those of
+# SCHEMA; the statements take ACCESS EXCLUSIVE locks on devices and
+# device_groups until the import commits.
+EMPTY_INVENTORY = "SELECT NOT EXISTS (SELECT 1 FROM devices) AND NOT EXISTS (SELECT 1 FROM groups)"
+BULK_SETTINGS = "SET LOCAL maintenance_work_mem = '512MB'"
+BULK_DROP = (
+    "ALTER TABLE device_groups DROP CONSTRAINT device_groups_group_id_fkey",
+    "ALTER TABLE device_groups DROP CONSTRAINT device_groups_device_id_fkey",
+    "DROP INDEX device_groups_device",
+    "DROP INDEX devices_tag_ring",
+    "DROP INDEX devices_uuid",
+)
+BULK_DEVICES = """
+INSERT INTO devices (uuid, ring, hardware_id, tag, installed_version)
+SELECT uuid, ring, hardware_id, tag, installed_version
+FROM pg_temp.import_rows ORDER BY uuid
+"""
+BULK_MEMBERSHIPS = """
+INSERT INTO device_groups (group_id, device_id)
+SELECT g.id, d.id
+FROM pg_temp.import_rows AS r
+CROSS JOIN LATERAL unnest(r.groups) AS j(name)
+JOIN devices AS d ON d.uuid = r.uuid
+JOIN groups AS g ON g.name = j.name
+WHERE r.groups IS NOT NULL
+"""
+BULK_CREATE = (
+    "CREATE UNIQUE INDEX devices_uuid ON devices (uuid)",
+    "CREATE INDEX devices_tag_ring ON devices (tag, ring, uuid)",
+    "CREATE INDEX device_groups_device ON device_groups (device_id, group_id)",
+    "ALTER TABLE device_groups ADD CONSTRAINT device_groups_group_id_fkey "
+    "FOREIGN KEY (group_id) REFERENCES groups (id)",
+    "ALTER TABLE device_groups ADD CONSTRAINT device_groups_device_id_fkey "
+    "FOREIGN KEY (device_id) REFERENCES devices (id)",
+)
+# Fresh planner statistics after an import or a ripple: without them a new
+# inventory's tables look empty to the planner, which then picks nested loops
+# that take seconds (a --limit 10 walk read every selection per candidate).
+ANALYZE_DEVICES = "ANALYZE devices, groups, device_groups"
+ANALYZE_SELECTIONS = "ANALYZE selections"
 
 # -- devices -----------------------------------------------------------------
 
@@ -212,6 +259,19 @@ RING_BEFORE = "AND d.ring < %(start)s::bigint"
 BY_RING = "ORDER BY d.ring, d.uuid LIMIT %(k)s::bigint"
 BY_UUID = "ORDER BY d.uuid"
 SELECT_UUID = "SELECT d.uuid::text"
+# What select_sorted chose, by device id, until record_ripple records it in the
+# same transaction (the temporary table lives as long as the connection).
+CHOSEN_CREATE = "CREATE TEMP TABLE IF NOT EXISTS chosen (id bigint PRIMARY KEY)"
+CHOSEN_CLEAR = "TRUNCATE pg_temp.chosen"
+CHOSEN_INSERT = "INSERT INTO pg_temp.chosen (id) SELECT d.id"
+CHOSEN_ANALYZE = "ANALYZE pg_temp.chosen"
+CHOSEN_UUIDS = """
+SELECT d.uuid::text FROM pg_temp.chosen AS c JOIN devices AS d ON d.id = c.id ORDER BY d.uuid
+"""
+CHOSEN_RECORD = """
+INSERT INTO selections (wave_id, ripple, device_id)
+SELECT %(wave_id)s, %(ripple)s, c.id FROM pg_temp.chosen AS c ORDER BY c.id
+"""
 SELECT_COUNT = "SELECT count(*)"
 
 EXPLAIN = query(

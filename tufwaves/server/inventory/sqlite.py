@@ -390,14 +390,37 @@ class SqliteInventory:
                         f"on {unit} {first} (a device may appear once); nothing "
                         "was imported (fix it and import again)"
                     ) from None
-                self._unchanged = int(conn.execute(_sql.STAGE_UNCHANGED).fetchone()[0])
-                conn.execute(_sql.STAGE_CLEAR_GROUPS)
-                conn.execute(_sql.STAGE_UPSERT)
-                conn.execute(_sql.STAGE_GROUPS)
-                conn.execute(_sql.STAGE_MEMBERSHIPS)
+                if conn.execute(_sql.EMPTY_INVENTORY).fetchone()[0]:
+                    self._unchanged = 0
+                    self._bulk_apply()
+                else:
+                    self._unchanged = int(conn.execute(_sql.STAGE_UNCHANGED).fetchone()[0])
+                    conn.execute(_sql.STAGE_CLEAR_GROUPS)
+                    conn.execute(_sql.STAGE_UPSERT)
+                    conn.execute(_sql.STAGE_GROUPS)
+                    conn.execute(_sql.STAGE_MEMBERSHIPS)
             finally:
                 conn.execute(_sql.STAGE_DROP)
         return done
+
+    def _bulk_apply(self) -> None:
+        """Apply the staged rows (no UUID twice) to an empty inventory: load the
+        tables without their secondary indexes, then build those (the same
+        definitions, in the same transaction) with a larger page cache."""
+        conn = self._conn
+        conn.execute(_sql.IMPORT_CACHE)
+        try:
+            for statement in _sql.BULK_DROP:
+                conn.execute(statement)
+            conn.execute(_sql.BULK_DEVICES)
+            for statement in _sql.BULK_DEVICE_INDEXES:
+                conn.execute(statement)
+            conn.execute(_sql.STAGE_GROUPS)
+            conn.execute(_sql.BULK_MEMBERSHIPS)
+            for statement in _sql.BULK_GROUP_INDEXES:
+                conn.execute(statement)
+        finally:
+            conn.execute(_sql.NORMAL_CACHE)
 
     @_translated
     def report(self, uuid: str, installed_version: int, at: datetime | None = None) -> Device:
@@ -632,6 +655,17 @@ class SqliteInventory:
 
     def _choose_walk(self, e: Eligibility, params: dict[str, Any], k: int) -> None:
         conn = self._conn
+        if k >= _sql.SORTED_SCAN_MIN:
+            scan, condition = self._scan_source(e)
+            if scan != _sql.FROM_GROUP:  # a small group is walked member by member
+                sql = _sql.query(_sql.CHOSEN_INSERT, scan, _sql.RING_FROM, condition, _sql.BY_RING)
+                found_scan: int = conn.execute(sql, dict(params, k=k)).rowcount
+                if found_scan < k:
+                    sql = _sql.query(
+                        _sql.CHOSEN_INSERT, scan, _sql.RING_BEFORE, condition, _sql.BY_RING
+                    )
+                    conn.execute(sql, dict(params, k=k - found_scan))
+                return
         source, restrict = self._source(e, None)
         sql = _sql.query(
             _sql.CHOSEN_INSERT, source, _sql.RING_FROM, _sql.ELIGIBLE, restrict, _sql.BY_RING

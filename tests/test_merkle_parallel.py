@@ -1,0 +1,44 @@
+"""The Merkle tree file hashed by worker processes is byte for byte the serial one."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+
+from tufwaves.device import merkle
+from tufwaves.errors import InputError
+from tufwaves.server import merkle_file
+from tufwaves.server.merkle_file import MerkleTreeFile
+
+
+def _leaves(n: int) -> bytes:
+    rng = random.Random(n)
+    return b"".join(sorted({rng.randbytes(16) for _ in range(n)}))
+
+
+@pytest.mark.parametrize("n", [1, 17, 1000, 4099])
+def test_parallel_build_is_the_serial_build(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, n: int
+) -> None:
+    data = _leaves(n)
+    serial = MerkleTreeFile.build(tmp_path / "serial", data, level=4)
+    monkeypatch.setattr(merkle_file, "PARALLEL_MIN_LEAVES", 1)
+    parallel = MerkleTreeFile.build(tmp_path / "parallel", data, level=4)
+    assert parallel == serial
+    assert (tmp_path / "parallel").read_bytes() == (tmp_path / "serial").read_bytes()
+
+
+def test_parallel_chunk_roots_find_the_first_bad_leaf(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(merkle_file, "PARALLEL_MIN_LEAVES", 1)
+    n = 4099
+    data = _leaves(n)
+    for pos in (1, 15, 16, 17, n // 2 - 1, n // 2, n // 2 + 1, 2048, 2049, n - 1):
+        bad = bytearray(data)
+        bad[pos * 16 : (pos + 1) * 16] = bad[(pos - 1) * 16 : pos * 16]
+        want = merkle.chunk_roots(bytes(bad), n, 4)[1]
+        assert want == pos
+        assert merkle_file._chunk_roots(bytes(bad), n, 4)[1] == pos
+    with pytest.raises(InputError):
+        MerkleTreeFile.build(Path("/nonexistent/never-written"), bytes(bad), level=4)
