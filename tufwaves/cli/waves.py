@@ -406,6 +406,15 @@ def print_summary(repo: Repository, w: WaveSummary) -> None:
         f"policy: max ripple size {w.policy.max_ripple_size or 'unlimited'}; "
         f"online complete {online}; fraction ripples up to {w.policy.fraction_cap / 10_000:g}%"
     )
+    if w.fraction_salt is None:
+        print(
+            "fraction salt: not derived yet (it is derived from the offline signatures "
+            "once they meet the threshold; no one can choose it)"
+        )
+    elif w.policy.fraction_salt is not None:
+        print(f"fraction salt: {w.fraction_salt} (carried from an earlier version)")
+    else:
+        print(f"fraction salt: {w.fraction_salt} (derived from the offline signatures)")
     for t in w.artifacts:
         print(f"artifact {t.path} ({t.length} bytes, sha256 {t.hashes.get('sha256', '?')})")
     for line in w.signatures:

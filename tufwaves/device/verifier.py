@@ -25,6 +25,8 @@ import logging
 from datetime import UTC, datetime
 from pathlib import Path
 
+from tuf.api.metadata import Metadata
+
 from tufwaves.device._client import (
     BundleSource,
     Chain,
@@ -46,6 +48,7 @@ from tufwaves.device._rules import (
     seen_cancelled,
 )
 from tufwaves.device.bundle import Bundle, BundleError, BundleTooLargeError
+from tufwaves.device.salt import signature_salt
 from tufwaves.errors import InputError, VerificationError
 
 __all__ = [
@@ -215,5 +218,18 @@ def _verify_bundle(chain: Chain, bundle: Bundle) -> VerifiedMetadata:
             (k, load_role(chain, source, f"ripple.{name}.{k}", f"rollout.{name}"))
             for k in bundle.ripples(name)
         )
-        waves.append(VerifiedWave(name, wave, rollout, ripples))
+        waves.append(VerifiedWave(name, wave, rollout, ripples, _salt(chain, bundle, name)))
     return VerifiedMetadata(chain.role("targets"), tuple(waves), bundle.evidence)
+
+
+def _salt(chain: Chain, bundle: Bundle, name: str) -> bytes:
+    """The fraction salt derived from ``wave.W``'s signatures (``specs/membership.md`` 6.1).
+
+    ``load_role`` has just verified the bundle's ``wave.W`` file against the
+    delegation in ``targets``; this reads the same bytes again for the
+    signatures, which the verified ``Targets`` object does not keep.
+    """
+    role = f"wave.{name}"
+    f = bundle.file(role)
+    data = f.data if f is not None else b""
+    return signature_salt(chain.role("targets"), role, Metadata.from_bytes(data))
