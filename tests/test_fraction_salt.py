@@ -21,6 +21,8 @@ from tuf.api.metadata import Metadata, Signature, Targets
 
 from tests.conftest import KeyStore, RepoFactory, publish_wave, tree_digest
 from tests.simulator import NOW, Simulator, device
+from tests.test_profile import decide as decide_rules
+from tests.test_profile import write
 from tufwaves.cli import main
 from tufwaves.device.bundle import Bundle, BundleFile
 from tufwaves.device.membership import fraction_member
@@ -208,7 +210,12 @@ def test_waves_show_prints_the_salt(
     assert pending.status == "pending" and pending.fraction_salt is None
     assert main(["waves", "show", "w1", "--repo", str(repo.path)]) == 0
     assert "fraction salt: not derived yet" in capsys.readouterr().out
+    key = str(keystore.make("t2"))
+    assert main(["waves", "sign", "w1", "--repo", str(repo.path), "--key", key]) == 0
     assert wave_summary(repo, "w2").to_dict()["fraction_salt"] == salt
+    salt = load_wave(repo, "w1").fraction_salt.hex()
+    assert f"fraction salt: {salt} (derived" in capsys.readouterr().out
+    assert salt == wave_summary(repo, "w1").fraction_salt
 
 
 def test_re_signing_must_carry_the_salt() -> None:
@@ -321,3 +328,10 @@ def test_repository_members_agree_with_the_verifier(
         assert d.reason is (Reason.ALLOWED_FRACTION if member else Reason.NOT_MEMBER), d.message
 
     check()
+
+
+def test_a_wave_without_signatures_to_derive_from_is_invalid() -> None:
+    """Decision rules handed a wave with no derived salt deny rather than guess."""
+    wave, rollout_md, ripple = (md.signed for md in write())
+    d = decide_rules(wave, rollout_md, ripple, salt=None)
+    assert d.reason is Reason.WAVE_INVALID and "no signatures" in d.message

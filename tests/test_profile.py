@@ -121,6 +121,7 @@ def decide(
     *,
     name: str = NAME,
     device: DeviceIdentity | None = None,
+    salt: bytes | None = b"\x5a" * 32,
 ) -> Decision:
     top = Targets(
         version=1,
@@ -141,7 +142,7 @@ def decide(
     )
     ripples = ((1, ripple),) if ripple is not None else ()
     # Signatures are not checked here; the salt they would derive is a constant.
-    verified = VerifiedWave(name, wave, rollout, ripples, signature_salt=b"\x5a" * 32)
+    verified = VerifiedWave(name, wave, rollout, ripples, signature_salt=salt)
     md = VerifiedMetadata(top, (verified,), ())
     return decide_rules(md, device or DeviceIdentity(UUID, HW, TAG, VERSION - 1))
 
