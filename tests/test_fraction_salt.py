@@ -335,3 +335,17 @@ def test_a_wave_without_signatures_to_derive_from_is_invalid() -> None:
     wave, rollout_md, ripple = (md.signed for md in write())
     d = decide_rules(wave, rollout_md, ripple, salt=None)
     assert d.reason is Reason.WAVE_INVALID and "no signatures" in d.message
+
+
+def test_salt_of_an_unknown_role_or_a_non_hex_signature_is_an_input_error() -> None:
+    sim = Simulator()
+    sim.add_wave("w1", 7)
+    sim.publish()
+    top = Metadata[Targets].from_bytes(sim.latest("targets")).signed
+    wave = Metadata[Targets].from_bytes(sim.latest("wave.w1"))
+    with pytest.raises(InputError, match=r"fraction salt of wave\.w9"):
+        signature_salt(top, "wave.w9", wave)
+    for keyid, sig in list(wave.signatures.items()):
+        wave.signatures[keyid] = Signature(keyid, sig.signature + "z")
+    with pytest.raises(InputError, match=r"fraction salt of wave\.w1"):
+        signature_salt(top, "wave.w1", wave)
