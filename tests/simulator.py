@@ -260,7 +260,7 @@ class Simulator:
         full_policy: dict[str, Any] = {
             "max_ripple_size": None,
             "online_complete": True,
-            "fraction_salt": SALT,
+            "fraction_salt": None,
             "max_fraction_ppm": 1_000_000,
         }
         full_policy.update(policy or {})

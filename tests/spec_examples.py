@@ -77,7 +77,7 @@ def build_examples() -> dict[str, bytes]:
         name="fw-42.img",
     )
     wave = build_wave(
-        WaveInfo(wave_name, "production", 42, Policy(100_000, True, "ab" * 32)),
+        WaveInfo(wave_name, "production", 42, Policy(100_000, True)),
         [artifact],
         [roll_k.public_key],
         1,

@@ -83,7 +83,7 @@ def test_honest_ceremony_names_every_key_from_the_keyring(
     t3 = keystore.pub("t3").key
     assert f"fp {fingerprint(t3)[:16]}  t3" in out
     assert "delegates wave.w1" in out and "delegates rollout.w1" in out
-    assert "fraction salt " in out
+    assert "fraction salt: derived from the offline signatures on this role" in out
     assert "changes against published version 1 (verified with your root)" not in out
     assert "changes against published version 1 (not verified: your keyring has no root)" in out
 

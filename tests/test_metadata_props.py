@@ -40,7 +40,6 @@ def waves(draw: st.DrawFn) -> Metadata[Targets]:
     policy = Policy(
         max_ripple_size=draw(st.none() | st.integers(1, 10**7)),
         online_complete=draw(st.booleans()),
-        fraction_salt=draw(st.binary(min_size=32, max_size=32)).hex(),
     )
     hws = draw(st.lists(labels, min_size=1, max_size=3, unique=True))
     data = draw(st.binary(max_size=64))

@@ -18,6 +18,7 @@ from tufwaves.cli import main
 from tufwaves.demo.ngcheck import BASE, DirectoryFetcher
 from tufwaves.server import (
     Keyring,
+    Policy,
     RefusedError,
     Repository,
     Selector,
@@ -33,6 +34,7 @@ from tufwaves.server import (
 )
 from tufwaves.server.inventory import DeviceRow
 from tufwaves.server.metadata import rollout_delegation
+from tufwaves.server.waves import wave_salt
 from tufwaves.verify import DeviceIdentity, Reason, Verifier
 
 MEMBER = "3f2a0c1e-0000-4000-8000-000000000001"
@@ -269,3 +271,44 @@ def test_cli_rotations_collect_signatures_with_repo_sign(
     assert "published" in cli("repo", "sign", "--repo", repo, "--key", str(keys / "t2.key"))
     shown = json.loads(cli("repo", "show", "--repo", repo, "--json"))
     assert "root.2" not in json.dumps(shown.get("pending", []))
+
+
+@pytest.mark.parametrize("kind", ["targets", "online"])
+def test_rotation_keeps_the_fraction_salt_and_its_members(
+    make_repo: RepoFactory, keystore: KeyStore, artifact: Path, kind: str
+) -> None:
+    """A re-signed wave carries the salt its first version's signatures gave,
+    so a fraction ripple allows exactly the same devices after a rotation."""
+    repo = make_repo()
+    publish_wave(repo, keystore, artifact, policy=Policy(max_fraction_ppm=500_000))
+    fleet = [f"3f2a0c1e-0000-4000-8000-{i:012d}" for i in range(40)]
+    with open_inventory(repo) as inv:
+        inv.import_rows([DeviceRow(u, "hw1", "prod", (), 1) for u in fleet])
+        rollout(repo, inv, "w1", Selector(fraction_ppm=500_000))
+    salt = wave_salt(repo.load_targets("wave.w1"), repo.load_targets("targets").signed)
+    verifier = Verifier.from_trusted_root(repo.role_bytes("root", 1))
+
+    def allowed() -> list[str]:
+        out = []
+        with open_inventory(repo) as inv:
+            for u in fleet:
+                data = build_bundle(repo, inv, u).to_bytes()
+                if verifier.decide(data, DeviceIdentity(u, "hw1", "prod", 1)).allowed:
+                    out.append(u)
+        return out
+
+    before = allowed()
+    assert before and len(before) < len(fleet)
+    if kind == "targets":
+        ceremony = rotate_targets_keys(
+            repo, targets_keys=[keystore.ref("t2")], keys=[keystore.ref("root"), keystore.ref("t2")]
+        )
+    else:
+        ceremony = rotate_online_keys(repo, keys=[keystore.ref("root"), keystore.ref("t1")])
+    assert ceremony.complete
+    wave = repo.load_targets("wave.w1")
+    assert wave.signed.version == 2
+    assert wave.signed.unrecognized_fields["x-tufwaves-wave"]["policy"]["fraction_salt"] == (
+        salt.hex()
+    )
+    assert allowed() == before

@@ -34,3 +34,18 @@ def test_examples_form_a_verified_chain() -> None:
         ],
     ]:
         md[parent].signed.verify_delegate(role, md[child].signed_bytes, md[child].signatures)
+
+
+def test_example_fraction_salt_is_derived_from_the_signatures() -> None:
+    """The example wave carries no salt; specs/membership.md 6.1 gives the derived value."""
+    from pathlib import Path
+
+    from tufwaves.device.salt import signature_salt
+
+    wave = Metadata.from_bytes(EXAMPLES["1.wave.spring-fix.json"])
+    top = Metadata.from_bytes(EXAMPLES["2.targets.json"]).signed
+    assert wave.signed.unrecognized_fields["x-tufwaves-wave"]["policy"]["fraction_salt"] is None
+    salt = signature_salt(top, "wave.spring-fix", wave).hex()
+    assert salt == "8cfaeeae9174ef63758fdcc28dedeb77410b75fec6cdff8a71dff4c582b28428"
+    spec = Path(__file__).resolve().parent.parent / "specs" / "membership.md"
+    assert salt in spec.read_text(encoding="utf-8")

@@ -234,7 +234,8 @@ CASES: dict[str, Case] = {
     "policy-online-complete-not-bool": Case(setitem(policy, "online_complete", 1), W),
     "policy-salt-uppercase": Case(setitem(policy, "fraction_salt", "5A" * 32), W),
     "policy-salt-short": Case(setitem(policy, "fraction_salt", "5a" * 31), W),
-    "policy-salt-not-a-string": Case(setitem(policy, "fraction_salt", None), W),
+    "policy-salt-not-a-string": Case(setitem(policy, "fraction_salt", 5), W),
+    "policy-salt-carried-in-version-1": Case(setitem(policy, "fraction_salt", "5a" * 32), W),
     "policy-max-fraction-negative": Case(setitem(policy, "max_fraction_ppm", -1), W),
     "policy-max-fraction-over-million": Case(setitem(policy, "max_fraction_ppm", 1_000_001), W),
     # wave.W delegates exactly rollout.W, terminating, no paths

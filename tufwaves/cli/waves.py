@@ -365,7 +365,15 @@ def _init(args: argparse.Namespace) -> int:
         emit_json(wave_summary(repo, args.wave).to_dict())
     else:
         print_ceremony(ceremony, f"wave {args.wave} published", f"wave {args.wave} is pending:")
+        _print_salt(repo, args.wave, ceremony.complete)
     return 0
+
+
+def _print_salt(repo: Repository, wave: str, published: bool) -> None:
+    """Once the wave is published, the fraction salt its signatures produced."""
+    if published:
+        salt = wave_summary(repo, wave).fraction_salt
+        print(f"fraction salt: {salt} (derived from the offline signatures)")
 
 
 def _sign(args: argparse.Namespace) -> int:
@@ -373,6 +381,7 @@ def _sign(args: argparse.Namespace) -> int:
     ceremony = sign_ceremony(repo, ceremony_for_wave(repo, args.wave), load_key_ref(args.key))
     if ceremony.complete:
         print(f"wave {args.wave} published")
+        _print_salt(repo, args.wave, True)
     else:
         print("\n".join(ceremony.status_lines()))
     return 0
@@ -406,6 +415,15 @@ def print_summary(repo: Repository, w: WaveSummary) -> None:
         f"policy: max ripple size {w.policy.max_ripple_size or 'unlimited'}; "
         f"online complete {online}; fraction ripples up to {w.policy.fraction_cap / 10_000:g}%"
     )
+    if w.fraction_salt is None:
+        print(
+            "fraction salt: not derived yet (it is derived from the offline signatures "
+            "once they meet the threshold; no one can choose it)"
+        )
+    elif w.policy.fraction_salt is not None:
+        print(f"fraction salt: {w.fraction_salt} (carried from an earlier version)")
+    else:
+        print(f"fraction salt: {w.fraction_salt} (derived from the offline signatures)")
     for t in w.artifacts:
         print(f"artifact {t.path} ({t.length} bytes, sha256 {t.hashes.get('sha256', '?')})")
     for line in w.signatures:

@@ -179,7 +179,7 @@ def _rollout_demo(
 
         verifier = Verifier.from_trusted_root(repo.role_bytes("root", 1))
         selected = set(canaries.uuids) | set(eu.uuids)
-        salt = bytes.fromhex(load_wave(repo, WAVE).policy.fraction_salt)
+        salt = load_wave(repo, WAVE).fraction_salt
         member = eu.uuids[0]
         outsider = next(
             d

@@ -235,6 +235,7 @@ class VerifiedWave:
     wave: Targets
     rollout: Targets
     ripples: tuple[tuple[int, Targets], ...]
+    signature_salt: bytes | None = None  # derived from wave.W's signatures (salt.py)
 
 
 @dataclass(frozen=True)
@@ -317,12 +318,23 @@ def _wave_info(w: VerifiedWave) -> tuple[int, _Policy]:
         check_policy(policy)
     except InputError as e:
         raise _Deny(Reason.WAVE_INVALID, bad + str(e), name) from None
+    carried = policy["fraction_salt"]
+    if carried is not None and w.wave.version == 1:
+        raise _Deny(
+            Reason.WAVE_INVALID,
+            bad + "carries a fraction salt in its first version; it must be derived "
+            "from the offline signatures (policy.fraction_salt null)",
+            name,
+        )
+    salt = bytes.fromhex(carried) if carried is not None else w.signature_salt
+    if salt is None:
+        raise _Deny(Reason.WAVE_INVALID, bad + "has no signatures to derive its salt", name)
     return (
         int(version),
         _Policy(
             policy["max_ripple_size"],
             policy["online_complete"],
-            bytes.fromhex(policy["fraction_salt"]),
+            salt,
             policy["max_fraction_ppm"],
         ),
     )

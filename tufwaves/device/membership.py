@@ -476,7 +476,7 @@ def is_member(
 ) -> bool:
     """True iff the device ``uuid`` belongs to ``membership``.
 
-    ``salt`` (the wave's ``policy.fraction_salt``) is used only by the
+    ``salt`` (the wave's fraction salt, ``specs/membership.md`` 6.1) is used only by the
     fraction encoding; ``evidence`` only by the Merkle encoding, which without
     valid evidence gives False. Empty sets contain nobody.
 

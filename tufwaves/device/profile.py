@@ -323,9 +323,11 @@ def check_policy(policy: Mapping[str, object]) -> None:
     """Check a wave's ``policy`` object: exactly ``POLICY_KEYS``, each valid.
 
     ``max_ripple_size`` is null or an integer 1..``MAX_INT``;
-    ``online_complete`` a boolean; ``fraction_salt`` 64 lowercase hex
-    characters; ``max_fraction_ppm`` an integer 0..``PPM``, below ``PPM``
-    when ``online_complete`` is false (a 100 % fraction completes the wave).
+    ``online_complete`` a boolean; ``fraction_salt`` null (the salt is
+    derived from the wave role's offline signatures) or 64 lowercase hex
+    characters (a salt carried from an earlier version); ``max_fraction_ppm``
+    an integer 0..``PPM``, below ``PPM`` when ``online_complete`` is false
+    (a 100 % fraction completes the wave).
 
     Raises:
         InputError: a member is missing, unknown or invalid; the message
@@ -345,8 +347,8 @@ def check_policy(policy: Mapping[str, object]) -> None:
     if not isinstance(online, bool):
         raise InputError(f"policy.online_complete {_show(online)} must be a boolean")
     salt = policy["fraction_salt"]
-    if not isinstance(salt, str) or not _SALT_RE.fullmatch(salt):
-        raise InputError("policy.fraction_salt must be 64 lowercase hex characters")
+    if salt is not None and not (isinstance(salt, str) and _SALT_RE.fullmatch(salt)):
+        raise InputError("policy.fraction_salt must be null or 64 lowercase hex characters")
     cap = policy["max_fraction_ppm"]
     if not _is_int(cap) or not 0 <= cap <= PPM:
         raise InputError(

@@ -25,6 +25,8 @@ import logging
 from datetime import UTC, datetime
 from pathlib import Path
 
+from tuf.api.metadata import Metadata
+
 from tufwaves.device._client import (
     BundleSource,
     Chain,
@@ -47,6 +49,7 @@ from tufwaves.device._rules import (
     seen_cancelled,
 )
 from tufwaves.device.bundle import Bundle, BundleError, BundleTooLargeError
+from tufwaves.device.salt import signature_salt
 from tufwaves.errors import InputError, VerificationError
 
 __all__ = [
@@ -239,7 +242,20 @@ def _verify_bundle(chain: Chain, bundle: Bundle) -> tuple[VerifiedMetadata, list
                 left_out.append(e.message)
             else:
                 verified.add(role)
-        waves.append(VerifiedWave(name, wave, rollout, tuple(ripples)))
+        waves.append(VerifiedWave(name, wave, rollout, tuple(ripples), _salt(chain, bundle, name)))
     # Evidence for a ripple left out proves nothing and is dropped with it.
     evidence = tuple(e for e in bundle.evidence if e.role in verified)
     return VerifiedMetadata(chain.role("targets"), tuple(waves), evidence), left_out
+
+
+def _salt(chain: Chain, bundle: Bundle, name: str) -> bytes:
+    """The fraction salt derived from ``wave.W``'s signatures (``specs/membership.md`` 6.1).
+
+    ``load_role`` has just verified the bundle's ``wave.W`` file against the
+    delegation in ``targets``; this reads the same bytes again for the
+    signatures, which the verified ``Targets`` object does not keep.
+    """
+    role = f"wave.{name}"
+    f = bundle.file(role)
+    data = f.data if f is not None else b""
+    return signature_salt(chain.role("targets"), role, Metadata.from_bytes(data))

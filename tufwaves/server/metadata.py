@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import re
-import secrets
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -156,7 +155,10 @@ class Policy:
         online_complete: Whether the online rollout keys may complete the
             wave; otherwise it takes an offline ceremony
             (:func:`~tufwaves.server.waves.fold_into_production`).
-        fraction_salt: The salt of fraction ripples (64 hex digits; random).
+        fraction_salt: None (the salt of fraction ripples is derived from the
+            wave role's offline signatures, ``specs/membership.md`` 6.1), or a
+            salt carried from an earlier version of the wave (64 hex digits),
+            which only a re-signed version (2 and later) may carry.
         max_fraction_ppm: The largest fraction ripple, in parts per million.
 
     Raises:
@@ -165,7 +167,7 @@ class Policy:
 
     max_ripple_size: int | None = None
     online_complete: bool = True
-    fraction_salt: str = field(default_factory=lambda: secrets.token_hex(32))
+    fraction_salt: str | None = None
     max_fraction_ppm: int | None = None
 
     def __post_init__(self) -> None:
@@ -324,7 +326,16 @@ def build_wave(
     rollout_threshold: int,
     expires: datetime,
 ) -> Metadata[Targets]:
-    """The wave role (version 1) delegating its rollout role to the rollout keys."""
+    """The wave role (version 1) delegating its rollout role to the rollout keys.
+
+    Its policy carries no fraction salt: the salt of version 1 is derived from
+    its offline signatures (``specs/membership.md`` section 6.1).
+    """
+    if info.policy.fraction_salt is not None:
+        raise InputError(
+            "a new wave cannot be given a fraction salt: it is derived from the "
+            "offline signatures of the wave role (specs/membership.md 6.1)"
+        )
     if not rollout_keys:
         raise InputError("a wave needs at least one rollout key")
     if not 1 <= rollout_threshold <= len({k.keyid for k in rollout_keys}):

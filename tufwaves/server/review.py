@@ -13,7 +13,8 @@ turns that metadata into the summary ``ceremony sign`` prints:
 * what changes against the currently published version of each role
   (verified with the keyring's root when it has one): keys added or removed,
   artifacts with lengths and hashes, versions, tags, hardware ids, policy,
-  fraction salt, expiry.
+  expiry; the fraction salt rule (derived from the offline signatures), or a
+  carried salt checked against the published version.
 
 ``specs/ceremony.md`` ("What a signer sees") is the normative description.
 """
@@ -32,6 +33,7 @@ from securesystemslib.signer import Key
 from tuf.api.metadata import Metadata, Root, Targets
 
 from tufwaves.device.profile import WAVE_FIELD
+from tufwaves.device.salt import signature_salt
 from tufwaves.errors import InputError
 from tufwaves.server.ceremony import Ceremony, PendingRole
 from tufwaves.server.keys import load_public_key
@@ -218,7 +220,14 @@ def _target_lines(md: Metadata[Targets], name: _Namer) -> Iterator[str]:
             f"online complete {'allowed' if policy.get('online_complete') else 'refused'}, "
             f"fractions up to {policy.get('max_fraction_ppm', 0) / 10_000:g}%"
         )
-        yield f"  fraction salt {policy.get('fraction_salt')}"
+        carried = policy.get("fraction_salt")
+        if carried is None:
+            yield (
+                "  fraction salt: derived from the offline signatures on this role "
+                "(specs/membership.md 6.1); no one can choose it"
+            )
+        else:
+            yield f"  fraction salt {carried}: CARRIED from an earlier version (checked below)"
     for path, target in sorted(signed.targets.items()):
         custom = target.custom
         yield f"  artifact {path}  {target.length} bytes"
@@ -320,6 +329,48 @@ def _changes(pending: PendingRole, ring: Keyring) -> Iterator[str]:
         yield f"    consistent snapshots -> {new_s.consistent_snapshot}"
 
 
+def _policy_salt(md: Metadata[Any]) -> object:
+    info = md.signed.unrecognized_fields.get(WAVE_FIELD)
+    policy = info.get("policy") if isinstance(info, Mapping) else None
+    return policy.get("fraction_salt") if isinstance(policy, Mapping) else None
+
+
+def _carried_salt(pending: PendingRole, ceremony: Ceremony) -> Iterator[str]:
+    """Check a carried fraction salt against the wave's published version.
+
+    A carried salt is only legitimate on a re-signed wave: it must equal the
+    salt of the published version (carried there too, or derived from that
+    version's signatures as the published ``targets`` delegated it).
+    """
+    carried = _policy_salt(pending.metadata)
+    if carried is None:
+        return
+    previous = pending.published
+    if previous is None:
+        yield (
+            "  !! the fraction salt is carried but the wave has no published version: "
+            "whoever prepared this ceremony chose it. Do not sign."
+        )
+        return
+    before = _policy_salt(previous)
+    if before is None:
+        top = next((r.published for r in ceremony.roles if r.name == "targets"), None)
+        try:
+            if top is None or not isinstance(top.signed, Targets):
+                raise InputError("the ceremony carries no published targets")
+            before = signature_salt(top.signed, pending.name, previous).hex()
+        except InputError as e:
+            yield f"  !! cannot check the carried fraction salt: {e}"
+            return
+    if before == carried:
+        yield f"  fraction salt: the same as published version {previous.signed.version}"
+    else:
+        yield (
+            f"  !! the fraction salt differs from published version {previous.signed.version}'s "
+            f"({before}): the fraction members would change. Do not sign."
+        )
+
+
 def review(ceremony: Ceremony, ring: Keyring) -> Review:
     """The summary a signer confirms, computed from the signed metadata alone.
 
@@ -364,6 +415,7 @@ def review(ceremony: Ceremony, ring: Keyring) -> Review:
             lines.extend(_root_lines(md, name))
         elif isinstance(signed, Targets):
             lines.extend(_target_lines(md, name))
+            lines.extend(_carried_salt(pending, ceremony))
         lines.extend(_changes(pending, ring))
     unknown = list(name.unknown)
     mismatched = list(name.mismatched)

@@ -54,7 +54,7 @@ from tufwaves.server.metadata import (
 )
 from tufwaves.server.repository import PublishedState, Repository
 from tufwaves.server.staging import pending_ids
-from tufwaves.server.waves import discard_ceremony
+from tufwaves.server.waves import discard_ceremony, wave_salt
 
 __all__ = [
     "RolloutResult",
@@ -190,6 +190,7 @@ class WaveContext:
     expires: datetime
     rollout: Metadata[Targets] | None  # None until the first rollout role is signed
     state: PublishedState
+    fraction_salt: bytes  # specs/membership.md 6.1: derived from the offline signatures
 
     @property
     def name(self) -> str:
@@ -271,6 +272,7 @@ def load_wave(repo: Repository, name: str, state: PublishedState | None = None) 
         wave_md.signed.expires,
         rollout,
         state,
+        wave_salt(wave_md, repo.load_targets("targets", state).signed),
     )
 
 
@@ -735,7 +737,7 @@ def ripple_members(repo: Repository, inv: Inventory, wave_name: str, index: int)
     )
     if not isinstance(membership, FractionMembership):
         return list(inv.ripple_members(wave_name, index))
-    salt = bytes.fromhex(wave.policy.fraction_salt)
+    salt = wave.fraction_salt
     return sorted(
         d.uuid
         for d in inv.list_devices(tag=wave.info.tag)
@@ -828,7 +830,7 @@ def wave_status(
     for r in ripples:
         if r.encoding != "fraction":
             listed.update(inv.ripple_members(wave_name, r.index))
-    salt = bytes.fromhex(wave.policy.fraction_salt)
+    salt = wave.fraction_salt
     selected: Counter[tuple[str, str | None]] = Counter()
     eligible: Counter[tuple[str, str | None]] = Counter()
     for d in inv.list_devices(tag=wave.info.tag):

@@ -25,6 +25,7 @@ from securesystemslib.signer import Key
 from tuf.api.metadata import Metadata, Root, Targets
 
 from tufwaves._files import atomic_write
+from tufwaves.device.profile import WAVE_FIELD
 from tufwaves.errors import InputError, RefusedError
 from tufwaves.server import staging
 from tufwaves.server.ceremony import Ceremony, PendingRole
@@ -32,7 +33,7 @@ from tufwaves.server.keys import KeyRef, generate_key, resolve_passphrase, write
 from tufwaves.server.metadata import expiry, rollout_delegation, wave_role
 from tufwaves.server.rekey import write_plan
 from tufwaves.server.repository import PublishedState, Repository
-from tufwaves.server.waves import publish_if_complete
+from tufwaves.server.waves import publish_if_complete, wave_salt
 
 __all__ = ["ROTATABLE_ONLINE_ROLES", "rotate_online_keys", "rotate_targets_keys"]
 
@@ -85,7 +86,17 @@ def _replace_role_keys(root: Root, role: str, keys: Sequence[Key]) -> None:
 
 
 def _next_version(repo: Repository, role: str, state: PublishedState) -> Metadata[Targets]:
+    """The published ``role`` as its next version, unsigned.
+
+    A wave role keeps its fraction salt: version 1's salt is derived from its
+    signatures, which the new version does not have, so the new version
+    carries it in ``policy.fraction_salt`` (``specs/membership.md`` 6.1) and
+    fraction ripples keep their members.
+    """
     md = repo.load_targets(role, state)
+    if role.startswith("wave."):
+        salt = wave_salt(md, repo.load_targets("targets", state).signed)
+        md.signed.unrecognized_fields[WAVE_FIELD]["policy"]["fraction_salt"] = salt.hex()
     md.signatures.clear()
     md.signed.version += 1
     return md

@@ -21,6 +21,7 @@ from tuf.api.metadata import DelegatedRole, Delegations, Metadata, TargetFile, T
 
 from tufwaves._files import PRIVATE_MODE, atomic_write
 from tufwaves.device.profile import check_version
+from tufwaves.device.salt import signature_salt
 from tufwaves.errors import InputError, RefusedError, StorageError
 from tufwaves.server import staging
 from tufwaves.server.ceremony import Ceremony, PendingRole
@@ -79,6 +80,9 @@ class WaveSummary:
         rollout_threshold: How many of them must sign.
         policy: The signed rollout policy.
         signatures: While pending, one status line per role of the ceremony.
+        fraction_salt: The salt of its fraction ripples (hex): carried in the
+            policy, or derived from the wave role's offline signatures; None
+            while they do not meet the threshold.
     """
 
     name: str
@@ -92,6 +96,7 @@ class WaveSummary:
     rollout_threshold: int
     policy: Policy
     signatures: tuple[str, ...]  # status lines while pending
+    fraction_salt: str | None = None  # hex; None until the signatures meet the threshold
 
     def to_dict(self) -> dict[str, Any]:
         """The summary as JSON-ready data (what ``--json`` prints).
@@ -119,6 +124,7 @@ class WaveSummary:
             "rollout_threshold": self.rollout_threshold,
             "policy": self.policy.to_dict(),
             "signatures": list(self.signatures),
+            "fraction_salt": self.fraction_salt,
         }
 
 
@@ -269,7 +275,9 @@ def init_wave(
         rollout_keys: The keys that sign its ripples (default: the
             repository's online rollout key, threshold 1).
         rollout_threshold: How many rollout keys must sign a ripple.
-        policy: The rollout policy signed into the wave (default: ``Policy()``).
+        policy: The rollout policy signed into the wave (default: ``Policy()``);
+            its ``fraction_salt`` must be None (the salt is derived from the
+            signatures).
         expires: The wave's expiry (default: 365 days after ``repo.now()``,
             as on the command line).
         keys: Offline targets keys that sign now.
@@ -279,8 +287,10 @@ def init_wave(
         The ceremony; ``complete`` when the wave was published.
 
     Raises:
-        InputError: A bad name, tag, hardware id, version or artifact, or a
-            ``keys`` entry that cannot sign.
+        InputError: A bad name, tag, hardware id, version or artifact, a
+            policy with a fraction salt (see
+            :func:`~tufwaves.server.metadata.build_wave`), or a ``keys``
+            entry that cannot sign.
         RefusedError: The name is taken, the version does not increase,
             another targets ceremony is pending, or a key may not sign.
     """
@@ -656,11 +666,43 @@ def import_ceremony(repo: Repository, path: Path) -> tuple[Ceremony, list[tuple[
     return ceremony, added
 
 
+def wave_salt(wave_md: Metadata[Targets], targets: Targets) -> bytes:
+    """The salt of a wave's fraction ripples, as devices compute it.
+
+    The salt carried in ``policy.fraction_salt`` when there is one, else the
+    one derived from the wave role's signatures by the keys ``targets``
+    delegates it to (``specs/membership.md`` section 6.1).
+
+    Args:
+        wave_md: The wave role, signatures included.
+        targets: The targets role that delegates it.
+
+    Returns:
+        32 bytes.
+
+    Raises:
+        InputError: The wave role does not meet its threshold.
+    """
+    info = wave_info(wave_md)
+    carried = info.policy.fraction_salt
+    if carried is not None:
+        return bytes.fromhex(carried)
+    return signature_salt(targets, wave_role(info.name), wave_md)
+
+
 def _summary_from(
-    wave_md: Metadata[Targets], status: str, ripples: int, signatures: Sequence[str]
+    wave_md: Metadata[Targets],
+    targets: Targets,
+    status: str,
+    ripples: int,
+    signatures: Sequence[str],
 ) -> WaveSummary:
     info = wave_info(wave_md)
     drole, _ = rollout_delegation(wave_md)
+    try:
+        salt: str | None = wave_salt(wave_md, targets).hex()
+    except InputError:  # pending below its threshold: not derived yet
+        salt = None
     return WaveSummary(
         info.name,
         info.tag,
@@ -673,6 +715,7 @@ def _summary_from(
         drole.threshold,
         info.policy,
         tuple(signatures),
+        salt,
     )
 
 
@@ -695,15 +738,17 @@ def wave_summary(repo: Repository, name: str, state: PublishedState | None = Non
     if cid in staging.pending_ids(repo):
         ceremony = staging.load_ceremony(repo, cid)
         wave_md = next(r.metadata for r in ceremony.roles if r.name == cid)
-        return _summary_from(wave_md, "pending", 0, ceremony.status_lines())
+        pending = next(r.metadata for r in ceremony.roles if r.name == "targets")
+        return _summary_from(wave_md, pending.signed, "pending", 0, ceremony.status_lines())
     state = state or repo.state()
     if state.version_of(cid) is None:
         raise InputError(f"no wave {name} in {repo.path} ('tufwaves waves list' shows them)")
     wave_md = repo.load_targets(cid, state)
+    top = repo.load_targets("targets", state).signed
     if state.version_of(rollout_role(name)) is None:
-        return _summary_from(wave_md, "active", 0, [])
+        return _summary_from(wave_md, top, "active", 0, [])
     info = rollout_info(repo.load_targets(rollout_role(name), state))
-    return _summary_from(wave_md, info.state, info.ripples, [])
+    return _summary_from(wave_md, top, info.state, info.ripples, [])
 
 
 def list_waves(
