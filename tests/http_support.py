@@ -4,19 +4,17 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-import socket
 import subprocess
-import threading
 import uuid as uuidlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import uvicorn
 from starlette.applications import Starlette
 
 from tests.conftest import KeyStore, publish_wave
+from tufwaves.http.serve import ServerThread
 from tufwaves.server.inventory import DeviceRow
 from tufwaves.server.repository import Repository
 from tufwaves.server.rollout import Selector, open_inventory, rollout
@@ -51,32 +49,7 @@ def rolled_out_repo(repo: Repository, keystore: KeyStore, artifact: Path) -> Ser
     return Served(repo, dev(1), dev(FLEET_SIZE - 1))
 
 
-class LiveServer:
-    """``app`` under a real uvicorn on 127.0.0.1, in a thread."""
-
-    def __init__(self, app: Starlette) -> None:
-        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._sock.bind(("127.0.0.1", 0))
-        self.port = self._sock.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(app, log_level="warning", lifespan="off")
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(
-            target=self._server.run, kwargs={"sockets": [self._sock]}, daemon=True
-        )
-
-    def __enter__(self) -> LiveServer:
-        # Listening before uvicorn starts: early connections wait in the backlog
-        # until the server accepts them, so no readiness polling is needed.
-        self._sock.listen(128)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.should_exit = True
-        self._thread.join(timeout=30)
-        self._sock.close()
+LiveServer = ServerThread
 
 
 @contextlib.contextmanager

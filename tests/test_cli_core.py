@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import stat
 from pathlib import Path
 
@@ -185,6 +186,12 @@ def test_demo_runs_and_no_secret_leaks(
     assert code == 0, err
     assert "python-tuf ngclient found waves/canary-42/" in out
     assert "1.wave.canary-42.json" in out
+    # Devices updated over HTTP: the installs the simulated devices reported are
+    # what the inventory records.
+    http = re.search(r"(\d+) installed and (\d+) failed.* records (\d+) devices on version 42", out)
+    assert http is not None, out
+    installed, failed, recorded = map(int, http.groups())
+    assert installed + failed == 20 and installed == recorded and installed > 0
     text = out + err + caplog.text
     assert PASSPHRASE not in text
     for pem in (tmp_path / "d").rglob("*.key"):

@@ -517,7 +517,7 @@ def test_repo_init_does_not_list_met_roles_as_waiting(
 ROOT = Path(__file__).parent.parent
 DOCS = [ROOT / "README.md", *sorted((ROOT / "specs").glob("*.md"))]
 _OPTION = re.compile(r"(?<![\w-])--[a-z][a-z-]*[a-z]")
-_GROUPS = ("keys", "repo", "waves", "fleet", "device", "demo")
+_GROUPS = ("keys", "repo", "waves", "fleet", "device", "vectors", "serve", "simulate", "demo")
 
 
 def _documented_commands(text: str) -> list[str]:

@@ -215,6 +215,8 @@ def test_show_lists_the_ripples_that_selected_a_device(
         "installed_version": 3,
         "last_seen": None,
         "selections": [{"wave": "w1", "ripple": 1}, {"wave": "w2", "ripple": 1}],
+        "public_key": None,
+        "recent_reports": [],
     }
     assert main(["fleet", "show", A, "--repo", str(imported)]) == 0
     text = capsys.readouterr().out
@@ -258,3 +260,42 @@ def test_list_empty_inventory_says_what_to_do(
     captured = capsys.readouterr()
     assert captured.out == ""
     assert "tufwaves fleet import" in captured.err
+
+
+def test_set_key_sets_rotates_and_removes(
+    imported: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    public = Ed25519PrivateKey.generate().public_key()
+    pem = tmp_path / "device.pub"
+    pem.write_bytes(
+        public.public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw).hex()
+    assert main(["fleet", "set-key", A, "--public-key", str(pem), "--repo", str(imported)]) == 0
+    capsys.readouterr()
+    assert main(["fleet", "show", A, "--repo", str(imported), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["public_key"] == raw
+    hex_file = tmp_path / "device.hex"
+    hex_file.write_text("ab" * 32 + "\n")
+    assert (
+        main(["fleet", "set-key", A, "--public-key", str(hex_file), "--repo", str(imported)]) == 0
+    )
+    with SqliteInventory.open(imported / FILENAME) as inventory:
+        assert inventory.public_key(A) == "ab" * 32
+        assert inventory.audit_log()[-1].action == "fleet set-key"
+    assert main(["fleet", "set-key", A, "--remove", "--repo", str(imported)]) == 0
+    with SqliteInventory.open(imported / FILENAME) as inventory:
+        assert inventory.public_key(A) is None
+    bad = tmp_path / "bad.pub"
+    bad.write_text("not a key")
+    assert main(["fleet", "set-key", A, "--public-key", str(bad), "--repo", str(imported)]) == 2
+    unknown = "ffffffff-e89b-12d3-a456-426614174000"
+    assert (
+        main(["fleet", "set-key", unknown, "--public-key", str(hex_file), "--repo", str(imported)])
+        == 2
+    )

@@ -189,7 +189,10 @@ def test_bundle_bad_devices(client: TestClient, served: Served) -> None:
     assert_problem(client.get(f"/v1/devices/{dev(999)}/bundle"), 404, "unknown-device")
     for bad in ("not-a-uuid", "1234", dev(1) + "0", "zzzzzzzz-zzzz-zzzz-zzzz-zzzzzzzzzzzz"):
         assert_problem(client.get(f"/v1/devices/{bad}/bundle"), 400, "malformed-uuid")
-    assert_problem(client.post(f"/v1/devices/{dev(1)}/reports", content=b"{}"), 501)
+    reports = f"/v1/devices/{dev(1)}/reports"
+    assert_problem(client.post(reports, content=b"{}"), 415, "unsupported-media-type")
+    json_type = {"Content-Type": "application/json"}
+    assert_problem(client.post(reports, content=b"{}", headers=json_type), 400, "bad-report")
     assert_problem(client.post("/v1/devices/nope/reports", content=b"{}"), 400)
     assert_problem(client.post(f"/v1/devices/{dev(1)}/bundle"), 405, "method-not-allowed")
     assert_problem(client.get("/v2/nothing"), 404, "not-found")
@@ -208,8 +211,8 @@ def test_operator_api(client: TestClient, served: Served) -> None:
     assert wave["devices"]["selected"] == 3
     (ripple,) = wave["ripples"]
     assert ripple["index"] == 1 and ripple["selected"] == 3
-    assert ripple["installed"] is None and ripple["failed"] is None and ripple["silent"] is None
-    assert wave["reports"]["available"] is False
+    assert (ripple["installed"], ripple["failed"], ripple["silent"]) == (0, 0, 3)
+    assert wave["reports"]["available"] is True
     assert wave["recent_failures"] == []
     assert_problem(client.get("/v1/waves/nope", headers=AUTH), 404, "unknown-wave")
     assert_problem(client.get("/v1/waves/bad.name", headers=AUTH), 400, "malformed-wave")

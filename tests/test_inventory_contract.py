@@ -439,3 +439,200 @@ def test_same_seed_same_devices_on_both_backends(
         assert lite.status(_Wave().eligibility()) == pg.status(_Wave().eligibility())
         first = picks["sqlite"][0]
         assert first == reference_ring(fleet, _Wave().eligibility(), 1, seed_start("a"))
+
+
+# -- device keys and signed reports (schema 2) ---------------------------------
+
+_SIGNER = None
+
+
+def _signer() -> Any:
+    global _SIGNER  # noqa: PLW0603 - one key for the whole module: keygen is not the point
+    if _SIGNER is None:
+        from securesystemslib.signer import CryptoSigner
+
+        _SIGNER = CryptoSigner.generate_ed25519()
+    return _SIGNER
+
+
+def _public_hex() -> str:
+    return str(_signer().public_key.to_dict()["keyval"]["public"])
+
+
+def signed(n: int, counter: int, status: str = "installed", **extra: Any) -> Any:
+    from tufwaves.device.report import sign_report
+
+    fields: dict[str, Any] = {"installed_version": 10} if status == "installed" else {}
+    if status == "failed":
+        fields["code"] = "hash-mismatch"
+    fields.update(extra)
+    return sign_report(
+        _signer(), device=u(n), wave="w1", version=10, status=status, counter=counter, **fields
+    )
+
+
+def test_public_keys_set_rotate_remove(inv: Inventory) -> None:
+    inv.import_rows([row(1)])
+    assert inv.public_key(u(1)) is None
+    inv.set_public_key(u(1).upper(), "ab" * 32)
+    assert inv.public_key(u(1)) == "ab" * 32
+    inv.set_public_key(u(1), "cd" * 32)
+    assert inv.public_key(u(1)) == "cd" * 32
+    inv.set_public_key(u(1), None)
+    assert inv.public_key(u(1)) is None
+    with pytest.raises(InputError, match="not in the inventory"):
+        inv.set_public_key(u(2), "ab" * 32)
+    with pytest.raises(InputError, match="64 lowercase hex"):
+        inv.set_public_key(u(1), "AB" * 32)
+
+
+def test_import_reads_public_keys_from_both_formats(inv: Inventory, tmp_path: Path) -> None:
+    csv6 = tmp_path / "keys.csv"
+    csv6.write_text(
+        "uuid,hardware_id,tag,groups,installed_version,public_key\n"
+        f"{u(1)},rpi4,main,lab,1,{'ab' * 32}\n"
+        f'{u(2)},rpi4,main,"lab;x",,\n'
+    )
+    assert inv.import_file(csv6).rows == 2
+    assert inv.public_key(u(1)) == "ab" * 32 and inv.public_key(u(2)) is None
+    assert inv.get(u(2)).groups == frozenset({"lab", "x"})  # type: ignore[union-attr]
+    jsonl = tmp_path / "keys.jsonl"
+    jsonl.write_text(
+        json.dumps({"uuid": u(2), "hardware_id": "rpi4", "tag": "main", "public_key": "cd" * 32})
+        + "\n"
+        + json.dumps({"uuid": u(1), "hardware_id": "rpi4", "tag": "main", "public_key": None})
+        + "\n"
+    )
+    inv.import_file(jsonl)
+    assert inv.public_key(u(2)) == "cd" * 32
+    assert inv.public_key(u(1)) == "ab" * 32  # an empty key keeps the stored one
+    old = tmp_path / "old.csv"
+    old.write_text(HEADER + f"{u(3)},rpi4,main,,\n")
+    assert inv.import_file(old).added == 1
+    bad = tmp_path / "bad.csv"
+    bad.write_text(
+        "uuid,hardware_id,tag,groups,installed_version,public_key\n"
+        f"{u(4)},rpi4,main,,,{'zz' * 32}\n"
+    )
+    with pytest.raises(InputError, match="line 2"):
+        inv.import_file(bad)
+    assert inv.get(u(4)) is None
+
+
+def test_store_report_dedupes_refuses_replays_and_sets_versions(inv: Inventory) -> None:
+    inv.import_rows([row(1), row(2)])
+    first = signed(1, 5, "downloading")
+    assert inv.store_report(first, 1, first.to_bytes()) is True
+    assert inv.store_report(first, 1, first.to_bytes()) is False  # the same report, resent
+    other = signed(1, 5, "installing")
+    with pytest.raises(RefusedError, match="replayed"):
+        inv.store_report(other, 1, other.to_bytes())
+    older = signed(1, 4, "installing")
+    with pytest.raises(RefusedError, match="replayed"):
+        inv.store_report(older, 1, older.to_bytes())
+    assert inv.get(u(1)).installed_version == 1  # type: ignore[union-attr]
+    done = signed(1, 9)
+    assert inv.store_report(done, 1, done.to_bytes())
+    device = inv.get(u(1))
+    assert device is not None and device.installed_version == 10 and device.last_seen
+    failed = signed(2, 1, "failed", installed_version=1)
+    assert inv.store_report(failed, 2, failed.to_bytes())
+    assert inv.get(u(2)).installed_version == 1  # type: ignore[union-attr]
+    assert [r.counter for r in inv.device_reports(u(1))] == [9, 5]
+    counts = {c.ripple: c for c in inv.report_counts("w1")}
+    assert (counts[1].reported, counts[1].installed, counts[1].failed) == (1, 1, 0)
+    assert (counts[2].reported, counts[2].installed, counts[2].failed) == (1, 0, 1)
+    (failure,) = inv.recent_failures("w1")
+    assert (failure.device, failure.code, failure.ripple) == (u(2), "hash-mismatch", 2)
+    assert inv.report_counts("w2") == [] and inv.recent_failures("w2") == []
+    gone = signed(3, 1)
+    with pytest.raises(InputError, match="not in the inventory"):
+        inv.store_report(gone, 1, gone.to_bytes())
+
+
+def _store_concurrently(location: str, reports: list[Any], threads: int = 16) -> list[bool]:
+    """Store every report from ``threads`` threads, each with its own connection."""
+    import threading
+
+    results: list[bool | None] = [None] * len(reports)
+    next_index = iter(range(len(reports)))
+    lock = threading.Lock()
+    errors: list[BaseException] = []
+    start = threading.Barrier(threads)
+
+    def work() -> None:
+        try:
+            with open_location(location) as inv:
+                start.wait()
+                while True:
+                    with lock:
+                        i = next(next_index, None)
+                    if i is None:
+                        return
+                    results[i] = inv.store_report(reports[i], 1, reports[i].to_bytes())
+        except BaseException as e:
+            errors.append(e)
+
+    workers = [threading.Thread(target=work) for _ in range(threads)]
+    for t in workers:
+        t.start()
+    for t in workers:
+        t.join(timeout=300)
+    assert not errors, errors
+    assert all(r is not None for r in results)
+    return [bool(r) for r in results]
+
+
+def test_a_thousand_concurrent_reports_are_all_stored_once(inv: Inventory, location: str) -> None:
+    inv.import_rows(row(n) for n in range(1000))
+    reports = [signed(n, 1, "installing") for n in range(1000)]
+    resent = reports[::7]  # some devices resend at once: stored once all the same
+    results = _store_concurrently(location, [*reports, *resent])
+    assert results.count(True) == 1000
+    assert results.count(False) == len(resent)
+    (counts,) = inv.report_counts("w1")
+    assert (counts.ripple, counts.reported) == (1, 1000)
+    stored = [r for n in range(1000) for r in inv.device_reports(u(n))]
+    assert len(stored) == 1000
+    assert len({(r.device, r.counter) for r in stored}) == 1000
+
+
+def test_schema_1_is_upgraded_in_place(location: str) -> None:
+    from tufwaves.server.inventory import postgres_sql, sqlite_sql
+
+    device = (u(1), ring_position(u(1)), "rpi4", "main", 3)
+    if is_postgres(location):
+        import psycopg
+
+        with psycopg.connect(location, autocommit=True) as conn:
+            for statement in postgres_sql.SCHEMA[: -len(postgres_sql.UPGRADE_2)]:
+                conn.execute(statement)
+            conn.execute(
+                "INSERT INTO devices (uuid, ring, hardware_id, tag, installed_version) "
+                "VALUES (%s, %s, %s, %s, %s)",
+                device,
+            )
+    else:
+        import sqlite3
+
+        with sqlite3.connect(location) as conn:
+            for statement in sqlite_sql.SCHEMA[: -len(sqlite_sql.UPGRADE_2)]:
+                conn.execute(statement)
+            conn.execute("PRAGMA user_version = 1")
+            conn.execute(
+                "INSERT INTO devices (uuid, ring, hardware_id, tag, installed_version) "
+                "VALUES (?, ?, ?, ?, ?)",
+                device,
+            )
+        with SqliteInventory.open(location, read_only=True) as old:  # readable as it is
+            assert old.get(u(1)) is not None and old.public_key(u(1)) is None
+            assert old.report_counts("w1") == []
+    with open_location(location) as inv:
+        got = inv.get(u(1))
+        assert got is not None and got.installed_version == 3
+        inv.set_public_key(u(1), "ab" * 32)
+        report = signed(1, 1, "downloading")
+        assert inv.store_report(report, 1, report.to_bytes())
+    with open_location(location) as inv:  # the upgrade was committed, once
+        assert inv.public_key(u(1)) == "ab" * 32
+        assert len(inv.device_reports(u(1))) == 1

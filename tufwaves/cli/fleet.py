@@ -9,9 +9,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
 from tufwaves.cli import _common
+from tufwaves.device.report import check_public_key
 from tufwaves.errors import InputError
-from tufwaves.server.inventory import Device, Inventory
+from tufwaves.server.inventory import Device, Inventory, canonical_uuid
 from tufwaves.server.repository import Repository
 from tufwaves.server.rollout import open_inventory
 
@@ -19,17 +23,20 @@ __all__ = ["register"]
 
 _FORMATS = """file formats:
   CSV (.csv), header exactly: uuid,hardware_id,tag,groups,installed_version
-    groups separated by ';' (may be empty); installed_version empty = unknown
+    or with a sixth column: uuid,hardware_id,tag,groups,installed_version,public_key
+    groups separated by ';' (may be empty); installed_version empty = unknown;
+    public_key: the device's ed25519 key as 64 hex digits (empty = keep the stored one)
   JSON lines (.jsonl, .ndjson), one object per line:
     {"uuid": "...", "hardware_id": "...", "tag": "...", "groups": ["..."],
-     "installed_version": 42}   (groups and installed_version may be left out)
+     "installed_version": 42, "public_key": "<64 hex>"}
+    (groups, installed_version and public_key may be left out)
   A bad line imports nothing from the file; the error names the line."""
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     fleet = sub.add_parser(
         "fleet",
-        help="the device inventory: import, report, list, show",
+        help="the device inventory: import, report, set-key, list, show",
         description="The fleet inventory of a repository (REPO/inventory.sqlite).",
         epilog=_common.example_epilog(
             "tufwaves fleet import devices.csv --repo ./repo",
@@ -76,6 +83,37 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     _add_repo(p)
     _common.add_json_flag(p)
     p.set_defaults(func=cmd_report)
+
+    p = commands.add_parser(
+        "set-key",
+        help="set or rotate a device's public key for signed reports",
+        description="Set (or rotate) the ed25519 public key that verifies a device's "
+        "signed install reports (specs/reports.md). FILE holds a PEM public key "
+        "(SubjectPublicKeyInfo), a securesystemslib key JSON, or the raw key as 64 hex "
+        "digits. Reports signed with the old key are refused from now on; the report "
+        "counter carries on across keys.",
+        epilog=_common.example_epilog(
+            "tufwaves fleet set-key 123e4567-e89b-12d3-a456-426614174000 "
+            "--public-key device.pub --repo ./repo"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("uuid", metavar="UUID", help="the device's UUID")
+    key = p.add_mutually_exclusive_group(required=True)
+    key.add_argument(
+        "--public-key",
+        type=Path,
+        metavar="FILE",
+        help="the device's ed25519 public key (PEM, key JSON or 64 hex digits)",
+    )
+    key.add_argument(
+        "--remove",
+        action="store_true",
+        help="remove the device's key: its reports are refused until a new one is set",
+    )
+    _add_repo(p)
+    _common.add_json_flag(p)
+    p.set_defaults(func=cmd_set_key)
 
     p = commands.add_parser(
         "list",
@@ -173,6 +211,48 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def read_public_key(path: Path) -> str:
+    """An ed25519 public key file as 64 lowercase hex digits."""
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise InputError(f"cannot read {path}: {e.strerror or e}") from None
+    text = data.decode("utf-8", "replace").strip()
+    if b"-----BEGIN" in data:
+        try:
+            key = serialization.load_pem_public_key(data)
+        except ValueError as e:
+            raise InputError(f"{path} is not a PEM public key ({e})") from None
+        if not isinstance(key, Ed25519PublicKey):
+            raise InputError(f"{path} is not an ed25519 public key")
+        raw = key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        return raw.hex()
+    if text.startswith("{"):
+        try:
+            obj = json.loads(text)
+            if obj.get("keytype") != "ed25519":
+                raise InputError(f"{path} is not an ed25519 key (keytype {obj.get('keytype')!r})")
+            text = str(obj["keyval"]["public"])
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise InputError(f"{path} is not a securesystemslib key JSON") from None
+    return check_public_key(text.lower())
+
+
+def cmd_set_key(args: argparse.Namespace) -> int:
+    key = None if args.remove else read_public_key(args.public_key)
+    with _open(args.repo) as inventory, inventory.transaction():
+        uuid = canonical_uuid(args.uuid)
+        inventory.set_public_key(uuid, key)
+        inventory.audit("fleet set-key", [], {"uuid": uuid, "public_key": key})
+    if args.json:
+        _common.emit_json({"uuid": uuid, "public_key": key})
+    elif key is None:
+        _common.info(f"{uuid} has no public key now; its reports are refused")
+    else:
+        _common.info(f"{uuid} signs its reports with ed25519 key {key}")
+    return 0
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     out = sys.stdout
     with _open(args.repo, read_only=True) as inventory:
@@ -211,8 +291,12 @@ def cmd_show(args: argparse.Namespace) -> int:
                 "import it with 'tufwaves fleet import FILE --repo REPO'"
             )
         selections = inventory.device_selections(device.uuid)
+        public_key = inventory.public_key(device.uuid)
+        reports = inventory.device_reports(device.uuid, limit=5)
     data: dict[str, Any] = device.to_dict() | {
-        "selections": [{"wave": wave, "ripple": ripple} for wave, ripple in selections]
+        "selections": [{"wave": wave, "ripple": ripple} for wave, ripple in selections],
+        "public_key": public_key,
+        "recent_reports": [r.to_dict() for r in reports],
     }
     if args.json:
         _common.emit_json(data)
@@ -225,11 +309,18 @@ def cmd_show(args: argparse.Namespace) -> int:
         f"groups:            {', '.join(sorted(device.groups)) or '(none)'}",
         f"installed version: {version}",
         f"last seen:         {_time(device)}",
+        f"public key:        {public_key or '(none: reports are refused)'}",
         "selected by:       "
         + (
             ", ".join(f"wave {wave} ripple {ripple}" for wave, ripple in selections)
             or "(no ripple)"
         ),
+    ]
+    lines += [
+        f"report:            #{r.counter} wave {r.wave} {r.status}"
+        + (f" ({r.code})" if r.code else "")
+        + f" at {r.to_dict()['received']}"
+        for r in reports
     ]
     sys.stdout.write("\n".join(lines) + "\n")
     return 0

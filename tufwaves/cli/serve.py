@@ -26,7 +26,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             break_on_hyphens=False,
             text="Serve REPO over HTTP: the TUF repository as TUF clients expect it "
             "(/metadata/, /targets/), one bundle per device "
-            "(/v1/devices/UUID/bundle, specs/bundle.md) and, with "
+            "(/v1/devices/UUID/bundle, specs/bundle.md), device-signed install reports "
+            "(POST /v1/devices/UUID/reports, specs/reports.md) and, with "
             "--operator-token-file, the operator API (/v1/waves) and the dashboard "
             "(/). Every answer comes from one published state, even while "
             "rollouts publish. Endpoints: specs/server.md; OpenAPI at /openapi.json. "

@@ -22,8 +22,11 @@ from tufwaves._files import atomic_write
 from tufwaves.demo.ngcheck import ngclient_fetch
 from tufwaves.device.membership import fraction_member
 from tufwaves.errors import StorageError
+from tufwaves.http import create_app
+from tufwaves.http.serve import ServerThread
 from tufwaves.server.bundler import build_bundle
 from tufwaves.server.ceremony import Ceremony
+from tufwaves.server.inventory import Inventory
 from tufwaves.server.keys import PASSPHRASE_ENV, generate_key, load_key_ref, write_key_pair
 from tufwaves.server.metadata import expiry, wave_role
 from tufwaves.server.repository import Repository
@@ -31,6 +34,7 @@ from tufwaves.server.rollout import Selector, complete, load_wave, open_inventor
 from tufwaves.server.roots import create_repository
 from tufwaves.server.staging import load_ceremony
 from tufwaves.server.waves import import_ceremony, init_wave
+from tufwaves.simulator import identities, simulate, write_fleet
 from tufwaves.verify import DeviceIdentity, Verifier
 
 __all__ = ["DemoResult", "run_demo"]
@@ -147,6 +151,44 @@ def _write_fleet(path: Path, devices: int) -> None:
     atomic_write(path, ("\n".join(lines) + "\n").encode())
 
 
+def _devices_over_http(
+    directory: Path, repo: Repository, inv: Inventory, step: Callable[[str], None]
+) -> None:
+    """Step 11: the update server and 20 simulated devices on 127.0.0.1.
+
+    Each device has its own key pair (registered in the fleet file), trusts
+    root version 1, fetches its bundle over HTTP, decides with the verifier,
+    downloads the artifact and checks it, installs (or fails: 1 in 5) and sends
+    a signed report that the server stores.
+    """
+    players = identities(20, "demo", hardware_id=HARDWARE, tag=TAG)
+    fleet = directory / "simulated-fleet.csv"
+    write_fleet(fleet, players, installed_version=41)
+    inv.import_file(fleet)
+    ripple = rollout(repo, inv, WAVE, Selector(uuids=tuple(d.uuid for d in players)))
+    with ServerThread(create_app(repo.path)) as server:
+        sim = simulate(
+            server.url,
+            players,
+            concurrency=4,
+            failure_rate=0.2,
+            installed_version=41,
+            root=repo.role_bytes("root", 1),
+            rng_seed=42,
+        )
+    updated = sum(
+        1 for d in players if (device := inv.get(d.uuid)) and device.installed_version == 42
+    )
+    step(
+        f"11. tufwaves serve on {server.url} and {len(players)} simulated devices in ripple "
+        f"{ripple.index}: every device fetched its bundle over HTTP, decided, downloaded and "
+        f"checked the artifact; {sim.installs} installed and {sum(sim.failures.values())} "
+        f"failed, each sending a signed report; the inventory now records {updated} devices "
+        f"on version 42 ({sim.to_dict()['request_count']} requests, p50 "
+        f"{sim.to_dict()['latency_ms']['p50']} ms)"
+    )
+
+
 def _rollout_demo(
     directory: Path,
     repo: Repository,
@@ -205,13 +247,15 @@ def _rollout_demo(
                 f"{'ALLOWED' if decision.allowed else 'DENIED'} {decision.reason.value}"
             )
 
+        _devices_over_http(directory, repo, inv, step)
+
         complete(repo, inv, WAVE)
         bundle = build_bundle(repo, inv, outsider.uuid)
         decision = verifier.decide(
             bundle, DeviceIdentity(outsider.uuid, HARDWARE, TAG, outsider.installed_version or 0)
         )
         step(
-            f"11. waves complete {WAVE}: signed; the non-member is now "
+            f"12. waves complete {WAVE}: signed; the non-member is now "
             f"{'ALLOWED' if decision.allowed else 'DENIED'} {decision.reason.value}"
         )
         step("\nrollout history:")

@@ -18,6 +18,7 @@ from typing import cast
 from urllib.parse import parse_qs
 
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import (
@@ -32,6 +33,7 @@ from starlette.responses import (
 from starlette.routing import Route
 
 from tufwaves.device.membership import canonical_uuid
+from tufwaves.device.report import MAX_REPORT_BYTES
 from tufwaves.errors import InputError, StorageError, TufwavesError
 from tufwaves.http import dashboard, operator
 from tufwaves.http.auth import COOKIE, OperatorToken
@@ -47,8 +49,9 @@ from tufwaves.http.published import (
 )
 from tufwaves.server.bundler import build_bundle
 from tufwaves.server.inventory import Inventory
+from tufwaves.server.reports import AcceptedReport, ReportRefused, accept_report
 from tufwaves.server.repository import Repository
-from tufwaves.server.rollout import open_inventory
+from tufwaves.server.rollout import WaveContext, open_inventory
 
 __all__ = ["create_app"]
 
@@ -115,7 +118,11 @@ class _App:
     def inventory(self) -> Inventory:
         inv: Inventory | None = getattr(self._local, "inventory", None)
         if inv is None:
-            inv = open_inventory(self.repo)
+            try:
+                inv = open_inventory(self.repo)
+            except StorageError:
+                # A read-only replica: serve bundles from a read-only opening.
+                inv = open_inventory(self.repo, read_only=True)
             self._local.inventory = inv
         return inv
 
@@ -250,15 +257,46 @@ class _App:
         except InputError:
             raise bad_request("malformed-uuid", "a device UUID is 8-4-4-4-12 hex digits") from None
 
-    def reports(self, request: Request) -> Response:
-        # Reserved: signed device reports (installed / failed) land here.
-        self.device_uuid(request)
-        raise Problem(
-            501,
-            "not-implemented",
-            "Not implemented",
-            "this server does not accept device reports yet",
+    async def reports(self, request: Request) -> Response:
+        """A device-signed report (specs/reports.md): 201 once committed."""
+        uuid = self.device_uuid(request)
+        media = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+        if media != "application/json":
+            raise Problem(
+                415,
+                "unsupported-media-type",
+                "Unsupported media type",
+                "a report is sent as Content-Type: application/json",
+            )
+        body = await _read_capped(request, MAX_REPORT_BYTES, "a report")
+        accepted = await run_in_threadpool(self.store_report, uuid, body)
+        return JSONResponse(
+            {
+                "stored": accepted.new,
+                "device": uuid,
+                "counter": accepted.report.counter,
+                "wave": accepted.report.wave,
+                "ripple": accepted.ripple,
+            },
+            status_code=201 if accepted.new else 200,
+            headers={"Cache-Control": "no-store"},
         )
+
+    def store_report(self, uuid: str, body: bytes) -> AcceptedReport:
+        served = self.served()
+        inv = self.inventory()
+        if getattr(inv, "read_only", False):
+            raise _replica_problem()
+        waves: dict[str, WaveContext] = served.memo("report-waves", dict)
+        try:
+            return accept_report(self.repo, inv, served.state, uuid, body, waves=waves)
+        except ReportRefused as refused:
+            status, title = REPORT_PROBLEMS[refused.slug]
+            raise Problem(status, refused.slug, title, refused.detail) from None
+        except StorageError as e:
+            if "read-only" in str(e) or "readonly" in str(e):
+                raise _replica_problem() from None
+            raise
 
     # -- operator --------------------------------------------------------------
 
@@ -350,6 +388,38 @@ class _App:
 
 
 # -- errors ---------------------------------------------------------------------
+
+REPORT_PROBLEMS = {
+    "bad-report": (400, "Bad request"),
+    "unknown-device": (404, "Not found"),
+    "no-device-key": (403, "Forbidden"),
+    "bad-signature": (403, "Forbidden"),
+    "not-offered": (403, "Forbidden"),
+    "replayed": (409, "Conflict"),
+}
+"""Status and title of each refusal of :func:`accept_report`."""
+
+
+def _replica_problem() -> Problem:
+    return Problem(
+        503,
+        "read-only-replica",
+        "Service unavailable",
+        "this server serves a read-only copy of the repository and cannot store "
+        "reports; send them to the primary update server",
+    )
+
+
+async def _read_capped(request: Request, cap: int, what: str) -> bytes:
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > cap:
+        raise Problem(413, "too-large", "Content too large", f"{what} is at most {cap} bytes")
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > cap:
+            raise Problem(413, "too-large", "Content too large", f"{what} is at most {cap} bytes")
+    return body
 
 
 async def _on_problem(request: Request, exc: Exception) -> Response:

@@ -98,15 +98,16 @@ def _wave(wave: dict[str, Any]) -> str:
     failures = wave.get("recent_failures", [])
     if failures:
         items = "".join(
-            f"<li>{escape(str(f.get('device')))}: {escape(str(f.get('reason')))}</li>"
+            f"<li>{escape(str(f.get('at')))} {escape(str(f.get('device')))} "
+            f"(ripple {escape(str(f.get('ripple')))}): {escape(str(f.get('reason')))}</li>"
             for f in failures
         )
         fail_html = f'<h3>Latest failures</h3><ul class="failures">{items}</ul>'
     else:
         fail_html = (
             '<h3>Latest failures</h3><p class="note failures">None reported. Installed, '
-            "failed and silent counts come from signed device reports, which this server "
-            "does not accept yet.</p>"
+            "failed and silent count each selected device by its latest signed report; "
+            "silent devices have not reported.</p>"
         )
     return head + ripples + fail_html + "</section>"
 

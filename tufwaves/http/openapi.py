@@ -97,9 +97,19 @@ _RIPPLE: dict[str, Any] = {
         "selector": {"type": "object", "description": "how the rollout chose devices"},
         "selected": {**_NULL_INT, "description": "devices the ripple names; null for fraction"},
         "fraction": {"type": ["string", "null"], "description": "e.g. '5%' for fraction"},
-        "installed": {**_NULL_INT, "description": "from device reports; null until then"},
-        "failed": {**_NULL_INT, "description": "from device reports; null until then"},
-        "silent": {**_NULL_INT, "description": "from device reports; null until then"},
+        "installed": {
+            **_NULL_INT,
+            "description": "selected devices whose latest signed report for the wave is installed",
+        },
+        "failed": {
+            **_NULL_INT,
+            "description": "selected devices whose latest signed report for the wave is "
+            "failed or rolled_back",
+        },
+        "silent": {
+            **_NULL_INT,
+            "description": "selected devices without any report; null for a fraction ripple",
+        },
     },
 }
 
@@ -149,7 +159,9 @@ _WAVE_DETAIL: dict[str, Any] = {
                             "device": {"type": "string"},
                             "ripple": {"type": "integer"},
                             "at": {"type": "string", "format": "date-time"},
-                            "reason": {"type": "string"},
+                            "reason": {"type": "string", "description": "the failure code"},
+                            "status": {"enum": ["failed", "rolled_back"]},
+                            "installed_version": _NULL_INT,
                         },
                     },
                 },
@@ -157,6 +169,71 @@ _WAVE_DETAIL: dict[str, Any] = {
             },
         },
     ]
+}
+
+
+_REPORT_ACK: dict[str, Any] = {
+    "type": "object",
+    "required": ["stored", "device", "counter", "wave", "ripple"],
+    "properties": {
+        "stored": {"type": "boolean", "description": "false: stored by an earlier request"},
+        "device": {"type": "string"},
+        "counter": {"type": "integer", "minimum": 1},
+        "wave": {"type": "string"},
+        "ripple": {"type": "integer", "minimum": 1},
+    },
+}
+
+_REPORT_ENVELOPE: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["signed", "signatures"],
+    "properties": {
+        "signed": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": [
+                "_type",
+                "spec_version",
+                "device",
+                "wave",
+                "version",
+                "status",
+                "code",
+                "installed_version",
+                "counter",
+                "device_time",
+            ],
+            "properties": {
+                "_type": {"const": "tufwaves-report"},
+                "spec_version": {"const": 1},
+                "device": {"type": "string", "description": "lowercase UUID"},
+                "wave": {"type": "string", "pattern": _WAVE_PATTERN},
+                "version": {"type": "integer", "minimum": 0},
+                "status": {
+                    "enum": ["downloading", "installing", "installed", "failed", "rolled_back"]
+                },
+                "code": {"type": ["string", "null"], "pattern": "^[a-z0-9][a-z0-9_.-]{0,63}$"},
+                "installed_version": _NULL_INT,
+                "counter": {"type": "integer", "minimum": 1, "maximum": 9007199254740991},
+                "device_time": {"type": "string", "description": "YYYY-MM-DDTHH:MM:SSZ"},
+            },
+        },
+        "signatures": {
+            "type": "array",
+            "minItems": 1,
+            "maxItems": 1,
+            "items": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["keyid", "sig"],
+                "properties": {
+                    "keyid": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+                    "sig": {"type": "string", "pattern": "^[0-9a-f]{128}$"},
+                },
+            },
+        },
+    },
 }
 
 
@@ -251,11 +328,31 @@ def openapi_document() -> dict[str, Any]:
             },
             "/v1/devices/{uuid}/reports": {
                 "post": {
-                    "summary": "Reserved for signed device reports (not implemented yet)",
+                    "summary": "A device-signed install report (specs/reports.md)",
                     "parameters": [_UUID],
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {
+                                "schema": {"$ref": "#/components/schemas/ReportEnvelope"}
+                            }
+                        },
+                    },
                     "responses": {
-                        "400": _problem("Malformed UUID."),
-                        "501": _problem("Device reports are not accepted yet."),
+                        "201": _json("Stored (committed).", _REPORT_ACK),
+                        "200": _json("This very report was stored before.", _REPORT_ACK),
+                        "400": _problem("Malformed UUID or report (bad-report)."),
+                        "403": _problem(
+                            "No registered key, bad signature, or a wave never offered "
+                            "to the device."
+                        ),
+                        "404": _problem("The device is not in the inventory."),
+                        "409": _problem("Replayed: the counter is not above the last one."),
+                        "413": _problem("The body is over 2048 bytes."),
+                        "415": _problem("Content-Type is not application/json."),
+                        "503": _problem(
+                            "A read-only replica (read-only-replica), or nothing published."
+                        ),
                     },
                 }
             },
@@ -375,6 +472,7 @@ def openapi_document() -> dict[str, Any]:
                 },
             },
             "schemas": {
+                "ReportEnvelope": _REPORT_ENVELOPE,
                 "Problem": {
                     "type": "object",
                     "description": "RFC 9457 problem details.",

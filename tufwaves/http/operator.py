@@ -6,8 +6,10 @@ signing ceremony come from ``staging/``. Ripples and device counts come from
 the inventory.
 
 Per-ripple ``installed``, ``failed`` and ``silent`` and the failure list come
-from signed device reports (``POST /v1/devices/{uuid}/reports``, not served
-yet): until reports exist they are ``null`` and ``reports.available`` is false.
+from signed device reports (``POST /v1/devices/{uuid}/reports``,
+``specs/reports.md``): each device counts by its latest report for the wave.
+``silent`` (selected devices without any report) is ``null`` for a fraction
+ripple, which names no devices.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any
 
 from tufwaves.http.problems import bad_request, not_found
 from tufwaves.http.published import CachingRepository, ServedState
-from tufwaves.server.inventory import Inventory
+from tufwaves.server.inventory import Inventory, ReportCounts
 from tufwaves.server.rollout import load_wave
 from tufwaves.server.staging import pending_ids
 from tufwaves.server.waves import WaveSummary, wave_summary
@@ -26,13 +28,14 @@ __all__ = ["WAVE_NAME_RE", "wave_detail", "wave_list"]
 
 WAVE_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 
-REPORTS_UNAVAILABLE = {
-    "available": False,
+REPORTS_AVAILABLE = {
+    "available": True,
     "detail": (
-        "installed, failed and silent counts and the failure list come from signed "
-        "device reports, which this server does not accept yet; they are null until then"
+        "installed, failed and silent count each selected device by its latest "
+        "signed report for the wave (failed: failed or rolled_back); silent: no report"
     ),
 }
+RECENT_FAILURES = 20
 
 
 def _published(served: ServedState) -> list[str]:
@@ -100,6 +103,7 @@ def wave_detail(
             "selected": total.selected,
             "updated": total.updated,
         }
+        counts = {c.ripple: c for c in inv.report_counts(name)}
         for record in inv.ripples(name):
             if record.index > summary.ripples:
                 continue  # recorded, not yet published (a rollout in progress)
@@ -112,14 +116,35 @@ def wave_detail(
                     "selector": record.selector_data,
                     "selected": None if fraction else record.devices,
                     "fraction": record.size_label if fraction else None,
-                    "installed": None,
-                    "failed": None,
-                    "silent": None,
+                    **_report_fields(counts.get(record.index), record.devices, fraction),
                 }
             )
     out["devices"] = devices
     out["ripples"] = ripples
-    out["reports"] = REPORTS_UNAVAILABLE
-    out["recent_failures"] = []
+    out["reports"] = REPORTS_AVAILABLE
+    out["recent_failures"] = (
+        [
+            {
+                "device": r.device,
+                "ripple": r.ripple,
+                "at": f"{r.received:%Y-%m-%dT%H:%M:%SZ}",
+                "reason": r.code if r.status == "failed" else r.status,
+                "status": r.status,
+                "installed_version": r.installed_version,
+            }
+            for r in inv.recent_failures(name, RECENT_FAILURES)
+        ]
+        if published
+        else []
+    )
     out["published"] = _state_info(served)
     return out
+
+
+def _report_fields(counts: ReportCounts | None, selected: int, fraction: bool) -> dict[str, Any]:
+    reported = counts.reported if counts else 0
+    return {
+        "installed": counts.installed if counts else 0,
+        "failed": counts.failed if counts else 0,
+        "silent": None if fraction else max(selected - reported, 0),
+    }

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import os
+import socket
+import threading
 from pathlib import Path
+from types import TracebackType
 
 import uvicorn
+from starlette.applications import Starlette
 
 from tufwaves.http import REPO_ENV, TOKEN_FILE_ENV, create_app
 from tufwaves.http.auth import read_token_file
 
-__all__ = ["serve"]
+__all__ = ["ServerThread", "serve"]
 
 
 def serve(
@@ -47,3 +51,48 @@ def serve(
         log_level=log_level,
         server_header=False,
     )
+
+
+class ServerThread:
+    """An app served by uvicorn on 127.0.0.1 in a background thread, for as long
+    as the ``with`` block runs (the demo and the tests use it).
+
+    The socket is bound and listening before uvicorn starts, so a client may
+    connect at once: early connections wait in the backlog.
+
+    Attributes:
+        port: the port chosen by the system.
+        url: ``http://127.0.0.1:PORT``.
+    """
+
+    def __init__(self, app: Starlette) -> None:
+        """Bind a loopback port for ``app``; nothing is served before ``with``.
+
+        Args:
+            app: the ASGI application (from :func:`tufwaves.http.create_app`).
+        """
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._sock.bind(("127.0.0.1", 0))
+        self.port: int = self._sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(app, log_level="warning", lifespan="off")
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(
+            target=self._server.run, kwargs={"sockets": [self._sock]}, daemon=True
+        )
+
+    def __enter__(self) -> ServerThread:
+        self._sock.listen(128)
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=30)
+        self._sock.close()

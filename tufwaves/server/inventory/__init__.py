@@ -26,6 +26,7 @@ from typing import Any, Literal, NamedTuple, Protocol, Self
 
 from tufwaves.device import profile
 from tufwaves.device.profile import MAX_VERSION, canonical_uuid
+from tufwaves.device.report import DeviceReport
 from tufwaves.errors import InputError
 
 __all__ = [
@@ -38,7 +39,9 @@ __all__ = [
     "ImportResult",
     "Inventory",
     "ProgressCallback",
+    "ReportCounts",
     "RippleRecord",
+    "StoredReport",
     "canonical_uuid",
     "ring_position",
 ]
@@ -47,6 +50,8 @@ ProgressCallback = Callable[[int], None]
 """Called now and then during an import with the number of rows read so far."""
 
 CSV_HEADER = ("uuid", "hardware_id", "tag", "groups", "installed_version")
+CSV_HEADER_KEYS = (*CSV_HEADER, "public_key")
+"""The 6-column header: a device's ed25519 public key (64 hex digits) or empty."""
 
 
 # -- domain values -----------------------------------------------------------
@@ -252,6 +257,73 @@ class AuditEntry:
         }
 
 
+@dataclass(frozen=True)
+class StoredReport:
+    """A device-signed report as the inventory keeps it (``specs/reports.md``)."""
+
+    device: str
+    wave: str
+    ripple: int  # the ripple that offered the wave to the device
+    version: int
+    status: str
+    code: str | None
+    installed_version: int | None
+    counter: int
+    device_time: datetime
+    received: datetime
+
+    def to_dict(self) -> dict[str, Any]:
+        """As JSON-ready data.
+
+        Returns:
+            A dict of JSON types.
+        """
+        return {
+            "device": self.device,
+            "wave": self.wave,
+            "ripple": self.ripple,
+            "version": self.version,
+            "status": self.status,
+            "code": self.code,
+            "installed_version": self.installed_version,
+            "counter": self.counter,
+            "device_time": _format_time(self.device_time),
+            "received": _format_time(self.received),
+        }
+
+
+@dataclass(frozen=True)
+class ReportCounts:
+    """Per ripple of a wave: devices whose latest report for the wave is ...
+
+    ``reported`` counts every device with a report, ``installed`` those whose
+    latest status is ``installed``, ``failed`` those whose latest is
+    ``failed`` or ``rolled_back``.
+    """
+
+    ripple: int
+    reported: int
+    installed: int
+    failed: int
+
+
+def stored_report(row: Sequence[Any]) -> StoredReport:
+    """A :class:`StoredReport` from the columns of a reports query."""
+    uuid, wave, ripple, version, status, code, installed, counter, device_time, received = row
+    return StoredReport(
+        str(uuid),
+        wave,
+        int(ripple),
+        int(version),
+        status,
+        code,
+        None if installed is None else int(installed),
+        int(counter),
+        from_epoch(int(device_time)),
+        from_epoch(int(received)),
+    )
+
+
 # -- the protocol ------------------------------------------------------------
 
 
@@ -387,6 +459,38 @@ class Inventory(Protocol):
     def status(self, e: Eligibility) -> list[GroupStatus]:
         """Per-group counts for a wave (``e.group`` is ignored): one row per
         group in name order, then the ungrouped row, then the total row."""
+        ...
+
+    # device keys and signed reports (specs/reports.md)
+
+    def set_public_key(self, uuid: str, public_key: str | None) -> None:
+        """Set, rotate (or with None remove) the device's ed25519 public key
+        (64 lowercase hex digits); InputError for a device not in the inventory."""
+        ...
+
+    def public_key(self, uuid: str) -> str | None:
+        """The device's public key, or None (no key, or no such device)."""
+        ...
+
+    def store_report(self, report: DeviceReport, ripple: int, envelope: bytes) -> bool:
+        """Store a verified report in one transaction: True when stored now,
+        False when this very report (same counter and digest) was stored
+        before. A counter not above the device's last one is a replay
+        (RefusedError), nothing stored. ``installed`` and ``rolled_back``
+        reports with an ``installed_version`` set the device's installed
+        version; every stored report sets its last-seen time."""
+        ...
+
+    def report_counts(self, wave: str) -> list[ReportCounts]:
+        """Per ripple (by index), counts of the devices' latest reports for ``wave``."""
+        ...
+
+    def recent_failures(self, wave: str, limit: int = 20) -> list[StoredReport]:
+        """The newest ``failed`` and ``rolled_back`` reports for ``wave``, newest first."""
+        ...
+
+    def device_reports(self, uuid: str, limit: int = 100) -> list[StoredReport]:
+        """The device's newest reports, highest counter first."""
         ...
 
     # audit

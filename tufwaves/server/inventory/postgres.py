@@ -26,6 +26,7 @@ from uuid import UUID
 import psycopg
 from psycopg import errors as pg_errors
 
+from tufwaves.device.report import DeviceReport, check_public_key
 from tufwaves.errors import InputError, RefusedError, StorageError
 from tufwaves.server.inventory import (
     AuditEntry,
@@ -36,7 +37,9 @@ from tufwaves.server.inventory import (
     ImportResult,
     NormalRow,
     ProgressCallback,
+    ReportCounts,
     RippleRecord,
+    StoredReport,
     canonical_json,
     canonical_uuid,
     check_name,
@@ -46,6 +49,7 @@ from tufwaves.server.inventory import (
     from_epoch,
     ineligible_reason,
     normalise_row,
+    stored_report,
 )
 from tufwaves.server.inventory import postgres_sql as _sql
 from tufwaves.server.inventory.dsn import lock_key, redact, scrub
@@ -60,6 +64,9 @@ LOCK_TIMEOUT = "30s"
 
 _COPY_CHUNK = 5_000
 _SCHEMA_LOCK = lock_key("inventory-schema", "create")
+
+_INSTALL_STATES = ("installed", "rolled_back")
+"""Reports whose installed_version becomes the device's."""
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
@@ -160,6 +167,12 @@ def _eligibility_params(e: Eligibility) -> dict[str, Any]:
     }
 
 
+def _limit(limit: object) -> int:
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+        raise InputError(f"limit {limit!r} must be a non-negative integer")
+    return limit
+
+
 def _plain(value: Any) -> Any:
     return str(value) if isinstance(value, UUID) else value
 
@@ -217,6 +230,10 @@ class PostgresInventory:
             if "tufwaves_meta" in tables:
                 row = conn.execute(_sql.STORED_VERSION).fetchone()
                 version = row[0] if row else None
+                if version == "1":  # in place: schema 2 only adds tables
+                    for statement in _sql.UPGRADE_2:
+                        conn.execute(statement)
+                    version = str(_sql.SCHEMA_VERSION)
                 if version != str(_sql.SCHEMA_VERSION):
                     raise StorageError(
                         f"{self.location} has inventory schema {version}; this "
@@ -300,10 +317,12 @@ class PostgresInventory:
         if not path.is_file():
             raise InputError(f"{path} is not a file; give a .csv or .jsonl file")
         fmt: Literal["csv", "jsonl"] = detect_format(path)
+        keys: list[tuple[str, str]] = []
         with self.transaction():
             before = self._count_devices()
-            rows = self._store(read_device_file(path, fmt), progress, f"{path} ", "line")
+            rows = self._store(read_device_file(path, fmt, keys), progress, f"{path} ", "line")
             added = self._count_devices() - before
+            self._store_keys(keys)
         return ImportResult(str(path), fmt, rows, added, rows - added)
 
     def _count_devices(self) -> int:
@@ -684,6 +703,101 @@ class PostgresInventory:
                 _sql.AUDIT_LOG, (limit,)
             )
         ]
+
+    # -- device keys and signed reports (schema 2) -----------------------
+
+    def _device_id(self, uuid: str, *, lock: bool = False) -> int:
+        sql = _sql.DEVICE_ID_FOR_UPDATE if lock else _sql.DEVICE_ID
+        row = self._conn.execute(sql, {"uuid": uuid}).fetchone()
+        if row is None:
+            raise InputError(
+                f"device {uuid} is not in the inventory; import it first "
+                "(tufwaves fleet import FILE --repo REPO)"
+            )
+        return int(row[0])
+
+    @_translated
+    def set_public_key(self, uuid: str, public_key: str | None) -> None:
+        uuid = canonical_uuid(uuid)
+        if public_key is not None:
+            check_public_key(public_key)
+        with self._atomic():
+            device_id = self._device_id(uuid)
+            if public_key is None:
+                self._conn.execute(_sql.CLEAR_KEY, {"id": device_id})
+            else:
+                self._conn.execute(_sql.SET_KEY, {"id": device_id, "key": public_key})
+
+    def _store_keys(self, keys: Sequence[tuple[str, str]]) -> None:
+        """Keys of an import (inside its transaction; the devices exist)."""
+        if keys:
+            with self._conn.cursor() as cur:
+                cur.executemany(_sql.STAGE_KEY, [{"uuid": u, "key": k} for u, k in keys])
+
+    @_translated
+    def public_key(self, uuid: str) -> str | None:
+        row = self._conn.execute(_sql.GET_KEY, {"uuid": canonical_uuid(uuid)}).fetchone()
+        return None if row is None else str(row[0])
+
+    @_translated
+    def store_report(self, report: DeviceReport, ripple: int, envelope: bytes) -> bool:
+        received = check_time(_now())
+        conn = self._conn
+        # Not the inventory's write lock: the device's row lock orders the
+        # reports of one device, and devices report in parallel.
+        with conn.transaction():
+            device_id = self._device_id(report.device, lock=True)
+            last = conn.execute(_sql.LAST_REPORT, {"id": device_id}).fetchone()
+            if last is not None and report.counter <= last[0]:
+                if report.counter == last[0] and report.digest == last[1]:
+                    return False
+                raise RefusedError(
+                    f"replayed report: counter {report.counter} is not above the "
+                    f"device's last counter {last[0]}"
+                )
+            conn.execute(
+                _sql.ADD_REPORT,
+                {
+                    "id": device_id,
+                    "counter": report.counter,
+                    "wave": report.wave,
+                    "ripple": ripple,
+                    "version": report.version,
+                    "status": report.status,
+                    "code": report.code,
+                    "installed": report.installed_version,
+                    "device_time": check_time(report.device_time),
+                    "received": received,
+                    "digest": report.digest,
+                    "envelope": envelope.decode("utf-8"),
+                },
+            )
+            params = {"id": device_id, "received": received}
+            if report.status in _INSTALL_STATES and report.installed_version is not None:
+                params["installed"] = report.installed_version
+                conn.execute(_sql.REPORT_INSTALLED, params)
+            else:
+                conn.execute(_sql.REPORT_SEEN, params)
+        return True
+
+    @_translated
+    def report_counts(self, wave: str) -> list[ReportCounts]:
+        check_wave(wave)
+        return [
+            ReportCounts(int(r), int(n), int(i or 0), int(f or 0))
+            for r, n, i, f in self._conn.execute(_sql.REPORT_COUNTS, {"wave": wave})
+        ]
+
+    @_translated
+    def recent_failures(self, wave: str, limit: int = 20) -> list[StoredReport]:
+        check_wave(wave)
+        params = {"wave": wave, "limit": _limit(limit)}
+        return [stored_report(row) for row in self._conn.execute(_sql.RECENT_FAILURES, params)]
+
+    @_translated
+    def device_reports(self, uuid: str, limit: int = 100) -> list[StoredReport]:
+        params = {"uuid": canonical_uuid(uuid), "limit": _limit(limit)}
+        return [stored_report(row) for row in self._conn.execute(_sql.DEVICE_REPORTS, params)]
 
     # -- whole tables (migration) ----------------------------------------
 

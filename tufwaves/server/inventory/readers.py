@@ -21,9 +21,11 @@ from tufwaves.device.profile import (
     is_label,
     is_version_text,
 )
+from tufwaves.device.report import check_public_key
 from tufwaves.errors import InputError
 from tufwaves.server.inventory import (
     CSV_HEADER,
+    CSV_HEADER_KEYS,
     DeviceRow,
     NormalRow,
     canonical_uuid,
@@ -34,7 +36,10 @@ from tufwaves.server.inventory import (
 __all__ = ["detect_format", "read_device_file"]
 
 
-_JSON_KEYS = frozenset(CSV_HEADER)
+_JSON_KEYS = frozenset(CSV_HEADER_KEYS)
+_HEADERS = (",".join(CSV_HEADER), ",".join(CSV_HEADER_KEYS))
+Keys = list[tuple[str, str]]
+"""Where a reader puts the (uuid, public key) of rows that give a key."""
 _REQUIRED_JSON_KEYS = ("uuid", "hardware_id", "tag")
 
 
@@ -52,7 +57,7 @@ def detect_format(path: Path) -> Literal["csv", "jsonl"]:
                     continue
                 if line.lstrip().startswith("{"):
                     return "jsonl"
-                if line.rstrip("\r\n") == ",".join(CSV_HEADER):
+                if line.rstrip("\r\n") in _HEADERS:
                     return "csv"
                 break
     except (OSError, UnicodeDecodeError) as e:
@@ -63,18 +68,21 @@ def detect_format(path: Path) -> Literal["csv", "jsonl"]:
     )
 
 
-def read_device_file(path: Path, fmt: Literal["csv", "jsonl"]) -> Iterator[tuple[int, NormalRow]]:
+def read_device_file(
+    path: Path, fmt: Literal["csv", "jsonl"], keys: Keys | None = None
+) -> Iterator[tuple[int, NormalRow]]:
     """Validated rows of a device file with their line numbers.
 
     Raises InputError naming the file and line at the first bad row; the
     caller must not keep anything it stored from this file (one transaction).
+    With ``keys``, rows that give a ``public_key`` append (uuid, key) to it.
     """
     try:
         with path.open("r", encoding="utf-8-sig", newline="") as f:
             if fmt == "csv":
-                yield from _read_csv(path, f)
+                yield from _read_csv(path, f, keys)
             else:
-                yield from _read_jsonl(path, f)
+                yield from _read_jsonl(path, f, keys)
     except UnicodeDecodeError as e:
         raise InputError(f"{path}: not UTF-8 text ({e})") from e
     except OSError as e:
@@ -101,16 +109,19 @@ _CSV_LINE_RE = re.compile(
 )
 
 
-def _read_csv(path: Path, f: Iterable[str]) -> Iterator[tuple[int, NormalRow]]:
+def _read_csv(path: Path, f: Iterable[str], keys: Keys | None) -> Iterator[tuple[int, NormalRow]]:
     lines = iter(f)
     first = next(lines, "")
-    if first.rstrip("\r\n") != ",".join(CSV_HEADER):
+    header = first.rstrip("\r\n")
+    if header not in _HEADERS:
         raise _bad(
             path,
             1,
-            f"the header must be exactly {','.join(CSV_HEADER)} "
-            f"(found {first.rstrip(chr(10) + chr(13))!r})",
+            f"the header must be exactly {_HEADERS[0]} or {_HEADERS[1]} (found {header!r})",
         )
+    if header == _HEADERS[1]:
+        yield from _read_csv_keys(path, lines, keys)
+        return
     match = _CSV_LINE_RE.fullmatch
     ring = ring_of_canonical
     row = NormalRow
@@ -131,6 +142,44 @@ def _read_csv(path: Path, f: Iterable[str]) -> Iterator[tuple[int, NormalRow]]:
             yield line, row(uuid, ring(uuid), hardware_id, tag, groups, version)
         elif text.strip():
             yield line, _slow_csv_row(path, line, text)
+
+
+def _read_csv_keys(
+    path: Path, lines: Iterator[str], keys: Keys | None
+) -> Iterator[tuple[int, NormalRow]]:
+    """Lines of the 6-column format: the 5 columns, then a public key or nothing.
+
+    A key is 64 hex digits (no comma or quote), so the last comma splits it off.
+    """
+    for line, text in enumerate(lines, start=2):
+        if not text.strip():
+            continue
+        head, comma, key = text.rstrip("\r\n").rpartition(",")
+        if not comma:
+            raise _bad(path, line, "expected 6 fields, found 1")
+        row = _csv_row(path, line, head)
+        if key:
+            try:
+                check_public_key(key)
+            except InputError as e:
+                raise _bad(path, line, str(e)) from None
+            if keys is not None:
+                keys.append((row.uuid, key))
+        yield line, row
+
+
+def _csv_row(path: Path, line: int, text: str) -> NormalRow:
+    """One 5-column line (without its end of line)."""
+    m = _CSV_LINE_RE.fullmatch(text)
+    if m is None:
+        return _slow_csv_row(path, line, text)
+    uuid, hardware_id, tag, groups_text, version_text = m.groups()
+    uuid = uuid.lower()
+    groups = tuple(sorted(set(groups_text.split(";")))) if groups_text else ()
+    version = None if version_text is None else int(version_text)
+    if version is not None and version > MAX_VERSION:
+        raise _bad(path, line, _version_problem(version_text))
+    return NormalRow(uuid, ring_of_canonical(uuid), hardware_id, tag, groups, version)
 
 
 def _version_problem(text: str) -> str:
@@ -176,7 +225,7 @@ def _slow_csv_row(path: Path, line: int, text: str) -> NormalRow:
     )
 
 
-def _read_jsonl(path: Path, f: Iterable[str]) -> Iterator[tuple[int, NormalRow]]:
+def _read_jsonl(path: Path, f: Iterable[str], keys: Keys | None) -> Iterator[tuple[int, NormalRow]]:
     for line, text in enumerate(f, start=1):
         if not text.strip():
             continue
@@ -191,7 +240,7 @@ def _read_jsonl(path: Path, f: Iterable[str]) -> Iterator[tuple[int, NormalRow]]
             raise _bad(
                 path,
                 line,
-                f"unknown field {unknown[0]!r} (fields: {', '.join(CSV_HEADER)})",
+                f"unknown field {unknown[0]!r} (fields: {', '.join(CSV_HEADER_KEYS)})",
             )
         for key in _REQUIRED_JSON_KEYS:
             if key not in obj:
@@ -214,4 +263,12 @@ def _read_jsonl(path: Path, f: Iterable[str]) -> Iterator[tuple[int, NormalRow]]
             )
         except InputError as e:
             raise _bad(path, line, str(e)) from e
+        public_key = obj.get("public_key")
+        if public_key is not None:
+            try:
+                check_public_key(public_key)
+            except InputError as e:
+                raise _bad(path, line, str(e)) from None
+            if keys is not None:
+                keys.append((row.uuid, public_key))
         yield line, row

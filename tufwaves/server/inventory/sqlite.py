@@ -21,6 +21,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, ParamSpec, Self, TypeVar
 
+from tufwaves.device.report import DeviceReport, check_public_key
 from tufwaves.errors import InputError, RefusedError, StorageError
 from tufwaves.server.inventory import (
     AuditEntry,
@@ -31,7 +32,9 @@ from tufwaves.server.inventory import (
     ImportResult,
     NormalRow,
     ProgressCallback,
+    ReportCounts,
     RippleRecord,
+    StoredReport,
     canonical_json,
     canonical_uuid,
     check_name,
@@ -40,6 +43,7 @@ from tufwaves.server.inventory import (
     check_wave,
     from_epoch,
     normalise_row,
+    stored_report,
 )
 from tufwaves.server.inventory import sqlite_sql as _sql
 from tufwaves.server.inventory.readers import detect_format, read_device_file
@@ -51,6 +55,9 @@ SCHEMA_VERSION = _sql.SCHEMA_VERSION
 
 FILENAME = "inventory.sqlite"
 """The inventory's file name inside a repository directory."""
+
+_INSTALL_STATES = ("installed", "rolled_back")
+"""Reports whose installed_version becomes the device's."""
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
@@ -164,6 +171,7 @@ class SqliteInventory:
         # What select_sorted chose last: (its list, its length, transaction).
         self._selected: tuple[list[str], int, int] | None = None
         self._unchanged = 0  # rows of the last import that matched a device exactly
+        self._schema = _sql.SCHEMA_VERSION  # a read-only schema 1 file: 1
 
     # -- lifecycle -------------------------------------------------------
 
@@ -252,6 +260,9 @@ class SqliteInventory:
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         if version == _sql.SCHEMA_VERSION:
             return
+        if self.read_only and version == 1:
+            self._schema = 1  # readable; it has no device keys or reports yet
+            return
         if self.read_only:
             raise StorageError(
                 f"{self.path} is not a tufwaves inventory of schema {_sql.SCHEMA_VERSION} "
@@ -267,6 +278,9 @@ class SqliteInventory:
                         "inventory; move it away"
                     )
                 for statement in _sql.SCHEMA:
+                    conn.execute(statement)
+            elif version == 1:  # in place: schema 2 only adds tables
+                for statement in _sql.UPGRADE_2:
                     conn.execute(statement)
             elif version != _sql.SCHEMA_VERSION:
                 raise StorageError(
@@ -350,10 +364,12 @@ class SqliteInventory:
         if not path.is_file():
             raise InputError(f"{path} is not a file; give a .csv or .jsonl file")
         fmt: Literal["csv", "jsonl"] = detect_format(path)
+        keys: list[tuple[str, str]] = []
         with self.transaction():
             before = self._count_devices()
-            rows = self._store(read_device_file(path, fmt), progress, f"{path} ", "line")
+            rows = self._store(read_device_file(path, fmt, keys), progress, f"{path} ", "line")
             added = self._count_devices() - before
+            self._store_keys(keys)
         unchanged = self._unchanged
         return ImportResult(str(path), fmt, rows, added, rows - added - unchanged, unchanged)
 
@@ -928,6 +944,111 @@ class SqliteInventory:
                 _sql.AUDIT_LOG, (limit,)
             )
         ]
+
+    # -- device keys and signed reports (schema 2) -----------------------
+
+    def _device_id(self, uuid: str) -> int:
+        row = self._conn.execute(_sql.DEVICE_ID, (uuid,)).fetchone()
+        if row is None:
+            raise InputError(
+                f"device {uuid} is not in the inventory; import it first "
+                "(tufwaves fleet import FILE --repo REPO)"
+            )
+        return int(row[0])
+
+    @_translated
+    def set_public_key(self, uuid: str, public_key: str | None) -> None:
+        uuid = canonical_uuid(uuid)
+        if public_key is not None:
+            check_public_key(public_key)
+        with self._atomic():
+            device_id = self._device_id(uuid)
+            if public_key is None:
+                self._conn.execute(_sql.CLEAR_KEY, (device_id,))
+            else:
+                self._conn.execute(_sql.SET_KEY, (device_id, public_key))
+
+    def _store_keys(self, keys: Sequence[tuple[str, str]]) -> None:
+        """Keys of an import (inside its transaction; the devices exist)."""
+        if keys:
+            self._conn.executemany(_sql.STAGE_KEY, [(key, uuid) for uuid, key in keys])
+
+    @_translated
+    def public_key(self, uuid: str) -> str | None:
+        if self._schema < 2:
+            return None
+        row = self._conn.execute(_sql.GET_KEY, (canonical_uuid(uuid),)).fetchone()
+        return None if row is None else str(row[0])
+
+    @_translated
+    def store_report(self, report: DeviceReport, ripple: int, envelope: bytes) -> bool:
+        received = check_time(_now())
+        conn = self._conn
+        with self._atomic():
+            device_id = self._device_id(report.device)
+            last = conn.execute(_sql.LAST_REPORT, (device_id,)).fetchone()
+            if last is not None and report.counter <= last[0]:
+                same = (device_id, report.counter, report.digest)
+                if conn.execute(_sql.SAME_REPORT, same).fetchone() is not None:
+                    return False
+                raise RefusedError(
+                    f"replayed report: counter {report.counter} is not above the "
+                    f"device's last counter {last[0]}"
+                )
+            conn.execute(
+                _sql.ADD_REPORT,
+                (
+                    device_id,
+                    report.counter,
+                    report.wave,
+                    ripple,
+                    report.version,
+                    report.status,
+                    report.code,
+                    report.installed_version,
+                    check_time(report.device_time),
+                    received,
+                    report.digest,
+                    envelope.decode("utf-8"),
+                ),
+            )
+            if report.status in _INSTALL_STATES and report.installed_version is not None:
+                conn.execute(_sql.REPORT_INSTALLED, (report.installed_version, received, device_id))
+            else:
+                conn.execute(_sql.REPORT_SEEN, (received, device_id))
+        return True
+
+    @_translated
+    def report_counts(self, wave: str) -> list[ReportCounts]:
+        check_wave(wave)
+        if self._schema < 2:
+            return []
+        return [
+            ReportCounts(int(r), int(n), int(i or 0), int(f or 0))
+            for r, n, i, f in self._conn.execute(_sql.REPORT_COUNTS, (wave,))
+        ]
+
+    @_translated
+    def recent_failures(self, wave: str, limit: int = 20) -> list[StoredReport]:
+        check_wave(wave)
+        if self._schema < 2:
+            return []
+        rows = self._conn.execute(_sql.RECENT_FAILURES, (wave, _limit(limit)))
+        return [stored_report(row) for row in rows]
+
+    @_translated
+    def device_reports(self, uuid: str, limit: int = 100) -> list[StoredReport]:
+        uuid = canonical_uuid(uuid)
+        if self._schema < 2:
+            return []
+        rows = self._conn.execute(_sql.DEVICE_REPORTS, (uuid, _limit(limit)))
+        return [stored_report(row) for row in rows]
+
+
+def _limit(limit: object) -> int:
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+        raise InputError(f"limit {limit!r} must be a non-negative integer")
+    return limit
 
 
 def _reason(e: Eligibility, row: Sequence[Any] | None) -> str | None:

@@ -6,8 +6,12 @@ text. ``specs/inventory.md`` describes the schema.
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 1
-"""Stored in ``PRAGMA user_version``; 0 means a new, empty file."""
+SCHEMA_VERSION = 2
+"""Stored in ``PRAGMA user_version``; 0 means a new, empty file.
+
+Schema 2 added ``device_keys`` and ``reports`` (``UPGRADE_2``); a schema 1
+file is upgraded in place when it is opened for writing.
+"""
 
 BATCH = 50_000
 
@@ -66,8 +70,31 @@ SCHEMA = (
     BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END""",
     """CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
     BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END""",
+    # schema 2 (also UPGRADE_2 below)
+    "CREATE TABLE device_keys (device_id INTEGER PRIMARY KEY REFERENCES devices (id),"
+    " public_key TEXT NOT NULL) STRICT",
+    """CREATE TABLE reports (
+        id INTEGER PRIMARY KEY,
+        device_id INTEGER NOT NULL REFERENCES devices (id),
+        counter INTEGER NOT NULL CHECK (counter >= 1),
+        wave TEXT NOT NULL,
+        ripple INTEGER NOT NULL,
+        version INTEGER NOT NULL,
+        status TEXT NOT NULL,
+        code TEXT,
+        installed_version INTEGER,
+        device_time INTEGER NOT NULL,
+        received INTEGER NOT NULL,
+        digest TEXT NOT NULL,
+        envelope TEXT NOT NULL,
+        UNIQUE (device_id, counter)
+    ) STRICT""",
+    "CREATE INDEX reports_wave ON reports (wave, device_id, counter)",
     f"PRAGMA user_version = {SCHEMA_VERSION:d}",
 )
+
+UPGRADE_2 = SCHEMA[-4:]
+"""From schema 1 to 2: the device keys and reports tables (additive)."""
 
 
 def query(*fragments: str) -> str:
@@ -367,3 +394,56 @@ SELECT id, at, action, key_ids, arguments FROM (
     SELECT * FROM audit ORDER BY id DESC LIMIT coalesce(?, -1)
 ) ORDER BY id
 """
+
+# -- device keys and reports (schema 2) ---------------------------------------
+
+DEVICE_ID = "SELECT id FROM devices WHERE uuid = ?"
+SET_KEY = """
+INSERT INTO device_keys (device_id, public_key) VALUES (?, ?)
+ON CONFLICT (device_id) DO UPDATE SET public_key = excluded.public_key
+"""
+CLEAR_KEY = "DELETE FROM device_keys WHERE device_id = ?"
+GET_KEY = """
+SELECT k.public_key FROM device_keys AS k JOIN devices AS d ON d.id = k.device_id
+WHERE d.uuid = ?
+"""
+STAGE_KEY = """
+INSERT INTO device_keys (device_id, public_key)
+SELECT d.id, ? FROM devices AS d WHERE d.uuid = ?
+ON CONFLICT (device_id) DO UPDATE SET public_key = excluded.public_key
+"""
+LAST_REPORT = """
+SELECT counter, digest FROM reports WHERE device_id = ? ORDER BY counter DESC LIMIT 1
+"""
+SAME_REPORT = "SELECT 1 FROM reports WHERE device_id = ? AND counter = ? AND digest = ?"
+ADD_REPORT = """
+INSERT INTO reports (device_id, counter, wave, ripple, version, status, code,
+    installed_version, device_time, received, digest, envelope)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+"""
+REPORT_INSTALLED = """
+UPDATE devices SET installed_version = ?, last_seen = max(coalesce(last_seen, 0), ?)
+WHERE id = ?
+"""
+REPORT_SEEN = "UPDATE devices SET last_seen = max(coalesce(last_seen, 0), ?) WHERE id = ?"
+REPORT_COUNTS = """
+SELECT r.ripple, count(*),
+       sum(CASE WHEN r.status = 'installed' THEN 1 ELSE 0 END),
+       sum(CASE WHEN r.status IN ('failed', 'rolled_back') THEN 1 ELSE 0 END)
+FROM reports AS r
+JOIN (SELECT device_id, max(counter) AS counter FROM reports WHERE wave = ?
+      GROUP BY device_id) AS latest
+  ON latest.device_id = r.device_id AND latest.counter = r.counter
+GROUP BY r.ripple ORDER BY r.ripple
+"""
+REPORT_COLUMNS = """
+SELECT d.uuid, r.wave, r.ripple, r.version, r.status, r.code, r.installed_version,
+       r.counter, r.device_time, r.received
+FROM reports AS r JOIN devices AS d ON d.id = r.device_id
+"""
+RECENT_FAILURES = query(
+    REPORT_COLUMNS,
+    "WHERE r.wave = ? AND r.status IN ('failed', 'rolled_back')",
+    "ORDER BY r.received DESC, r.id DESC LIMIT ?",
+)
+DEVICE_REPORTS = query(REPORT_COLUMNS, "WHERE d.uuid = ? ORDER BY r.counter DESC LIMIT ?")

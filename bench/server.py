@@ -1,0 +1,350 @@
+"""``python -m bench server``: the update server under load, on 127.0.0.1.
+
+Builds a repository with one wave whose ripple selects the whole fleet (a
+Merkle ripple), starts ``tufwaves serve --workers 2`` and measures with a
+bounded load generator (a thread pool, one persistent HTTP/1.1 connection per
+thread):
+
+* bundles/s and p50/p99 of ``GET /v1/devices/UUID/bundle`` for random members,
+  against the same server sending a static file of the median bundle's size
+  (``/targets/``, Starlette's FileResponse);
+* 304 polls/s (``If-None-Match`` with the bundle's ETag) and bytes per poll
+  (status line and headers; the body is empty);
+* reports/s of pre-signed ``installed`` reports from distinct devices, and
+  how many acknowledged reports the inventory holds afterwards (zero lost);
+* RSS of each worker after the load.
+
+See ``bench/README.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import platform
+import random
+import secrets
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+HARDWARE, TAG, WAVE, VERSION = "hw1", "prod", "bench", 42
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _setup(work: Path, devices: int, reporters: int) -> tuple[Path, list[str], Any, str]:
+    """Repository, fleet (keys for the first ``reporters``), one whole-fleet ripple."""
+    from tufwaves.server.keys import generate_key, load_key_ref, write_key_pair
+    from tufwaves.server.metadata import expiry
+    from tufwaves.server.rollout import Selector, open_inventory, rollout
+    from tufwaves.server.roots import create_repository
+    from tufwaves.server.waves import init_wave
+    from tufwaves.simulator import identities
+
+    keys = work / "keys"
+    secret = os.environ["TUFWAVES_KEY_PASSPHRASE"].encode()
+    for name in ("root", "release"):
+        write_key_pair(name, keys, generate_key("ed25519"), secret)
+    repo, _ = create_repository(
+        work / "repo",
+        root_keys=[load_key_ref(str(keys / "root.key"))],
+        root_threshold=1,
+        targets_keys=[load_key_ref(str(keys / "release.key"))],
+        targets_threshold=1,
+    )
+    artifact = work / "firmware.bin"
+    artifact.write_bytes(random.Random(7).randbytes(64 * 1024))
+    init_wave(
+        repo,
+        WAVE,
+        VERSION,
+        TAG,
+        artifacts=[artifact],
+        hardware_ids=[HARDWARE],
+        expires=expiry(),
+        keys=[load_key_ref(str(keys / "release.key"))],
+    )
+    fleet = identities(devices, "bench-server", HARDWARE, TAG)
+    csv = work / "fleet.csv"
+    with csv.open("w", encoding="ascii") as f:
+        f.write("uuid,hardware_id,tag,groups,installed_version,public_key\n")
+        for i, d in enumerate(fleet):
+            key = d.public_key if i < reporters else ""
+            f.write(f"{d.uuid},{HARDWARE},{TAG},,41,{key}\n")
+    with open_inventory(repo) as inv:
+        inv.import_file(csv)
+        result = rollout(repo, inv, WAVE, Selector(limit=devices, seed="bench"))
+        encoding = inv.ripples(WAVE)[-1].encoding
+    assert len(result.uuids) == devices
+    return repo.path, [d.uuid for d in fleet], fleet[:reporters], encoding
+
+
+class _Load:
+    """``count`` requests over ``threads`` persistent connections; timings and bytes."""
+
+    def __init__(self, port: int, threads: int) -> None:
+        self.port = port
+        self.threads = threads
+
+    def run(
+        self, count: int, make: Callable[[int], tuple[str, str, bytes | None, dict[str, str]]]
+    ) -> dict[str, Any]:
+        latencies: list[float] = []
+        statuses: dict[int, int] = {}
+        sizes: list[int] = []
+        head_sizes: list[int] = []
+        lock = threading.Lock()
+        next_i = iter(range(count))
+
+        def worker() -> None:
+            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+            mine: list[tuple[float, int, int, int]] = []
+            while True:
+                with lock:
+                    i = next(next_i, None)
+                if i is None:
+                    break
+                method, path, body, headers = make(i)
+                started = time.perf_counter()
+                conn.request(method, path, body=body, headers=headers)
+                r = conn.getresponse()
+                data = r.read()
+                elapsed = time.perf_counter() - started
+                head = len(f"HTTP/1.1 {r.status} {r.reason}\r\n") + sum(
+                    len(k) + len(v) + 4 for k, v in r.getheaders()
+                )
+                mine.append((elapsed, r.status, len(data), head + 2))
+            conn.close()
+            with lock:
+                for elapsed, status, size, head in mine:
+                    latencies.append(elapsed)
+                    statuses[status] = statuses.get(status, 0) + 1
+                    sizes.append(size)
+                    head_sizes.append(head)
+
+        started = time.perf_counter()
+        pool = [threading.Thread(target=worker) for _ in range(self.threads)]
+        for t in pool:
+            t.start()
+        for t in pool:
+            t.join(timeout=600)
+        seconds = time.perf_counter() - started
+        ordered = sorted(latencies)
+        return {
+            "requests": count,
+            "seconds": round(seconds, 3),
+            "per_second": round(count / seconds, 1),
+            "p50_ms": round(ordered[len(ordered) // 2] * 1000, 2),
+            "p99_ms": round(ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1000, 2),
+            "statuses": {str(k): v for k, v in sorted(statuses.items())},
+            "body_bytes_median": int(statistics.median(sizes)),
+            "response_bytes_median": int(
+                statistics.median(h + s for h, s in zip(head_sizes, sizes, strict=True))
+            ),
+        }
+
+
+def _workers(pid: int) -> list[int]:
+    found = []
+    for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+        try:
+            if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes():
+                found.append(int(child))
+        except FileNotFoundError:
+            continue
+    return found
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return 0.0
+
+
+def _serve(repo: Path, port: int, workers: int) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "from tufwaves.cli import run; run()",
+            "serve",
+            "--repo",
+            str(repo),
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    for _ in range(1200):  # bounded: 60 s
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=5).close()
+            return proc
+        except ConnectionRefusedError:
+            time.sleep(0.05)
+    proc.kill()
+    raise RuntimeError("tufwaves serve did not listen")
+
+
+def measure(devices: int, requests: int, reports: int, threads: int, work: Path) -> dict[str, Any]:
+    from tufwaves.device.report import sign_report
+    from tufwaves.server.repository import Repository
+    from tufwaves.server.rollout import open_inventory
+
+    t0 = time.perf_counter()
+    repo_path, uuids, reporters, encoding = _setup(work, devices, reports)
+    setup_seconds = time.perf_counter() - t0
+    rng = random.Random(1)
+    port = _free_port()
+    proc = _serve(repo_path, port, 2)
+    out: dict[str, Any] = {
+        "devices": devices,
+        "ripple_encoding": encoding,
+        "setup_seconds": round(setup_seconds, 1),
+        "threads": threads,
+        "workers": 2,
+    }
+    try:
+        load = _Load(port, threads)
+        sample = [rng.choice(uuids) for _ in range(requests)]
+        load.run(min(200, requests), lambda i: ("GET", f"/v1/devices/{sample[i]}/bundle", None, {}))
+        out["bundle"] = load.run(
+            requests, lambda i: ("GET", f"/v1/devices/{sample[i]}/bundle", None, {})
+        )
+        size = out["bundle"]["body_bytes_median"]
+        repo = Repository.open(repo_path)
+        static = repo.targets_dir / "bench-static.bin"
+        static.write_bytes(os.urandom(size))
+        out["static_file"] = load.run(
+            requests, lambda i: ("GET", "/targets/bench-static.bin", None, {})
+        )
+        etags: dict[str, str] = {}
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        for uuid in sample[:100]:
+            conn.request("GET", f"/v1/devices/{uuid}/bundle")
+            r = conn.getresponse()
+            r.read()
+            etags[uuid] = r.getheader("ETag") or ""
+        conn.close()
+        polled = list(etags)
+        out["poll_304"] = load.run(
+            requests,
+            lambda i: (
+                "GET",
+                f"/v1/devices/{polled[i % len(polled)]}/bundle",
+                None,
+                {"If-None-Match": etags[polled[i % len(polled)]]},
+            ),
+        )
+        counter = int(time.time() * 1000)
+        bodies = [
+            (
+                d.uuid,
+                sign_report(
+                    d.signer(),
+                    device=d.uuid,
+                    wave=WAVE,
+                    version=VERSION,
+                    status="installed",
+                    installed_version=VERSION,
+                    counter=counter,
+                ).to_bytes(),
+            )
+            for d in reporters
+        ]
+        json_type = {"Content-Type": "application/json"}
+        out["reports"] = load.run(
+            len(bodies),
+            lambda i: ("POST", f"/v1/devices/{bodies[i][0]}/reports", bodies[i][1], json_type),
+        )
+        out["rss_mb_per_worker"] = [_rss_mb(pid) for pid in _workers(proc.pid)]
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=60)
+    with open_inventory(Repository.open(repo_path), read_only=True) as inv:
+        stored = sum(len(inv.device_reports(uuid)) for uuid, _ in bodies)
+    acked = out["reports"]["statuses"].get("201", 0)
+    out["reports"]["acknowledged"] = acked
+    out["reports"]["stored"] = stored
+    out["reports"]["lost"] = acked - stored
+    return out
+
+
+def _table(r: dict[str, Any]) -> str:
+    rows = [
+        ("bundle", r["bundle"]),
+        ("static file, same size", r["static_file"]),
+        ("304 poll", r["poll_304"]),
+        ("signed report", r["reports"]),
+    ]
+    lines = [
+        f"fleet {r['devices']:,} devices, one {r['ripple_encoding']} ripple of all of them; "
+        f"2 workers, {r['threads']} client threads (keep-alive)",
+        "| request | per second | p50 ms | p99 ms | body bytes | response bytes | statuses |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, m in rows:
+        lines.append(
+            f"| {name} | {m['per_second']:,} | {m['p50_ms']} | {m['p99_ms']} | "
+            f"{m['body_bytes_median']:,} | {m['response_bytes_median']:,} | {m['statuses']} |"
+        )
+    rep = r["reports"]
+    lines.append(
+        f"reports: {rep['acknowledged']:,} acknowledged, {rep['stored']:,} stored, "
+        f"{rep['lost']} lost; RSS per worker after the load: {r['rss_mb_per_worker']} MB"
+    )
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench server", description=__doc__.split("\n")[0])
+    p.add_argument("--devices", type=float, default=1e5, help="fleet size (default 10^5)")
+    p.add_argument("--requests", type=int, default=3000, help="requests per measurement")
+    p.add_argument("--reports", type=int, default=2000, help="distinct reporting devices")
+    p.add_argument("--threads", type=int, default=16, help="client threads (default 16)")
+    p.add_argument("--json", type=Path, help="write every figure as JSON")
+    p.add_argument("--workdir", type=Path, help="work here (default: a temporary directory)")
+    p.add_argument("--keep", action="store_true", help="keep the work directory")
+    args = p.parse_args(argv)
+    devices = int(args.devices)
+    if not 1 <= args.reports <= devices or args.requests < 1 or not 1 <= args.threads <= 256:
+        p.error("need 1 <= --reports <= --devices, --requests >= 1, 1 <= --threads <= 256")
+    os.environ.setdefault("TUFWAVES_KEY_PASSPHRASE", secrets.token_hex(16))
+    work = Path(tempfile.mkdtemp(prefix="tufwaves-bench-server-", dir=args.workdir))
+    try:
+        result = measure(devices, args.requests, args.reports, args.threads, work)
+    finally:
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+    result["machine"] = {
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "system": f"{platform.system()} {platform.release()} {platform.machine()}",
+    }
+    print(_table(result))
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+    return 1 if result["reports"]["lost"] else 0
