@@ -139,7 +139,7 @@ def test_refusals_store_nothing(client: TestClient, served: Served) -> None:
 def test_fraction_members_may_report(served: Served, client: TestClient) -> None:
     with open_inventory(served.repo) as inv:
         rollout(served.repo, inv, "w1", Selector(fraction_ppm=500_000))
-        salt = bytes.fromhex(load_wave(served.repo, "w1").policy.fraction_salt)
+        salt = load_wave(served.repo, "w1").fraction_salt
         inside = [n for n in range(4, FLEET_SIZE) if fraction_member(salt, dev(n), 500_000)]
         outside = [n for n in range(4, FLEET_SIZE) if n not in inside]
         signer = CryptoSigner.generate_ed25519()
