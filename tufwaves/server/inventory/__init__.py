@@ -602,6 +602,21 @@ def normalise_row(row: DeviceRow) -> NormalRow:
     return NormalRow(uuid, ring_of_canonical(uuid), row.hardware_id, row.tag, groups, version)
 
 
+def list_filters(group: str | None, tag: str | None, limit: int | None) -> dict[str, Any]:
+    """The checked filters of :meth:`Inventory.list_devices`, as query parameters.
+
+    Raises:
+        InputError: a malformed group or tag, or a negative limit.
+    """
+    if group is not None:
+        check_name("group", group)
+    if tag is not None:
+        check_name("tag", tag)
+    if limit is not None and (isinstance(limit, bool) or limit < 0):
+        raise InputError(f"limit {limit!r} must be a non-negative integer")
+    return {"group": group, "tag": tag, "limit": limit}
+
+
 def ineligible_reason(e: Eligibility, row: Sequence[Any] | None) -> str | None:
     """Why a device is not eligible for ``e`` (None when it is), checked in the
     order of ``specs/inventory.md`` section 6.

@@ -42,12 +42,12 @@ from tufwaves.server.inventory import (
     StoredReport,
     canonical_json,
     canonical_uuid,
-    check_name,
     check_time,
     check_version,
     check_wave,
     from_epoch,
     ineligible_reason,
+    list_filters,
     normalise_row,
     stored_report,
 )
@@ -414,13 +414,7 @@ class PostgresInventory:
         tag: str | None = None,
         limit: int | None = None,
     ) -> Iterator[Device]:
-        if group is not None:
-            check_name("group", group)
-        if tag is not None:
-            check_name("tag", tag)
-        if limit is not None and (isinstance(limit, bool) or limit < 0):
-            raise InputError(f"limit {limit!r} must be a non-negative integer")
-        params = {"group": group, "tag": tag, "limit": limit}
+        params = list_filters(group, tag, limit)
         return self._rows(_sql.LIST, params, _device)
 
     def _rows(

@@ -37,11 +37,12 @@ from tufwaves.server.inventory import (
     StoredReport,
     canonical_json,
     canonical_uuid,
-    check_name,
     check_time,
     check_version,
     check_wave,
     from_epoch,
+    ineligible_reason,
+    list_filters,
     normalise_row,
     stored_report,
 )
@@ -467,13 +468,7 @@ class SqliteInventory:
         tag: str | None = None,
         limit: int | None = None,
     ) -> Iterator[Device]:
-        if group is not None:
-            check_name("group", group)
-        if tag is not None:
-            check_name("tag", tag)
-        if limit is not None and (isinstance(limit, bool) or limit < 0):
-            raise InputError(f"limit {limit!r} must be a non-negative integer")
-        params = {"group": group, "tag": tag, "limit": limit}
+        params = list_filters(group, tag, limit)
         return self._rows(_sql.LIST, params, _device)
 
     def _rows(
@@ -729,7 +724,7 @@ class SqliteInventory:
         for raw in uuids:
             uuid = canonical_uuid(raw)
             row = self._conn.execute(_sql.EXPLAIN, params | {"uuid": uuid}).fetchone()
-            reason = _reason(e, row)
+            reason = ineligible_reason(e, row)
             if reason is not None:
                 reasons[uuid] = reason
         return reasons
@@ -1049,21 +1044,3 @@ def _limit(limit: object) -> int:
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
         raise InputError(f"limit {limit!r} must be a non-negative integer")
     return limit
-
-
-def _reason(e: Eligibility, row: Sequence[Any] | None) -> str | None:
-    """Why a device is not eligible (None when it is), checked in a fixed order."""
-    if row is None:
-        return "not in the inventory"
-    tag, hardware_id, version, ripple, in_group = row
-    if tag != e.tag:
-        return f"tag is {tag}, wave is for {e.tag}"
-    if hardware_id not in e.hardware_ids:
-        return f"hardware id {hardware_id} not in the wave"
-    if version is not None and version >= e.version:
-        return f"already runs version {version}"
-    if ripple is not None:
-        return f"selected by ripple {ripple}"
-    if not in_group:
-        return f"not in group {e.group}"
-    return None
