@@ -63,9 +63,9 @@ def ensure_chromium() -> Path:
     if CHROMIUM.exists():
         return CHROMIUM
     if shutil.which("apt-get") is None:
-        pytest.skip("chromium is missing and apt-get is not available")
+        pytest.fail("chromium is missing and apt-get is not available: install Debian's chromium")
     for cmd in (["apt-get", "update"], ["apt-get", "install", "-y", "chromium"]):
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, check=False)
         if done.returncode != 0:
-            pytest.skip(f"cannot install chromium: {' '.join(cmd)}: {done.stderr[-500:]}")
+            pytest.fail(f"cannot install chromium: {' '.join(cmd)}: {done.stderr[-500:]}")
     return CHROMIUM

@@ -43,7 +43,20 @@ from tufwaves.server.repository import Repository
 from tufwaves.server.rollout import Selector, open_inventory, rollout
 from tufwaves.server.roots import ONLINE_ROLES, create_repository
 
-needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="switching to the user nobody needs root")
+
+@pytest.fixture
+def as_root() -> None:
+    """These tests read the repository as the user nobody: switching needs root.
+
+    Never a skip: run the suite as root (CI does), or it fails saying why.
+    """
+    if os.geteuid() != 0:
+        pytest.fail("this test switches to the user nobody, which needs root: run it as root")
+            "this test switches to the user nobody, which needs root: run the tests as root"
+        )
+
+
+needs_root = pytest.mark.usefixtures("as_root")
 
 
 def _nobody() -> tuple[int, int]:
