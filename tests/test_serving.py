@@ -52,8 +52,6 @@ def as_root() -> None:
     """
     if os.geteuid() != 0:
         pytest.fail("this test switches to the user nobody, which needs root: run it as root")
-            "this test switches to the user nobody, which needs root: run the tests as root"
-        )
 
 
 needs_root = pytest.mark.usefixtures("as_root")
