@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import sqlite3
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -133,3 +134,13 @@ def publish_wave(
         keys=[keystore.ref(s) for s in signers],
         **kw,
     )
+
+
+@pytest.fixture
+def as_root() -> None:
+    """These tests read the repository as the user nobody: switching needs root.
+
+    Never a skip: run the suite as root (CI does), or it fails saying why.
+    """
+    if os.geteuid() != 0:
+        pytest.fail("this test switches to the user nobody, which needs root: run it as root")

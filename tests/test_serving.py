@@ -43,17 +43,6 @@ from tufwaves.server.repository import Repository
 from tufwaves.server.rollout import Selector, open_inventory, rollout
 from tufwaves.server.roots import ONLINE_ROLES, create_repository
 
-
-@pytest.fixture
-def as_root() -> None:
-    """These tests read the repository as the user nobody: switching needs root.
-
-    Never a skip: run the suite as root (CI does), or it fails saying why.
-    """
-    if os.geteuid() != 0:
-        pytest.fail("this test switches to the user nobody, which needs root: run it as root")
-
-
 needs_root = pytest.mark.usefixtures("as_root")
 
 
