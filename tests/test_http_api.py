@@ -171,6 +171,30 @@ def test_bundle_verifies_and_polls_with_304(client: TestClient, served: Served) 
     assert Bundle.from_bytes(changed.content).files[1].version > bundle.files[1].version
 
 
+def test_bundle_etag_is_the_same_in_every_worker_and_follows_the_inventory(
+    served: Served,
+) -> None:
+    # Two app instances (two workers) give the same bytes and the same ETag;
+    # the ETag is decided before the bundle is built, from what it will hold.
+    a = TestClient(create_app(served.repo.path))
+    b = TestClient(create_app(served.repo.path))
+    url = f"/v1/devices/{served.member}/bundle"
+    ra, rb = a.get(url), b.get(url)
+    assert ra.status_code == rb.status_code == 200
+    assert ra.content == rb.content and ra.headers["etag"] == rb.headers["etag"]
+    assert b.get(url, headers={"If-None-Match": ra.headers["etag"]}).status_code == 304
+    other = a.get(f"/v1/devices/{dev(2)}/bundle")
+    assert other.status_code == 200 and other.headers["etag"] != ra.headers["etag"]
+    # The inventory learns the device runs version 10: wave w1 no longer
+    # matters to it, so its bundle (and ETag) change without a new publish.
+    with open_inventory(served.repo) as inv:
+        inv.report(served.member, 10)
+    changed = a.get(url, headers={"If-None-Match": ra.headers["etag"]})
+    assert changed.status_code == 200 and changed.headers["etag"] != ra.headers["etag"]
+    assert not [f for f in Bundle.from_bytes(changed.content).files if f.role.startswith("wave.")]
+    assert a.get(url, headers={"If-None-Match": changed.headers["etag"]}).status_code == 304
+
+
 def test_bundle_since_root(client: TestClient, served: Served) -> None:
     r = client.get(f"/v1/devices/{served.member}/bundle?since-root=1")
     assert r.status_code == 200

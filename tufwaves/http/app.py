@@ -47,7 +47,7 @@ from tufwaves.http.published import (
     StateCache,
     Unpublished,
 )
-from tufwaves.server.bundler import build_bundle
+from tufwaves.server.bundler import BundleSource
 from tufwaves.server.inventory import Inventory
 from tufwaves.server.reports import AcceptedReport, ReportRefused, accept_report
 from tufwaves.server.repository import Repository
@@ -223,6 +223,7 @@ class _App:
     # -- devices -------------------------------------------------------------
 
     def bundle(self, request: Request) -> Response:
+        """The device's bundle; a 304 when its ETag matches, without building it."""
         uuid = self.device_uuid(request)
         since_values = request.query_params.getlist("since-root")
         since_root = 1
@@ -242,12 +243,14 @@ class _App:
         inv = self.inventory()
         if inv.get(uuid) is None:
             raise not_found("unknown-device", f"device {uuid} is not in the inventory")
-        data = build_bundle(self.repo, inv, uuid, since_root=since_root, state=served.state)
-        body = data.to_bytes()
-        etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
-        headers = {"ETag": etag, "Cache-Control": "private, no-cache"}
-        if _etag_matches(request.headers.get("if-none-match"), etag):
+        source: BundleSource = served.memo(
+            "bundle-source", lambda: BundleSource(self.repo, served.state)
+        )
+        plan = source.plan(inv, uuid, since_root=since_root)
+        headers = {"ETag": plan.etag, "Cache-Control": "private, no-cache"}
+        if _etag_matches(request.headers.get("if-none-match"), plan.etag):
             return Response(status_code=304, headers=headers)
+        body = plan.bundle().to_bytes()
         return Response(body, media_type="application/json", headers=headers)
 
     def device_uuid(self, request: Request) -> str:

@@ -59,7 +59,7 @@ from tufwaves.errors import (
     TufwavesError,
     VerificationError,
 )
-from tufwaves.server.bundler import build_bundle
+from tufwaves.server.bundler import BundlePlan, BundleSource, build_bundle
 from tufwaves.server.ceremony import Ceremony, PendingRole, RoleStatus
 from tufwaves.server.inventory import (
     AuditEntry,
@@ -115,6 +115,8 @@ from tufwaves.server.waves import (
 __all__ = [
     "PASSPHRASE_ENV",
     "AuditEntry",
+    "BundlePlan",
+    "BundleSource",
     "Ceremony",
     "Clock",
     "Device",
