@@ -149,3 +149,43 @@ def test_sqlite_sorted_scan_selects_what_the_walk_selects(
         scanned = [inv.select_sorted(e, k, start) for k, start in cases]
         assert scanned == walked
         assert scanned == [sorted(inv.select_ring(e, k, start)) for k, start in cases]
+
+
+def test_postgres_large_ripple_keeps_its_keys(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    pg_dsn: str,  # noqa: F811 - the fixture
+    pg_dsn2: str,  # noqa: F811 - the fixture
+) -> None:
+    """A ripple recorded with its foreign keys checked in one pass (dropped and
+    added back around the insert) leaves the schema as it was, and so does one
+    whose transaction rolls back."""
+    from datetime import UTC, datetime
+
+    from tufwaves.server.inventory import Eligibility
+    from tufwaves.server.inventory.backend import open_postgres
+
+    monkeypatch.setattr(postgres_sql, "SET_BASED_KEYS_MIN", 1)
+    at = datetime(2030, 1, 2, tzinfo=UTC)
+    fleet = _fleet(tmp_path / "fleet.csv", 2000)
+    e = Eligibility("w", "production", frozenset({"imx8mm"}), 42)
+    with open_postgres(pg_dsn2) as fresh:
+        fresh.import_file(fleet)
+    with open_postgres(pg_dsn) as inv:
+        inv.import_file(fleet)
+        with pytest.raises(RuntimeError), inv.transaction():
+            inv.record_ripple("w", 1, inv.select_sorted(e, 900, 0), {}, "list", ["k"], at)
+            raise RuntimeError("the publish failed")
+        assert inv.ripples("w") == []
+        assert _pg_definitions(pg_dsn) == _pg_definitions(pg_dsn2)
+        with inv.transaction():
+            chosen = inv.select_sorted(e, 1400, 0)
+            inv.record_ripple("w", 1, chosen, {}, "list", ["k"], at)
+        assert list(inv.ripple_members("w", 1)) == chosen
+        assert len(chosen) == 1400
+        with inv.transaction():  # the rest: fewer than a quarter of the table
+            rest = inv.select_sorted(e, None, 0)
+            inv.record_ripple("w", 2, rest, {}, "list", ["k"], at)
+        assert list(inv.ripple_members("w", 2)) == rest
+        assert 0 < len(rest) * 4 < len(chosen)
+    assert _pg_definitions(pg_dsn) == _pg_definitions(pg_dsn2)

@@ -508,7 +508,9 @@ class PostgresInventory:
                 params["k"] = k - found
                 conn.execute(_sql.query(*head, _sql.RING_BEFORE, _sql.BY_RING), params)
         conn.execute(_sql.CHOSEN_ANALYZE)
-        uuids = [row[0] for row in conn.execute(_sql.CHOSEN_UUIDS)]
+        uuids: list[str] = []
+        for (chunk,) in conn.execute(_sql.CHOSEN_UUIDS):
+            uuids.extend(chunk.split("\n"))
         self._selected = (uuids, len(uuids), self._txn if self._depth else -1)
         return uuids
 
@@ -583,9 +585,14 @@ class PostgresInventory:
             try:
                 with conn.transaction():
                     if kept:
+                        set_based = self._set_based_keys(len(uuids))
+                        if set_based:
+                            conn.execute(_sql.SELECTIONS_KEYS_DROP)
                         inserted = conn.execute(
                             _sql.CHOSEN_RECORD, {"wave_id": wave_id, "ripple": index}
                         ).rowcount
+                        if set_based:
+                            conn.execute(_sql.SELECTIONS_KEYS_ADD)
                         self._selected = None
                         conn.execute(_sql.CHOSEN_CLEAR)
                     else:
@@ -615,6 +622,13 @@ class PostgresInventory:
                 },
                 at,
             )
+
+    def _set_based_keys(self, rows: int) -> bool:
+        """Check the keys of ``rows`` new selections in one pass, not per row?"""
+        if rows < _sql.SET_BASED_KEYS_MIN:
+            return False
+        found = self._conn.execute(_sql.SELECTIONS_ESTIMATE).fetchone()
+        return found is not None and rows * 4 >= int(found[0])
 
     def _double_selection(self, wave: str, uuids: Sequence[str]) -> RefusedError:
         for uuid in uuids:

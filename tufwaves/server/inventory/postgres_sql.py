@@ -305,14 +305,41 @@ CHOSEN_CREATE = "CREATE TEMP TABLE IF NOT EXISTS chosen (id bigint PRIMARY KEY)"
 CHOSEN_CLEAR = "TRUNCATE pg_temp.chosen"
 CHOSEN_INSERT = "INSERT INTO pg_temp.chosen (id) SELECT d.id"
 CHOSEN_ANALYZE = "ANALYZE pg_temp.chosen"
+# The chosen UUIDs in order, 10,000 to a row joined by newlines: one row per
+# UUID costs more to fetch through psycopg than the query costs to run.
 CHOSEN_UUIDS = """
-SELECT d.uuid::text FROM pg_temp.chosen AS c JOIN devices AS d ON d.id = c.id ORDER BY d.uuid
+SELECT string_agg(u.uuid::text, E'\\n' ORDER BY u.uuid) FROM (
+    SELECT d.uuid, (row_number() OVER (ORDER BY d.uuid) - 1) / 10000 AS chunk
+    FROM pg_temp.chosen AS c JOIN devices AS d ON d.id = c.id
+) AS u GROUP BY u.chunk ORDER BY u.chunk
 """
 CHOSEN_RECORD = """
 INSERT INTO selections (wave_id, ripple, device_id)
 SELECT %(wave_id)s, %(ripple)s, c.id FROM pg_temp.chosen AS c ORDER BY c.id
 """
 SELECT_COUNT = "SELECT count(*)"
+# A large kept selection is recorded without the per-row foreign-key triggers
+# (each one locks its device row FOR KEY SHARE): the two keys of selections
+# are dropped, the rows inserted, and the same keys added back, which checks
+# every row of the table in one set-based join. The ALTERs lock devices,
+# ripples and selections exclusively until the transaction ends.
+SELECTIONS_ESTIMATE = """
+SELECT greatest(reltuples, 0)::bigint FROM pg_class
+WHERE oid = to_regclass('selections')
+"""
+SELECTIONS_KEYS_DROP = """
+ALTER TABLE selections DROP CONSTRAINT selections_device_id_fkey,
+    DROP CONSTRAINT selections_wave_id_ripple_fkey
+"""
+SELECTIONS_KEYS_ADD = """
+ALTER TABLE selections
+    ADD CONSTRAINT selections_device_id_fkey FOREIGN KEY (device_id) REFERENCES devices (id),
+    ADD CONSTRAINT selections_wave_id_ripple_fkey
+        FOREIGN KEY (wave_id, ripple) REFERENCES ripples (wave_id, idx)
+"""
+# From this many rows on, and when they are at least a quarter of the rows
+# already in selections, dropping and re-adding the keys is the cheaper check.
+SET_BASED_KEYS_MIN = 100_000
 
 EXPLAIN = query(
     """

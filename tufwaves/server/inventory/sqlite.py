@@ -398,19 +398,15 @@ class SqliteInventory:
                     done += len(batch)
                     if progress is not None:
                         progress(done)
-                try:
-                    conn.execute(_sql.STAGE_INDEX)
-                except sqlite3.IntegrityError:
-                    first, second, uuid = conn.execute(_sql.STAGE_DUPLICATE).fetchone()
-                    raise InputError(
-                        f"{source}{unit} {second}: uuid {uuid} was already given "
-                        f"on {unit} {first} (a device may appear once); nothing "
-                        "was imported (fix it and import again)"
-                    ) from None
                 if conn.execute(_sql.EMPTY_INVENTORY).fetchone()[0]:
                     self._unchanged = 0
-                    self._bulk_apply()
+                    if not self._bulk_apply():
+                        raise self._duplicate(source, unit)
                 else:
+                    try:
+                        conn.execute(_sql.STAGE_INDEX)
+                    except sqlite3.IntegrityError:
+                        raise self._duplicate(source, unit) from None
                     self._unchanged = int(conn.execute(_sql.STAGE_UNCHANGED).fetchone()[0])
                     conn.execute(_sql.STAGE_CLEAR_GROUPS)
                     conn.execute(_sql.STAGE_UPSERT)
@@ -420,23 +416,42 @@ class SqliteInventory:
                 conn.execute(_sql.STAGE_DROP)
         return done
 
-    def _bulk_apply(self) -> None:
-        """Apply the staged rows (no UUID twice) to an empty inventory: load the
-        tables without their secondary indexes, then build those (the same
-        definitions, in the same transaction) with a larger page cache."""
+    def _duplicate(self, source: str, unit: str) -> InputError:
+        """The error for the first staged row whose UUID an earlier row gave."""
+        first, second, uuid = self._conn.execute(_sql.STAGE_DUPLICATE).fetchone()
+        return InputError(
+            f"{source}{unit} {second}: uuid {uuid} was already given "
+            f"on {unit} {first} (a device may appear once); nothing "
+            "was imported (fix it and import again)"
+        )
+
+    def _bulk_apply(self) -> bool:
+        """Apply the staged rows to an empty inventory: load the tables in UUID
+        order without their secondary indexes, then build those (the same
+        definitions, in the same transaction) with a larger page cache.
+
+        False if a UUID was staged twice (the caller refuses the import and
+        rolls back); nothing else is checked twice.
+        """
         conn = self._conn
         conn.execute(_sql.IMPORT_CACHE)
         try:
             for statement in _sql.BULK_DROP:
                 conn.execute(statement)
+            conn.execute(_sql.BULK_SORT)
             conn.execute(_sql.BULK_DEVICES)
-            for statement in _sql.BULK_DEVICE_INDEXES:
-                conn.execute(statement)
-            conn.execute(_sql.STAGE_GROUPS)
+            try:
+                for statement in _sql.BULK_DEVICE_INDEXES:
+                    conn.execute(statement)
+            except sqlite3.IntegrityError:
+                return False
+            conn.execute(_sql.BULK_GROUPS)
             conn.execute(_sql.BULK_MEMBERSHIPS)
             for statement in _sql.BULK_GROUP_INDEXES:
                 conn.execute(statement)
+            return True
         finally:
+            conn.execute(_sql.BULK_SORTED_DROP)
             conn.execute(_sql.NORMAL_CACHE)
 
     @_translated

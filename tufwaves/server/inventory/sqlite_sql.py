@@ -183,26 +183,40 @@ BULK_DROP = (
     "DROP INDEX devices_tag_ring",
     "DROP INDEX devices_uuid",
 )
+# The staged rows are copied once into a temporary table in UUID order (one
+# sort, no index): its n-th row becomes device n (the row ids of an empty
+# table start at 1), so devices and memberships are both sequential reads
+# and memberships need no lookup of the UUID index. A UUID given twice makes
+# the unique index fail; the staged rows then name the lines.
+BULK_SORT = """
+CREATE TEMP TABLE import_sorted AS
+SELECT uuid, ring, hardware_id, tag, installed_version, groups
+FROM temp.import_rows NOT INDEXED ORDER BY uuid
+"""
+BULK_SORTED_DROP = "DROP TABLE IF EXISTS temp.import_sorted"
 BULK_DEVICES = """
 INSERT INTO devices (uuid, ring, hardware_id, tag, installed_version)
 SELECT uuid, ring, hardware_id, tag, installed_version
-FROM temp.import_rows NOT INDEXED WHERE true ORDER BY uuid
+FROM temp.import_sorted ORDER BY rowid
 """
-BULK_DEVICE_INDEXES = (
+BULK_DEVICE_INDEXES = (  # the unique one first: it finds a UUID given twice
     "CREATE UNIQUE INDEX devices_uuid ON devices (uuid)",
     "CREATE INDEX devices_tag_ring ON devices (tag, ring)",
 )
-# Devices went in in UUID order from an empty table: the staged rows, walked
-# by UUID, meet the devices in row id order. Memberships go in in key order.
+BULK_GROUPS = """
+INSERT INTO groups (name)
+SELECT DISTINCT j.value FROM temp.import_sorted AS r, json_each(r.groups) AS j
+WHERE r.groups IS NOT NULL
+ORDER BY j.value
+"""
 BULK_MEMBERSHIPS = """
 INSERT INTO device_groups (group_id, device_id)
-SELECT g.id, d.id
-FROM temp.import_rows AS r INDEXED BY import_rows_uuid
-JOIN devices AS d ON d.uuid = r.uuid
+SELECT g.id, r.rowid
+FROM temp.import_sorted AS r
 JOIN json_each(r.groups) AS j
 JOIN groups AS g ON g.name = j.value
 WHERE r.groups IS NOT NULL
-ORDER BY g.id, d.id
+ORDER BY g.id, r.rowid
 """
 BULK_GROUP_INDEXES = ("CREATE INDEX device_groups_device ON device_groups (device_id, group_id)",)
 IMPORT_CACHE = "PRAGMA cache_size = -1048576"  # 1 GiB while an import runs
