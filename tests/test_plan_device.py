@@ -198,8 +198,16 @@ def test_fraction_stage_caps_fraction_ripples() -> None:
 BASE = datetime(2030, 1, 1, tzinfo=UTC)
 
 
+def _time(text: str) -> datetime:
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+
+
 def model(
-    plan: dict[str, Any], ripples: list[tuple[int, list[int], int]], uuid: int, hour: int
+    plan: dict[str, Any],
+    ripples: list[tuple[int, list[int], int]],
+    uuid: int,
+    hour: int,
+    state: str = "active",
 ) -> str:
     """What the plan allows for device ``uuid`` at BASE + ``hour`` hours (list ripples only).
 
@@ -208,6 +216,9 @@ def model(
     """
     at = BASE + timedelta(hours=hour)
     stages = plan["stages"]
+    if state == "complete":
+        starts = [_time(s["not_before"]) for s in stages if s["not_before"] is not None]
+        return "plan_not_started" if starts and at < max(starts) else "allowed_complete"
     first_denial = None
     total = 0
     for stage_no, members, accounted in ripples:
@@ -217,17 +228,17 @@ def model(
         s = stages[stage_no - 1]
         if accounted != len(set(members)):
             why = "plan_violation"
-        elif s["not_before"] is not None and at < datetime.strptime(
-            s["not_before"], "%Y-%m-%dT%H:%M:%SZ"
-        ).replace(tzinfo=UTC):
+        elif s["not_before"] is not None and at < _time(s["not_before"]):
             why = "plan_not_started"
         else:
             size = s["size"]
             cap = size.get("devices") or -(-size["percent_ppm"] * plan["eligible"] // 1_000_000)
             why = "allowed_ripple" if total <= cap else "plan_violation"
         if why == "allowed_ripple":
-            return why
+            return "wave_paused" if state == "paused" else why
         first_denial = first_denial or why
+    if first_denial is None and state == "paused":
+        return "wave_paused"
     return first_denial or "not_member"
 
 
@@ -263,14 +274,32 @@ def plans_and_ripples(draw: st.DrawFn) -> tuple[dict[str, Any], list[tuple[int, 
     return plan, ripples
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(plans_and_ripples(), st.integers(0, 12), st.integers(-5, 130))
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    plans_and_ripples(),
+    st.integers(0, 12),
+    st.integers(-5, 130),
+    st.sampled_from(["active", "active", "paused", "complete"]),
+)
 def test_device_allows_exactly_what_the_plan_allows(
-    case: tuple[dict[str, Any], list[tuple[int, list[int], int]]], uuid: int, hour: int
+    case: tuple[dict[str, Any], list[tuple[int, list[int], int]]],
+    uuid: int,
+    hour: int,
+    state: str,
 ) -> None:
     plan, ripples = case
     p = Planned(plan)
     for stage_no, members, accounted in ripples:
         p.ripple(stage_no, [device(m) for m in members], size=accounted)
-    expected = model(plan, ripples, uuid, hour)
+    if state != "active":
+        p.state(state)
+    expected = model(plan, ripples, uuid, hour, state)
     assert p.decide(device(uuid), BASE + timedelta(hours=hour)).value == expected
+
+
+def test_paused_wave_reports_a_plan_violation_first() -> None:
+    p = Planned()
+    p.ripple(1, [device(1), device(2), device(3)])  # 3 > 2 of stage 1
+    p.state("paused")
+    assert p.decide(device(1)) is Reason.PLAN_VIOLATION
+    assert p.decide(device(50)) is Reason.WAVE_PAUSED  # in no ripple

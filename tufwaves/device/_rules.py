@@ -767,7 +767,10 @@ def _wave_outcome(
             None,
             f"wave {name} is complete: every device of its tag may install {path}",
         )
-    if wave.state == "paused":
+    reason, index, why = _membership_of(wave, device, evidence, at)
+    if reason in (Reason.PLAN_VIOLATION, Reason.PLAN_NOT_STARTED):
+        return _Outcome(reason, v, path, target, name, None, why)
+    if wave.state == "paused":  # after the plan checks (specs/verifier.md 4)
         return _Outcome(
             Reason.WAVE_PAUSED,
             v,
@@ -777,9 +780,6 @@ def _wave_outcome(
             None,
             f"wave {name} (version {v}) is paused: it lets no device in until resumed",
         )
-    reason, index, why = _membership_of(wave, device, evidence, at)
-    if reason in (Reason.PLAN_VIOLATION, Reason.PLAN_NOT_STARTED):
-        return _Outcome(reason, v, path, target, name, None, why)
     if reason is Reason.NOT_MEMBER:
         return _Outcome(
             reason,

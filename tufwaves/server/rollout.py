@@ -971,8 +971,8 @@ def cancel(
 
     Raises:
         InputError: No such wave, or a key that cannot sign.
-        RefusedError: The wave is not active or expired, or too few rollout
-            keys can sign.
+        RefusedError: The wave is not active or paused, or is expired, or
+            too few rollout keys can sign.
     """
     return _transition(repo, inv, wave, "cancelled", keys)
 
@@ -988,7 +988,8 @@ def complete(repo: Repository, inv: Inventory, wave: str, *, keys: Sequence[KeyR
 
     Raises:
         InputError: No such wave, or a key that cannot sign.
-        RefusedError: The wave is not active or expired, its signed policy
+        RefusedError: The wave is not active or expired, its signed plan
+            has a stage whose ``not_before`` is still ahead, its signed policy
             needs an offline completion
             (:func:`~tufwaves.server.waves.fold_into_production`), or too few
             rollout keys can sign.
