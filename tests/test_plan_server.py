@@ -26,6 +26,8 @@ from tufwaves.server import (
     resume,
     review,
     rollout,
+    rotate_online_keys,
+    sign_ceremony,
     sign_stage,
     stage_starts,
 )
@@ -305,3 +307,22 @@ def test_cli_plan_rollout_stage_pause_resume(
     capsys.readouterr()
     assert main(["waves", "resume", "w1", *r, "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["status"] == "active"
+
+
+def test_rollout_key_rotation_keeps_the_plan_and_accounting(
+    make_repo: RepoFactory, keystore: KeyStore, artifact: Path
+) -> None:
+    repo = make_repo()
+    with open_inventory(repo) as inv:
+        inv.import_rows(FLEET)
+        publish_wave(repo, keystore, artifact, plan=PLAN)
+        first = sign_stage(repo, "w1", 1, inv=inv)
+        ceremony = rotate_online_keys(repo, roles=["rollout"])
+        assert sign_ceremony(repo, ceremony.id, keystore.ref("t1")).complete
+        wave = load_wave(repo, "w1")
+        assert wave.plan is not None and len(wave.plan.stages) == 3
+        assert wave.accounting == ((1, 2),)
+        bundle = build_bundle(repo, inv, first.uuids[0])
+    verifier = Verifier.from_trusted_root(repo.role_bytes("root", 1))
+    device = DeviceIdentity(first.uuids[0], "hw1", "prod", 5)
+    assert verifier.decide(bundle, device).reason is Reason.ALLOWED_RIPPLE
