@@ -252,7 +252,7 @@ CASES: dict[str, Case] = {
     "rollout-field-not-object": Case(replace_field("rollout.w1", "active"), W),
     "rollout-field-extra-member": Case(setitem(rollout_field, "note", "x"), W),
     "rollout-names-another-wave": Case(setitem(rollout_field, "wave", "w9"), W),
-    "rollout-state-unknown": Case(setitem(rollout_field, "state", "paused"), W),
+    "rollout-state-unknown": Case(setitem(rollout_field, "state", "suspended"), W),
     "rollout-state-not-a-string": Case(setitem(rollout_field, "state", ["active"]), W),
     "rollout-ripple-count-negative": Case(setitem(rollout_field, "ripples", -1), W),
     "rollout-ripple-count-bool": Case(setitem(rollout_field, "ripples", True), W),

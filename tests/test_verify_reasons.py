@@ -217,6 +217,42 @@ def c_not_member() -> Case:
     return fresh(base(), OUTSIDER, installed=5)
 
 
+def planned(not_before: str | None, accounted: int = 1) -> Simulator:
+    """Wave w1 with a one-stage plan (1 device) and a list ripple naming MEMBER."""
+    stage = {
+        "name": "canary",
+        "size": {"devices": 1},
+        "group": None,
+        "not_before": not_before,
+        "soak_seconds": None,
+        "success": None,
+        "abort": None,
+        "timeout_seconds": None,
+    }
+    sim = Simulator()
+    sim.add_production(5)
+    sim.add_wave("w1", 7, policy={"plan": {"eligible": 10, "stages": [stage]}})
+    k = sim.add_list_ripple("w1", [MEMBER])
+    sim.signed_of(f"ripple.w1.{k}").unrecognized_fields["x-tufwaves-ripple"]["stage"] = 1
+    rollout = sim.signed_of("rollout.w1").unrecognized_fields["x-tufwaves-rollout"]
+    rollout["accounting"] = [{"stage": 1, "size": accounted}]
+    return sim
+
+
+def c_plan_not_started() -> Case:
+    return fresh(planned("2031-01-01T00:00:00Z"), installed=5)
+
+
+def c_plan_violation() -> Case:
+    return fresh(planned(None, accounted=0), installed=5)
+
+
+def c_wave_paused() -> Case:
+    sim = planned(None)
+    sim.set_state("w1", "paused")
+    return fresh(sim, installed=5)
+
+
 CASES: dict[Reason, Callable[[], Case]] = {
     Reason.ALLOWED_PRODUCTION: c_allowed_production,
     Reason.ALLOWED_COMPLETE: c_allowed_complete,
@@ -242,6 +278,9 @@ CASES: dict[Reason, Callable[[], Case]] = {
     Reason.NOT_NEWER: c_not_newer,
     Reason.WAVE_CANCELLED: c_wave_cancelled,
     Reason.NOT_MEMBER: c_not_member,
+    Reason.PLAN_NOT_STARTED: c_plan_not_started,
+    Reason.PLAN_VIOLATION: c_plan_violation,
+    Reason.WAVE_PAUSED: c_wave_paused,
 }
 
 # Two reasons need a fault injected into the verifier itself: see below.

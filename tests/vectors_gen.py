@@ -464,6 +464,68 @@ def reasons() -> Iterator[Case]:
         sim,
         Step(sim.bundle(ME).to_bytes(), "not_member"),
     )
+    sim = _planned("2031-01-01T00:00:00Z", accounted=1)
+    yield one(
+        "reasons/plan-not-started",
+        "the device's ripple is in a plan stage whose not_before is after the device clock",
+        sim,
+        Step(sim.bundle(ME).to_bytes(), "plan_not_started"),
+    )
+    sim = _planned(None, accounted=0)
+    yield one(
+        "reasons/plan-violation",
+        "the rollout's accounting understates the device's ripple (0, it names 1 device)",
+        sim,
+        Step(sim.bundle(ME).to_bytes(), "plan_violation"),
+    )
+    sim = _planned(None, accounted=1, first=OTHER)
+    k = sim.add_list_ripple("w1", [ME])
+    sim.signed_of(f"ripple.w1.{k}").unrecognized_fields["x-tufwaves-ripple"]["stage"] = 1
+    sim.signed_of("rollout.w1").unrecognized_fields["x-tufwaves-rollout"]["accounting"].append(
+        {"stage": 1, "size": 1}
+    )
+    yield one(
+        "reasons/plan-violation-cap",
+        "the device's ripple takes the wave to 2 devices; its stage allows 1",
+        sim,
+        Step(sim.bundle(ME).to_bytes(), "plan_violation"),
+    )
+    sim = _planned("2031-01-01T00:00:00Z", accounted=1, first=OTHER)
+    sim.set_state("w1", "complete")
+    yield one(
+        "reasons/plan-not-started-complete",
+        "the planned wave is complete before its last stage's not_before",
+        sim,
+        Step(sim.bundle(ME).to_bytes(), "plan_not_started"),
+    )
+    sim = _planned(None, accounted=1)
+    sim.set_state("w1", "paused")
+    yield one(
+        "reasons/wave-paused",
+        "the planned wave's rollout state is paused",
+        sim,
+        Step(sim.bundle(ME).to_bytes(), "wave_paused"),
+    )
+
+
+def _planned(not_before: str | None, *, accounted: int, first: str = ME) -> Simulator:
+    """Wave w1 with a one-stage plan (1 device) and a stage-1 list ripple naming ``first``."""
+    stage = {
+        "name": "canary",
+        "size": {"devices": 1},
+        "group": None,
+        "not_before": not_before,
+        "soak_seconds": None,
+        "success": None,
+        "abort": None,
+        "timeout_seconds": None,
+    }
+    sim = sim_with_wave(plan={"eligible": 10, "stages": [stage]})
+    k = sim.add_list_ripple("w1", [first])
+    sim.signed_of(f"ripple.w1.{k}").unrecognized_fields["x-tufwaves-ripple"]["stage"] = 1
+    rollout = sim.signed_of("rollout.w1").unrecognized_fields["x-tufwaves-rollout"]
+    rollout["accounting"] = [{"stage": 1, "size": accounted}]
+    return sim
 
 
 def _padded_snapshot(sim: Simulator, bundle: Bundle, size: int) -> bytes:

@@ -23,16 +23,21 @@ from tufwaves.errors import InputError
 from tufwaves.server.inventory import RippleRecord
 from tufwaves.server.keys import load_key_ref, load_public_key
 from tufwaves.server.metadata import Policy, expiry, parse_version
+from tufwaves.server.plan import load_plan_file
 from tufwaves.server.repository import Repository
 from tufwaves.server.review import Keyring, review
 from tufwaves.server.rollout import (
+    RolloutResult,
     Selector,
     cancel,
     complete,
     has_inventory,
     open_inventory,
+    pause,
+    resume,
     ripple_members,
     rollout,
+    sign_stage,
     wave_status,
 )
 from tufwaves.server.waves import (
@@ -45,7 +50,7 @@ from tufwaves.server.waves import (
     wave_summary,
 )
 
-STATUSES = ("pending", "active", "cancelled", "complete")
+STATUSES = ("pending", "active", "paused", "cancelled", "complete")
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -77,7 +82,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         ),
         epilog=example_epilog(
             "tufwaves waves init spring-fix 42 production --repo repo "
-            "--artifact fw-42.img --hardware-id imx8mm --key alice.key --key bob.key"
+            "--artifact fw-42.img --hardware-id imx8mm --key alice.key --key bob.key",
+            "tufwaves waves init spring-fix 42 production --repo repo "
+            "--artifact fw-42.img --hardware-id imx8mm --plan plan.json --key alice.key",
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -138,6 +145,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         default=None,
         help="policy: largest fraction ripple, e.g. 0.05 or 5%% (default 100%%, "
         "or 0 = no fraction ripples with --no-online-complete; below 100%% then)",
+    )
+    init.add_argument(
+        "--plan",
+        type=Path,
+        metavar="PLAN.json",
+        default=None,
+        help="policy: a signed rollout plan (stages with sizes, not_before, soak, gates, "
+        "timeout; specs/rollout.md 'Plans'); eligible is counted from the inventory "
+        "unless PLAN.json gives it",
     )
     group = init.add_mutually_exclusive_group()
     add_expires_days(group, "the wave")
@@ -241,13 +257,18 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             "device to be eligible; --uuids with --limit picks within the list. A "
             "whole-group rollout signs the group's eligible members now; run it "
             "again to add devices that joined since. --fraction P signs a "
-            "deterministic fraction of every device of the tag and hardware."
+            "deterministic fraction of every device of the tag and hardware. On a "
+            "wave with a signed plan the ripple belongs to the current stage and "
+            "is capped to what is left of its cap, in its group; --stage N alone "
+            "signs the ripple that brings the wave to stage N's cap (the current "
+            "or the next stage, once its not_before and soak have passed)."
         ),
         epilog=example_epilog(
             "tufwaves waves rollout spring-fix --repo repo --limit 10 --print-uuids",
             "tufwaves waves rollout spring-fix --repo repo --group eu --limit 10% --seed s1 "
             "--dry-run",
             "tufwaves waves rollout spring-fix --repo repo --uuids @canaries.txt",
+            "tufwaves waves rollout spring-fix --repo repo --stage 2",
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -263,6 +284,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="separators , ; | whitespace or newlines; @- reads stdin",
     )
     roll.add_argument("--fraction", metavar="P", help="e.g. 0.05 or 5%%")
+    roll.add_argument(
+        "--stage",
+        type=int,
+        metavar="N",
+        default=None,
+        help="planned wave: the plan stage of the ripple; alone, fill stage N to its cap",
+    )
     roll.add_argument("--seed", metavar="S", help="reproducible selection (default: CSPRNG)")
     roll.add_argument("--dry-run", action="store_true", help="show the selection; change nothing")
     roll.add_argument(
@@ -284,6 +312,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     for verb, text, fn in (
         ("cancel", "sign the rollout cancelled: no more devices install the wave", _cancel),
         ("complete", "sign the rollout complete: every matching device may install", _complete),
+        ("pause", "sign the rollout paused: no device installs the wave until resumed", _pause),
+        ("resume", "sign a paused rollout active again", _resume),
     ):
         p = wsub.add_parser(
             verb,
@@ -292,7 +322,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             epilog=example_epilog(f"tufwaves waves {verb} spring-fix --repo repo"),
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
-        p.add_argument("wave", metavar="WAVE", help="the active wave")
+        p.add_argument(
+            "wave", metavar="WAVE", help="the paused wave" if verb == "resume" else "the wave"
+        )
         add_repo(p)
         p.add_argument(
             "--key",
@@ -352,6 +384,7 @@ def _init(args: argparse.Namespace) -> int:
         expires=expiry(days=args.expires_days, at=args.expires_at),
         keys=[load_key_ref(k) for k in args.key],
         dry_run=args.dry_run,
+        plan=None if args.plan is None else load_plan_file(args.plan),
     )
     if args.dry_run:
         if args.json:
@@ -525,6 +558,14 @@ def _parse_uuids(text: str | None) -> tuple[str, ...] | None:
 def _rollout(args: argparse.Namespace) -> int:
     repo = Repository.open(args.repo)
     limit, percent = _parse_limit(args.limit)
+    keys = [load_key_ref(k) for k in args.key]
+    chosen = (args.group, args.limit, args.uuids, args.fraction)
+    if args.stage is not None and all(c is None for c in chosen):
+        with open_inventory(repo, read_only=args.dry_run) as inv:
+            result = sign_stage(
+                repo, args.wave, args.stage, inv=inv, keys=keys, dry_run=args.dry_run
+            )
+        return _print_rollout(args, result)
     selector = Selector(
         group=args.group,
         limit=limit,
@@ -533,7 +574,6 @@ def _rollout(args: argparse.Namespace) -> int:
         seed=args.seed,
         fraction_ppm=_parse_fraction(args.fraction),
     )
-    keys = [load_key_ref(k) for k in args.key]
     with open_inventory(repo, read_only=args.dry_run) as inv:
         result = rollout(
             repo,
@@ -543,7 +583,12 @@ def _rollout(args: argparse.Namespace) -> int:
             keys=keys,
             dry_run=args.dry_run,
             progress=info if sys.stderr.isatty() else None,
+            stage=args.stage,
         )
+    return _print_rollout(args, result)
+
+
+def _print_rollout(args: argparse.Namespace, result: RolloutResult) -> int:
     if args.json:  # with --print-uuids, the UUIDs join the JSON object
         extra = {"uuids": list(result.uuids)} if args.print_uuids else {}
         emit_json(result.to_dict() | extra)
@@ -572,6 +617,22 @@ def _cancel(args: argparse.Namespace) -> int:
     _done(args, "cancelled", "signed and published; devices will refuse it", discarded=discarded)
     for cid in discarded:
         info(f"discarded the pending ceremony {cid}: a cancelled wave never reaches production")
+    return 0
+
+
+def _pause(args: argparse.Namespace) -> int:
+    repo = Repository.open(args.repo)
+    with open_inventory(repo) as inv:
+        pause(repo, inv, args.wave, keys=[load_key_ref(k) for k in args.key])
+    _done(args, "paused", "signed and published; no device installs it until resumed")
+    return 0
+
+
+def _resume(args: argparse.Namespace) -> int:
+    repo = Repository.open(args.repo)
+    with open_inventory(repo) as inv:
+        resume(repo, inv, args.wave, keys=[load_key_ref(k) for k in args.key])
+    _done(args, "active", "resumed: its ripples' devices may install again")
     return 0
 
 

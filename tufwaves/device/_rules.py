@@ -12,6 +12,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any, Final, TypeGuard
 
@@ -29,13 +30,17 @@ from tufwaves.device.membership import (
     membership_from_dict,
     verify_inclusion,
 )
+from tufwaves.device.plan import Plan, parse_plan
 from tufwaves.device.profile import (
+    ACCOUNTING_KEY,
+    PLAN_KEY,
     POLICY_KEYS,
     RIPPLE_FIELD,
     RIPPLE_KEYS,
     ROLLOUT_FIELD,
     ROLLOUT_KEYS,
     ROLLOUT_STATES,
+    STAGE_KEY,
     WAVE_FIELD,
     WAVE_KEYS,
     check_label,
@@ -93,6 +98,9 @@ class Reason(enum.Enum):
     NO_MATCHING_ARTIFACT = "no_matching_artifact"
     NOT_NEWER = "not_newer"
     WAVE_CANCELLED = "wave_cancelled"
+    WAVE_PAUSED = "wave_paused"
+    PLAN_NOT_STARTED = "plan_not_started"
+    PLAN_VIOLATION = "plan_violation"
     NOT_MEMBER = "not_member"
     STATE_WRITE_FAILED = "state_write_failed"
     INTERNAL_ERROR = "internal_error"
@@ -267,6 +275,7 @@ class _Policy:
     online_complete: bool
     salt: bytes
     max_fraction_ppm: int
+    plan: Plan | None = None
 
 
 @dataclass(frozen=True)
@@ -274,6 +283,18 @@ class _Ripple:
     index: int
     role: str
     membership: Membership
+    stage: int | None = None
+
+    @property
+    def size(self) -> int:
+        """Its own signed size: UUIDs listed, Merkle ``size`` or fraction ppm."""
+        m = self.membership
+        if isinstance(m, ListMembership):
+            return len(m.uuids)
+        if isinstance(m, MerkleMembership):
+            return m.size
+        assert isinstance(m, FractionMembership)  # noqa: S101 - the three encodings
+        return m.parts_per_million
 
 
 @dataclass(frozen=True)
@@ -284,6 +305,7 @@ class _Wave:
     state: str
     ripples: tuple[_Ripple, ...]
     artifacts: tuple[tuple[str, TargetFile], ...]
+    accounting: tuple[tuple[int, int], ...] = ()
 
 
 def _wave_info(w: VerifiedWave) -> tuple[int, _Policy]:
@@ -305,7 +327,7 @@ def _wave_info(w: VerifiedWave) -> tuple[int, _Policy]:
         raise _Deny(Reason.WAVE_INVALID, bad + f"has a bad version {_show(version)}", name)
     if not isinstance(policy, Mapping):
         raise _Deny(Reason.WAVE_INVALID, bad + "has no policy object", name)
-    unknown = sorted(str(k) for k in policy if k not in POLICY_KEYS)
+    unknown = sorted(str(k) for k in policy if k not in POLICY_KEYS and k != PLAN_KEY)
     if unknown:
         raise _Deny(
             Reason.POLICY_UNSUPPORTED,
@@ -336,6 +358,7 @@ def _wave_info(w: VerifiedWave) -> tuple[int, _Policy]:
             policy["online_complete"],
             salt,
             policy["max_fraction_ppm"],
+            parse_plan(policy[PLAN_KEY]) if PLAN_KEY in policy else None,
         ),
     )
 
@@ -393,14 +416,44 @@ def _check_wave_delegation(w: VerifiedWave) -> DelegatedRole:
     return role
 
 
-def _rollout_info(w: VerifiedWave, delegation: DelegatedRole) -> tuple[str, int]:
+def _accounting(name: str, raw: object, count: int, plan: Plan) -> tuple[tuple[int, int], ...]:
+    """The rollout's ``accounting``: one (stage, size) per ripple, stages non-decreasing."""
+    bad = f"rollout.{name}: {ROLLOUT_FIELD}.accounting "
+    if not isinstance(raw, list | tuple) or len(raw) != count:
+        raise _Deny(Reason.WAVE_INVALID, bad + f"must list one entry per ripple ({count})", name)
+    out: list[tuple[int, int]] = []
+    last = 1
+    for k, entry in enumerate(raw, 1):
+        if not isinstance(entry, Mapping) or set(entry) != {"stage", "size"}:
+            raise _Deny(Reason.WAVE_INVALID, bad + f"entry {k} is not {{stage, size}}", name)
+        stage, size = entry["stage"], entry["size"]
+        if not _is_int(stage) or not last <= stage <= len(plan.stages):
+            raise _Deny(
+                Reason.WAVE_INVALID,
+                bad + f"entry {k} names stage {_show(stage)}: stages run 1 to "
+                f"{len(plan.stages)} and never go back",
+                name,
+            )
+        if not is_ripple_count(size):
+            raise _Deny(Reason.WAVE_INVALID, bad + f"entry {k} has a bad size", name)
+        last = stage
+        out.append((stage, size))
+    return tuple(out)
+
+
+def _rollout_info(
+    w: VerifiedWave, delegation: DelegatedRole, plan: Plan | None = None
+) -> tuple[str, int, tuple[tuple[int, int], ...]]:
     name = w.name
     raw = w.rollout.unrecognized_fields.get(ROLLOUT_FIELD)
     bad = f"rollout.{name}: {ROLLOUT_FIELD} "
-    if not isinstance(raw, Mapping) or set(raw) != ROLLOUT_KEYS:
+    keys = ROLLOUT_KEYS | {ACCOUNTING_KEY} if plan is not None else ROLLOUT_KEYS
+    if not isinstance(raw, Mapping) or set(raw) != keys:
         raise _Deny(
             Reason.WAVE_INVALID,
-            bad + "is missing or does not have exactly wave, state, ripples",
+            bad
+            + "is missing or does not have exactly wave, state, ripples"
+            + (", accounting (the wave has a plan)" if plan is not None else ""),
             name,
         )
     state, count = raw["state"], raw["ripples"]
@@ -410,6 +463,7 @@ def _rollout_info(w: VerifiedWave, delegation: DelegatedRole) -> tuple[str, int]
         raise _Deny(Reason.WAVE_INVALID, bad + f"has a bad state {_show(state)}", name)
     if not is_ripple_count(count):
         raise _Deny(Reason.WAVE_INVALID, bad + "has a bad ripple count", name)
+    accounting = () if plan is None else _accounting(name, raw[ACCOUNTING_KEY], count, plan)
     if w.rollout.targets:
         raise _Deny(Reason.WAVE_INVALID, f"rollout.{name} must not list artifacts", name)
     d = w.rollout.delegations
@@ -439,19 +493,25 @@ def _rollout_info(w: VerifiedWave, delegation: DelegatedRole) -> tuple[str, int]
                 "(same key ids and key material) and threshold, terminating, with no paths",
                 name,
             )
-    return state, count
+    return state, count, accounting
 
 
 def _ripple(w: VerifiedWave, index: int, ripple: Targets, policy: _Policy) -> _Ripple:
     name = w.name
     role = ripple_role(name, index)
     raw = ripple.unrecognized_fields.get(RIPPLE_FIELD)
-    if not isinstance(raw, Mapping) or set(raw) != RIPPLE_KEYS:
+    planned = policy.plan is not None
+    keys = RIPPLE_KEYS | {STAGE_KEY} if planned else RIPPLE_KEYS
+    if not isinstance(raw, Mapping) or set(raw) != keys:
         raise _Deny(
             Reason.RIPPLE_INVALID,
-            f"{role}: {RIPPLE_FIELD} is missing or does not have exactly wave, index, membership",
+            f"{role}: {RIPPLE_FIELD} is missing or does not have exactly wave, index, membership"
+            + (", stage (the wave has a plan)" if planned else ""),
             name,
         )
+    stage = raw.get(STAGE_KEY)
+    if planned and not (_is_int(stage) and 1 <= stage <= MAX_STAGE_NUMBER):
+        raise _Deny(Reason.RIPPLE_INVALID, f"{role}: bad stage {_show(stage)}", name)
     if raw["wave"] != name or not _is_int(raw["index"]) or raw["index"] != index:
         raise _Deny(
             Reason.RIPPLE_INVALID,
@@ -492,7 +552,7 @@ def _ripple(w: VerifiedWave, index: int, ripple: Targets, policy: _Policy) -> _R
                 f"{role} names {size} devices; the wave's policy allows at most {limit} per ripple",
                 name,
             )
-    return _Ripple(index, role, membership)
+    return _Ripple(index, role, membership, stage if planned else None)
 
 
 def _custom(target: TargetFile) -> tuple[frozenset[str], frozenset[str], int] | None:
@@ -524,7 +584,7 @@ def _read_wave(
     _check_key_ids("targets", targets_keys, wave_delegation, name)
     version, policy = _wave_info(w)
     rollout_delegation = _check_wave_delegation(w)
-    state, _count = _rollout_info(w, rollout_delegation)
+    state, _count, accounting = _rollout_info(w, rollout_delegation, policy.plan)
     if name in cancelled:
         state = "cancelled"  # a cancel this device verified before is final
     ripples = tuple(_ripple(w, k, r, policy) for k, r in w.ripples)
@@ -546,7 +606,7 @@ def _read_wave(
                 name,
             )
         artifacts.append((path, target))
-    return _Wave(name, version, policy, state, ripples, tuple(artifacts))
+    return _Wave(name, version, policy, state, ripples, tuple(artifacts), accounting)
 
 
 # --------------------------------------------------------------------------
@@ -566,24 +626,92 @@ class _Outcome:
 
 # When several candidates of the same (highest) version are denied, the
 # reason reported is the first of these.
-_DENIAL_ORDER: Final = (Reason.POLICY_VIOLATION, Reason.WAVE_CANCELLED, Reason.NOT_MEMBER)
+_DENIAL_ORDER: Final = (
+    Reason.POLICY_VIOLATION,
+    Reason.PLAN_VIOLATION,
+    Reason.WAVE_CANCELLED,
+    Reason.WAVE_PAUSED,
+    Reason.PLAN_NOT_STARTED,
+    Reason.NOT_MEMBER,
+)
+MAX_STAGE_NUMBER: Final = 64
 
 
 def _artifact(path: str, target: TargetFile) -> Artifact:
     return Artifact(path, target.length, dict(target.hashes), dict(target.custom))
 
 
+def _plan_check(wave: _Wave, ripple: _Ripple, at: datetime) -> tuple[Reason, str] | None:
+    """None if the plan lets ``ripple`` in at ``at``, else the denial (verifier.md 4.3)."""
+    plan = wave.policy.plan
+    if plan is None:
+        return None
+    k, stage_no, size = ripple.index, ripple.stage, ripple.size
+    if k > len(wave.accounting) or wave.accounting[k - 1] != (stage_no, size):
+        entry = wave.accounting[k - 1] if k <= len(wave.accounting) else None
+        return (
+            Reason.PLAN_VIOLATION,
+            f"{ripple.role} is stage {stage_no} of size {size}, but rollout.{wave.name} "
+            f"accounts it as {entry if entry is not None else 'nothing'} (stage, size)",
+        )
+    assert stage_no is not None  # noqa: S101 - a planned wave's ripples have a stage
+    if stage_no > len(plan.stages):
+        return (
+            Reason.PLAN_VIOLATION,
+            f"{ripple.role} names stage {stage_no}; the plan has {len(plan.stages)}",
+        )
+    stage = plan.stage(stage_no)
+    fraction = isinstance(ripple.membership, FractionMembership)
+    if fraction != stage.is_fraction:
+        return (
+            Reason.PLAN_VIOLATION,
+            f"{ripple.role} is a {'fraction' if fraction else 'device-set'} ripple in stage "
+            f"{stage_no} ({stage.name}), which holds "
+            f"{'fraction' if stage.is_fraction else 'device-set'} ripples",
+        )
+    if stage.not_before is not None and at < stage.not_before:
+        return (
+            Reason.PLAN_NOT_STARTED,
+            f"{ripple.role} is in stage {stage_no} ({stage.name}) of wave {wave.name}, which "
+            f"may not start before {stage.not_before:%Y-%m-%dT%H:%M:%SZ} (device clock "
+            f"{at.astimezone(UTC):%Y-%m-%dT%H:%M:%SZ})",
+        )
+    cap = stage.cap(plan.eligible)
+    if fraction:
+        total, unit = size, "ppm"
+    else:
+        total = sum(n for s, n in wave.accounting[:k] if not plan.stages[s - 1].is_fraction)
+        unit = "devices"
+    if total > cap:
+        return (
+            Reason.PLAN_VIOLATION,
+            f"with {ripple.role}, wave {wave.name} reaches {total} {unit}; stage {stage_no} "
+            f"({stage.name}) allows at most {cap}",
+        )
+    return None
+
+
 def _membership_of(
-    wave: _Wave, device: DeviceIdentity, evidence: Mapping[str, MerkleEvidence]
-) -> tuple[Reason, int | None]:
+    wave: _Wave, device: DeviceIdentity, evidence: Mapping[str, MerkleEvidence], at: datetime
+) -> tuple[Reason, int | None, str]:
+    denied: tuple[Reason, str] | None = None
     for ripple in wave.ripples:
         m = ripple.membership
         if isinstance(m, FractionMembership):
-            if fraction_member(wave.policy.salt, device.uuid, m.parts_per_million):
-                return Reason.ALLOWED_FRACTION, ripple.index
+            if not fraction_member(wave.policy.salt, device.uuid, m.parts_per_million):
+                continue
+            reason = Reason.ALLOWED_FRACTION
         elif is_member(m, device.uuid, salt=wave.policy.salt, evidence=evidence.get(ripple.role)):
-            return Reason.ALLOWED_RIPPLE, ripple.index
-    return Reason.NOT_MEMBER, None
+            reason = Reason.ALLOWED_RIPPLE
+        else:
+            continue
+        refused = _plan_check(wave, ripple, at)
+        if refused is None:
+            return reason, ripple.index, ""
+        denied = denied or refused
+    if denied is not None:
+        return denied[0], None, denied[1]
+    return Reason.NOT_MEMBER, None, ""
 
 
 def _wave_outcome(
@@ -592,6 +720,7 @@ def _wave_outcome(
     target: TargetFile,
     device: DeviceIdentity,
     evidence: Mapping[str, MerkleEvidence],
+    at: datetime,
 ) -> _Outcome:
     v, name = wave.version, wave.name
     if wave.state == "cancelled":
@@ -616,6 +745,19 @@ def _wave_outcome(
                 f"rollout.{name} marks wave {name} complete, but its policy does "
                 "not let the rollout keys complete it",
             )
+        plan = wave.policy.plan
+        last = plan.last_not_before if plan is not None else None
+        if last is not None and at < last:
+            return _Outcome(
+                Reason.PLAN_NOT_STARTED,
+                v,
+                path,
+                target,
+                name,
+                None,
+                f"rollout.{name} marks wave {name} complete, but its plan's last stage may "
+                f"not start before {last:%Y-%m-%dT%H:%M:%SZ}",
+            )
         return _Outcome(
             Reason.ALLOWED_COMPLETE,
             v,
@@ -625,7 +767,19 @@ def _wave_outcome(
             None,
             f"wave {name} is complete: every device of its tag may install {path}",
         )
-    reason, index = _membership_of(wave, device, evidence)
+    reason, index, why = _membership_of(wave, device, evidence, at)
+    if reason in (Reason.PLAN_VIOLATION, Reason.PLAN_NOT_STARTED):
+        return _Outcome(reason, v, path, target, name, None, why)
+    if wave.state == "paused":  # after the plan checks (specs/verifier.md 4)
+        return _Outcome(
+            Reason.WAVE_PAUSED,
+            v,
+            path,
+            target,
+            name,
+            None,
+            f"wave {name} (version {v}) is paused: it lets no device in until resumed",
+        )
     if reason is Reason.NOT_MEMBER:
         return _Outcome(
             reason,
@@ -672,15 +826,19 @@ def _check_evidence(
 
 
 def decide_rules(
-    md: VerifiedMetadata, device: DeviceIdentity, cancelled: frozenset[str] = frozenset()
+    md: VerifiedMetadata,
+    device: DeviceIdentity,
+    cancelled: frozenset[str] = frozenset(),
+    at: datetime | None = None,
 ) -> Decision:
     """Decide from verified metadata; see ``specs/verifier.md`` section 4.
 
     ``cancelled`` names the waves this device has seen cancelled before: they
-    stay cancelled whatever a later rollout role says.
+    stay cancelled whatever a later rollout role says. ``at`` is the device
+    clock that a wave's plan is checked against (default: now, UTC).
     """
     try:
-        return _decide(md, device, cancelled)
+        return _decide(md, device, cancelled, at or datetime.now(UTC))
     except _Deny as d:
         return Decision.deny(d.reason, d.message, wave=d.wave)
 
@@ -699,7 +857,9 @@ def seen_cancelled(md: VerifiedMetadata) -> frozenset[str]:
     return frozenset(names)
 
 
-def _decide(md: VerifiedMetadata, device: DeviceIdentity, cancelled: frozenset[str]) -> Decision:
+def _decide(
+    md: VerifiedMetadata, device: DeviceIdentity, cancelled: frozenset[str], at: datetime
+) -> Decision:
     delegations = md.targets.delegations
     wave_roles = delegations.roles if delegations is not None and delegations.roles else {}
     keys = delegations.keys if delegations is not None else {}
@@ -734,7 +894,7 @@ def _decide(md: VerifiedMetadata, device: DeviceIdentity, cancelled: frozenset[s
                 )
             )
         else:
-            matching.append(_wave_outcome(wave, path, target, device, evidence))
+            matching.append(_wave_outcome(wave, path, target, device, evidence, at))
 
     if not matching:
         return Decision.deny(

@@ -20,12 +20,15 @@ from typing import Final, TypeGuard
 from securesystemslib.formats import encode_canonical
 from securesystemslib.signer import Key
 
+from tufwaves.device.plan import parse_plan
 from tufwaves.errors import InputError
 
 __all__ = [
+    "ACCOUNTING_KEY",
     "LABEL_PATTERN",
     "MAX_INT",
     "MAX_VERSION",
+    "PLAN_KEY",
     "POLICY_KEYS",
     "PPM",
     "RIPPLE_FIELD",
@@ -34,6 +37,7 @@ __all__ = [
     "ROLLOUT_FIELD",
     "ROLLOUT_KEYS",
     "ROLLOUT_STATES",
+    "STAGE_KEY",
     "UUID_PATTERN",
     "VERSION_PATTERN",
     "WAVE_FIELD",
@@ -78,8 +82,14 @@ RIPPLE_KEYS: Final = frozenset({"wave", "index", "membership"})
 POLICY_KEYS: Final = frozenset(
     {"max_ripple_size", "online_complete", "fraction_salt", "max_fraction_ppm"}
 )
-"""The members of a wave's ``policy``, exactly."""
-ROLLOUT_STATES: Final = ("active", "cancelled", "complete")
+"""The members of a wave's ``policy`` (plus ``plan`` for a planned wave)."""
+PLAN_KEY: Final = "plan"
+"""The optional policy member holding a signed rollout plan (:mod:`tufwaves.device.plan`)."""
+ACCOUNTING_KEY: Final = "accounting"
+"""The rollout member of a planned wave: each ripple's stage and size."""
+STAGE_KEY: Final = "stage"
+"""The ripple member of a planned wave: the ripple's stage."""
+ROLLOUT_STATES: Final = ("active", "paused", "cancelled", "complete")
 """The values of a rollout role's ``state``."""
 
 MAX_INT: Final = 2**63 - 1
@@ -327,13 +337,14 @@ def check_policy(policy: Mapping[str, object]) -> None:
     derived from the wave role's offline signatures) or 64 lowercase hex
     characters (a salt carried from an earlier version); ``max_fraction_ppm``
     an integer 0..``PPM``, below ``PPM`` when ``online_complete`` is false
-    (a 100 % fraction completes the wave).
+    (a 100 % fraction completes the wave). An optional ``plan`` member is a
+    rollout plan (:func:`tufwaves.device.plan.parse_plan`).
 
     Raises:
         InputError: a member is missing, unknown or invalid; the message
             names it.
     """
-    if set(policy) != POLICY_KEYS:
+    if set(policy) - {PLAN_KEY} != POLICY_KEYS:
         raise InputError(
             f"policy must have exactly {', '.join(sorted(POLICY_KEYS))}; "
             f"it has {', '.join(sorted(str(k) for k in policy)) or 'none'}"
@@ -359,6 +370,8 @@ def check_policy(policy: Mapping[str, object]) -> None:
             "policy.max_fraction_ppm: a 100% fraction ripple completes the wave; with "
             "online completion refused, cap fractions below 100%"
         )
+    if PLAN_KEY in policy:
+        parse_plan(policy[PLAN_KEY])
 
 
 def key_id_of(key: Key) -> str | None:

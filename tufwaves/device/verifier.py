@@ -201,7 +201,7 @@ class Verifier:
             return Decision.deny(e.reason, e.message), None
         cancelled = self._state.cancelled | seen_cancelled(verified)
         new_state = dataclasses.replace(chain.state(), cancelled=cancelled)
-        decision = decide_rules(verified, device, cancelled)
+        decision = decide_rules(verified, device, cancelled, at)
         if left_out and not decision.allowed:
             note = "; ".join(left_out)
             decision = dataclasses.replace(

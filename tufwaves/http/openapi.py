@@ -59,7 +59,7 @@ _WAVE_BRIEF: dict[str, Any] = {
         "name": {"type": "string"},
         "tag": {"type": "string"},
         "version": {"type": "string", "description": "decimal integer as a string"},
-        "status": {"enum": ["pending", "active", "cancelled", "complete"]},
+        "status": {"enum": ["pending", "active", "paused", "cancelled", "complete"]},
         "expires": {"type": "string", "format": "date-time"},
         "ripple_count": {"type": "integer", "description": "published ripples"},
         "href": {"type": "string"},

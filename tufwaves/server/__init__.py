@@ -30,6 +30,9 @@ Overview:
   :func:`fold_into_production` completes a wave offline.
 * **Rollouts** -- :func:`rollout` signs a ripple of devices chosen by a
   :class:`Selector`; :func:`cancel` and :func:`complete` end a wave;
+  a wave with a signed :class:`Plan` (:func:`plan_from_input`) moves stage by
+  stage with :func:`sign_stage`, :func:`pause` and :func:`resume` (and
+  :func:`stage_starts` says when each stage started);
   :func:`rollout_status` counts devices per group.
 * **Bundles** -- :func:`build_bundle` gives a device everything it needs to
   decide with :class:`tufwaves.verify.Verifier`.
@@ -82,6 +85,7 @@ from tufwaves.server.keys import (
     write_key_pair,
 )
 from tufwaves.server.metadata import Clock, Policy, expiry, now
+from tufwaves.server.plan import Plan, plan_from_input
 from tufwaves.server.repository import PublishedState, Repository
 from tufwaves.server.review import Keyring, Review, fingerprint, review
 from tufwaves.server.rollout import (
@@ -93,9 +97,13 @@ from tufwaves.server.rollout import (
     complete,
     load_wave,
     open_inventory,
+    pause,
+    resume,
     ripple_members,
     rollout,
     rollout_status,
+    sign_stage,
+    stage_starts,
 )
 from tufwaves.server.roots import create_repository, repository_ceremony, rotate_root
 from tufwaves.server.rotation import rotate_online_keys, rotate_targets_keys
@@ -131,6 +139,7 @@ __all__ = [
     "Keyring",
     "Passphrase",
     "PendingRole",
+    "Plan",
     "Policy",
     "PublishedState",
     "RefusedError",
@@ -166,8 +175,11 @@ __all__ = [
     "load_wave",
     "now",
     "open_inventory",
+    "pause",
     "pending_ids",
+    "plan_from_input",
     "repository_ceremony",
+    "resume",
     "review",
     "ripple_members",
     "rollout",
@@ -176,6 +188,8 @@ __all__ = [
     "rotate_root",
     "rotate_targets_keys",
     "sign_ceremony",
+    "sign_stage",
+    "stage_starts",
     "wave_summary",
     "write_key_pair",
 ]

@@ -24,12 +24,16 @@ from tuf.api.metadata import (
 )
 
 from tufwaves.device import profile
+from tufwaves.device.plan import Plan, parse_plan
 from tufwaves.device.profile import (
+    ACCOUNTING_KEY,
+    PLAN_KEY,
     PPM,
     RIPPLE_FIELD,
     ROLLOUT_FIELD,
     ROLLOUT_KEYS,
     ROLLOUT_STATES,
+    STAGE_KEY,
     WAVE_FIELD,
     WAVE_KEYS,
     check_policy,
@@ -160,6 +164,8 @@ class Policy:
             salt carried from an earlier version of the wave (64 hex digits),
             which only a re-signed version (2 and later) may carry.
         max_fraction_ppm: The largest fraction ripple, in parts per million.
+        plan: The signed rollout plan (None: an unplanned wave), see
+            :mod:`tufwaves.server.plan`.
 
     Raises:
         InputError: A value out of range.
@@ -169,6 +175,7 @@ class Policy:
     online_complete: bool = True
     fraction_salt: str | None = None
     max_fraction_ppm: int | None = None
+    plan: Plan | None = None
 
     def __post_init__(self) -> None:
         if self.max_fraction_ppm is None:
@@ -187,12 +194,15 @@ class Policy:
         Returns:
             A dict of JSON types.
         """
-        return {
+        out: dict[str, Any] = {
             "max_ripple_size": self.max_ripple_size,
             "online_complete": self.online_complete,
             "fraction_salt": self.fraction_salt,
             "max_fraction_ppm": self.fraction_cap,
         }
+        if self.plan is not None:
+            out[PLAN_KEY] = self.plan.to_dict()
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Policy:
@@ -213,6 +223,7 @@ class Policy:
             data["online_complete"],
             data["fraction_salt"],
             data["max_fraction_ppm"],
+            parse_plan(data[PLAN_KEY]) if PLAN_KEY in data else None,
         )
 
 
@@ -264,16 +275,28 @@ class RolloutInfo:
     wave: str
     state: str
     ripples: int
+    accounting: tuple[tuple[int, int], ...] | None = None  # (stage, size) per ripple; planned
 
 
 def rollout_info(md: Metadata[Targets]) -> RolloutInfo:
     raw = md.signed.unrecognized_fields.get(ROLLOUT_FIELD)
-    if not isinstance(raw, dict) or set(raw) != ROLLOUT_KEYS:
+    if not isinstance(raw, dict) or set(raw) - {ACCOUNTING_KEY} != ROLLOUT_KEYS:
         raise InputError(f"{ROLLOUT_FIELD} is missing or malformed")
     if not isinstance(raw["state"], str) or raw["state"] not in ROLLOUT_STATES:
         raise InputError(f"{ROLLOUT_FIELD} has a bad state {raw['state']!r}")
+    accounting = None
+    if ACCOUNTING_KEY in raw:
+        entries = raw[ACCOUNTING_KEY]
+        if not isinstance(entries, list) or not all(
+            isinstance(e, dict) and set(e) == {"stage", "size"} for e in entries
+        ):
+            raise InputError(f"{ROLLOUT_FIELD}.accounting is malformed")
+        accounting = tuple((int(e["stage"]), int(e["size"])) for e in entries)
     return RolloutInfo(
-        check_wave_name(raw["wave"]), raw["state"], check_ripple_count(raw["ripples"])
+        check_wave_name(raw["wave"]),
+        raw["state"],
+        check_ripple_count(raw["ripples"]),
+        accounting,
     )
 
 
@@ -374,8 +397,12 @@ def build_rollout(
     threshold: int,
     version: int,
     expires: datetime,
+    accounting: Sequence[tuple[int, int]] | None = None,
 ) -> Metadata[Targets]:
     """The rollout role: state and one delegation per ripple, in order.
+
+    A planned wave's rollout role also carries ``accounting``: the (stage,
+    size) of every ripple, one entry per ripple.
 
     Raises:
         InputError: a bad wave name, state or ripple count (an ``int`` from 0
@@ -385,6 +412,8 @@ def build_rollout(
     if state not in ROLLOUT_STATES:
         raise InputError(f"bad rollout state {state!r}")
     check_ripple_count(ripple_count)
+    if accounting is not None and len(accounting) != ripple_count:
+        raise InputError("a planned wave's accounting has one entry per ripple")
     roles = {
         ripple_role(wave, k): DelegatedRole(
             ripple_role(wave, k), sorted(keyids), threshold, True, paths=[]
@@ -394,22 +423,27 @@ def build_rollout(
     delegations = (
         Delegations(keys={kid: keys[kid] for kid in keyids}, roles=roles) if roles else None
     )
+    field_: dict[str, Any] = {"wave": wave, "state": state, "ripples": ripple_count}
+    if accounting is not None:
+        field_[ACCOUNTING_KEY] = [{"stage": s, "size": n} for s, n in accounting]
     signed = Targets(
         version=version,
         expires=expires,
         targets={},
         delegations=delegations,
-        unrecognized_fields={
-            ROLLOUT_FIELD: {"wave": wave, "state": state, "ripples": ripple_count}
-        },
+        unrecognized_fields={ROLLOUT_FIELD: field_},
     )
     return Metadata(signed)
 
 
 def build_ripple(
-    wave: str, index: int, membership: Mapping[str, Any], expires: datetime
+    wave: str,
+    index: int,
+    membership: Mapping[str, Any],
+    expires: datetime,
+    stage: int | None = None,
 ) -> Metadata[Targets]:
-    """A ripple role (version 1) of ``wave`` with its membership.
+    """A ripple role (version 1) of ``wave`` with its membership (and stage, if planned).
 
     Raises:
         InputError: a bad wave name or ripple number (an ``int`` from 1 to
@@ -417,12 +451,13 @@ def build_ripple(
     """
     check_wave_name(wave)
     check_ripple_index(index)
+    field_: dict[str, Any] = {"wave": wave, "index": index, "membership": dict(membership)}
+    if stage is not None:
+        field_[STAGE_KEY] = stage
     signed = Targets(
         version=1,
         expires=expires,
         targets={},
-        unrecognized_fields={
-            RIPPLE_FIELD: {"wave": wave, "index": index, "membership": dict(membership)}
-        },
+        unrecognized_fields={RIPPLE_FIELD: field_},
     )
     return Metadata(signed)

@@ -34,6 +34,7 @@ from tufwaves.server.metadata import (
     rollout_delegation,
     rollout_info,
     rollout_role,
+    wave_info,
     wave_role,
 )
 from tufwaves.server.repository import Repository
@@ -157,9 +158,12 @@ def rotation_extras(
         drole, keys = rollout_delegation(wave_md)
         current = state.version_of(rollout_role(name))
         status, count = "active", 0
+        accounting: tuple[tuple[int, int], ...] | None = (
+            () if wave_info(wave_md).policy.plan is not None else None
+        )
         if current is not None:
             info = rollout_info(repo.load_targets(rollout_role(name), state))
-            status, count = info.state, info.ripples
+            status, count, accounting = info.state, info.ripples, info.accounting
         roll = build_rollout(
             name,
             status,
@@ -169,6 +173,7 @@ def rotation_extras(
             drole.threshold,
             (current or 0) + 1,
             wave_md.signed.expires,
+            accounting,
         )
         roll.sign(rollout_signer)
         extras.roles[rollout_role(name)] = roll

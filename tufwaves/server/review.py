@@ -32,6 +32,7 @@ from securesystemslib.formats import encode_canonical
 from securesystemslib.signer import Key
 from tuf.api.metadata import Metadata, Root, Targets
 
+from tufwaves.device.plan import parse_plan
 from tufwaves.device.profile import WAVE_FIELD
 from tufwaves.device.salt import signature_salt
 from tufwaves.errors import InputError
@@ -228,6 +229,8 @@ def _target_lines(md: Metadata[Targets], name: _Namer) -> Iterator[str]:
             )
         else:
             yield f"  fraction salt {carried}: CARRIED from an earlier version (checked below)"
+        if isinstance(policy, Mapping) and "plan" in policy:
+            yield from _plan_lines(policy["plan"])
     for path, target in sorted(signed.targets.items()):
         custom = target.custom
         yield f"  artifact {path}  {target.length} bytes"
@@ -246,6 +249,57 @@ def _target_lines(md: Metadata[Targets], name: _Namer) -> Iterator[str]:
                 drole.threshold,
                 delegations.keys,
                 name,
+            )
+
+
+def _pct(ppm: int) -> str:
+    return f"{ppm / 10_000:g}%"
+
+
+def _duration(seconds: int | None) -> str:
+    if seconds is None:
+        return "none"
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds // size}{unit} ({seconds} s)"
+    return f"{seconds} s"
+
+
+def _plan_lines(raw: object) -> Iterator[str]:
+    """The signed plan, stage by stage, with each cap resolved in devices."""
+    try:
+        plan = parse_plan(raw)
+    except InputError as e:
+        yield f"  !! the plan does not parse: {e}. Do not sign."
+        return
+    yield (
+        f"  plan: {len(plan.stages)} stage(s) over {plan.eligible} eligible devices "
+        "(counted when the wave was prepared); sizes are cumulative"
+    )
+    for i, st in enumerate(plan.stages, 1):
+        if st.kind == "devices":
+            size = f"up to {st.amount} devices"
+        elif st.kind == "percent_ppm":
+            size = f"up to {_pct(st.amount)} = {st.cap(plan.eligible)} devices"
+        else:
+            size = f"fraction up to {_pct(st.amount)} of every device of the tag"
+        when = f"{st.not_before:%Y-%m-%dT%H:%M:%SZ}" if st.not_before else "any time"
+        yield (
+            f"    stage {i} {st.name}: {size}, group {st.group or 'any'}, "
+            f"not before {when}, soak {_duration(st.soak_seconds)}, "
+            f"timeout {_duration(st.timeout_seconds)}"
+        )
+        if st.success is not None:
+            yield (
+                f"      to start: >= {_pct(st.success.min_installed_ppm)} of stage {i - 1}'s "
+                f"devices installed, with >= {st.success.min_reports} reports"
+            )
+        if st.abort is not None:
+            codes = ", ".join(st.abort.codes) or "none"
+            yield (
+                f"      abort ({st.abort.action}): failures > "
+                f"{_pct(st.abort.max_failed_ppm)} with >= {st.abort.min_reports} reports, "
+                f"or any failure code in: {codes}"
             )
 
 

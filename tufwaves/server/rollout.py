@@ -35,6 +35,7 @@ from tufwaves.device.membership import (
     membership_from_dict,
     merkle_root,
 )
+from tufwaves.device.plan import Plan
 from tufwaves.errors import InputError, RefusedError
 from tufwaves.server.inventory import Eligibility, GroupStatus, Inventory
 from tufwaves.server.inventory.backend import configured_dsn, open_configured
@@ -66,10 +67,14 @@ __all__ = [
     "has_inventory",
     "load_wave",
     "open_inventory",
+    "pause",
+    "resume",
     "ripple_members",
     "rollout",
     "rollout_status",
     "seed_start",
+    "sign_stage",
+    "stage_starts",
     "tree_path",
     "wave_status",
 ]
@@ -212,6 +217,40 @@ class WaveContext:
         """How many ripples were signed."""
         return rollout_info(self.rollout).ripples if self.rollout else 0
 
+    @property
+    def plan(self) -> Plan | None:
+        """The wave's signed rollout plan, or None (an unplanned wave)."""
+        return self.info.policy.plan
+
+    @property
+    def accounting(self) -> tuple[tuple[int, int], ...]:
+        """(stage, size) of every ripple of a planned wave (empty otherwise)."""
+        info = rollout_info(self.rollout) if self.rollout else None
+        return (info.accounting or ()) if info else ()
+
+    @property
+    def current_stage(self) -> int | None:
+        """The stage of the last ripple, 1 before any (None: an unplanned wave)."""
+        if self.plan is None:
+            return None
+        return self.accounting[-1][0] if self.accounting else 1
+
+    def stage_used(self, stage: int) -> int:
+        """How much of ``stage``'s cumulative cap the ripples so far used.
+
+        Args:
+            stage: A stage number of the plan.
+
+        Returns:
+            Devices (every count ripple so far) for a count stage, the
+            largest fraction so far (ppm) for a fraction stage.
+        """
+        plan = self.plan
+        assert plan is not None  # noqa: S101 - callers check
+        fraction = plan.stage(stage).is_fraction
+        sizes = [n for s, n in self.accounting if plan.stage(s).is_fraction == fraction]
+        return (max(sizes, default=0)) if fraction else sum(sizes)
+
     def eligibility(self, group: str | None = None) -> Eligibility:
         """Which devices the wave may still pick, for :class:`Inventory` queries.
 
@@ -350,9 +389,15 @@ def _rollout_signers(repo: Repository, wave: WaveContext, keys: Sequence[KeyRef]
 
 
 def _signed_rollout(
-    wave: WaveContext, state: str, ripples: int, signers: Sequence[Signer]
+    wave: WaveContext,
+    state: str,
+    ripples: int,
+    signers: Sequence[Signer],
+    accounting: Sequence[tuple[int, int]] | None = None,
 ) -> Metadata[Targets]:
     version = (wave.rollout.signed.version + 1) if wave.rollout else 1
+    if accounting is None and wave.plan is not None:
+        accounting = wave.accounting
     md = build_rollout(
         wave.name,
         state,
@@ -362,6 +407,7 @@ def _signed_rollout(
         wave.rollout_delegation.threshold,
         version,
         wave.expires,
+        accounting,
     )
     for signer in signers:
         md.sign(signer, append=True)
@@ -469,12 +515,21 @@ def rollout(
     keys: Sequence[KeyRef] = (),
     dry_run: bool = False,
     progress: Callable[[str], None] | None = None,
+    stage: int | None = None,
 ) -> RolloutResult:
     """Select devices, sign ripple K and the rollout role, publish (or preview).
 
     Selection, the inventory record and the publish happen under the
     repository lock and one inventory transaction: two rollouts never pick the
     same device twice.
+
+    On a planned wave the ripple belongs to ``stage`` (default: the current
+    stage, that of the last ripple or 1); ``stage`` may be the current stage
+    or the next one, which then starts (:func:`sign_stage`). The selection is
+    capped to what is left of the stage's cumulative cap and restricted to its
+    group; a stage whose ``not_before`` is in the future by the repository
+    clock, or whose soak since the previous stage started has not passed, is
+    refused (``specs/rollout.md`` "Plans").
 
     Args:
         repo: The repository.
@@ -485,14 +540,16 @@ def rollout(
             online rollout key.
         dry_run: Select only: sign and write nothing.
         progress: Told each phase (for people watching a large ripple).
+        stage: The plan stage of the ripple (planned waves only).
 
     Returns:
         The ripple.
 
     Raises:
-        InputError: No such wave, or a key that cannot sign.
+        InputError: No such wave, a key that cannot sign, or ``stage`` on an
+            unplanned wave or outside the plan.
         RefusedError: The wave is not active or expired, no device is
-            eligible, the signed policy forbids the ripple, or too few
+            eligible, the signed policy or plan forbids the ripple, or too few
             rollout keys can sign.
     """
     say = progress or (lambda _: None)
@@ -508,6 +565,11 @@ def rollout(
             )
         _require_unexpired(repo, wave)
         index = wave.ripple_count + 1
+        stage_no: int | None = None
+        if wave.plan is not None:
+            stage_no, selector = _plan_selector(repo, inv, wave, selector, stage, at)
+        elif stage is not None:
+            raise InputError(f"wave {wave_name} has no plan; --stage needs a planned wave")
         signers = [] if dry_run else _rollout_signers(repo, wave, keys)
         tree = tree_path(repo, wave_name, index)
         if selector.fraction_ppm is not None:
@@ -531,6 +593,8 @@ def rollout(
                     f"no eligible device for wave {wave_name} ({chosen_by}): "
                     "nothing was signed ('tufwaves waves status' shows who is eligible)"
                 )
+            if stage_no is not None:
+                _check_stage_room(wave, stage_no, len(chosen))
             limit = wave.policy.max_ripple_size
             if limit is not None and len(chosen) > limit:
                 raise RefusedError(
@@ -558,14 +622,184 @@ def rollout(
             return result
         say(f"signing, recording and publishing ripple {index}")
         with _removed_unless_published(repo, wave_name, index, tree):
-            ripple = build_ripple(wave_name, index, membership, wave.expires)
+            ripple = build_ripple(wave_name, index, membership, wave.expires, stage_no)
             for signer in signers:
                 ripple.sign(signer, append=True)
-            roll = _signed_rollout(wave, "active", index, signers)
+            accounting = None
+            recorded = selector.to_dict()
+            if stage_no is not None:
+                size = selector.fraction_ppm if selector.fraction_ppm is not None else len(chosen)
+                accounting = (*wave.accounting, (stage_no, size))
+                recorded["stage"] = stage_no
+            roll = _signed_rollout(wave, "active", index, signers, accounting)
             keyids = sorted(ripple.signatures)
-            inv.record_ripple(wave_name, index, chosen, selector.to_dict(), encoding, keyids, at)
+            inv.record_ripple(wave_name, index, chosen, recorded, encoding, keyids, at)
+            if stage_no is not None and stage_no not in {s for s, _ in wave.accounting}:
+                inv.audit(
+                    "stage",
+                    keyids,
+                    {"wave": wave_name, "stage": stage_no, "ripple": index},
+                    at,
+                )
             repo.publish({ripple_role(wave_name, index): ripple, rollout_role(wave_name): roll})
     return result
+
+
+def stage_starts(inv: Inventory, wave: WaveContext) -> dict[int, datetime]:
+    """When each started stage of a planned wave started.
+
+    A stage starts with the publication of its first ripple; the time is the
+    inventory's record of that ripple (``created``, the repository clock at
+    signing). The inventory audit log also has a ``stage`` entry for it.
+
+    Args:
+        inv: The inventory.
+        wave: A planned wave (:func:`load_wave`).
+
+    Returns:
+        Stage number to start time, for the stages that have a ripple.
+    """
+    created = {r.index: r.created for r in inv.ripples(wave.name)}
+    out: dict[int, datetime] = {}
+    for k, (stage, _size) in enumerate(wave.accounting, 1):
+        if stage not in out and k in created:
+            out[stage] = created[k]
+    return out
+
+
+def _plan_selector(
+    repo: Repository,
+    inv: Inventory,
+    wave: WaveContext,
+    selector: Selector,
+    stage: int | None,
+    at: datetime,
+) -> tuple[int, Selector]:
+    """The stage of the next ripple and the selector capped to it."""
+    plan = wave.plan
+    assert plan is not None  # noqa: S101 - a planned wave
+    current = wave.current_stage
+    assert current is not None  # noqa: S101 - a planned wave
+    number = current if stage is None else stage
+    st = plan.stage(number)
+    if number not in (current, current + 1) or (number == current + 1 and not wave.accounting):
+        raise RefusedError(
+            f"wave {wave.name} is in stage {current} ({plan.stage(current).name}); a ripple "
+            f"may be for that stage or the next, not stage {number}"
+        )
+    if st.not_before is not None and at < st.not_before:
+        raise RefusedError(
+            f"stage {number} ({st.name}) of wave {wave.name} may not start before "
+            f"{st.not_before:%Y-%m-%dT%H:%M:%SZ} (now {at:%Y-%m-%dT%H:%M:%SZ}); nothing was signed"
+        )
+    if number != current and st.soak_seconds:
+        started = stage_starts(inv, wave).get(current)
+        if started is not None and (at - started).total_seconds() < st.soak_seconds:
+            raise RefusedError(
+                f"stage {number} ({st.name}) of wave {wave.name} needs a soak of "
+                f"{st.soak_seconds} s after stage {current} started at "
+                f"{started:%Y-%m-%dT%H:%M:%SZ}; nothing was signed"
+            )
+    cap, used = st.cap(plan.eligible), wave.stage_used(number)
+    if st.is_fraction:
+        if selector.fraction_ppm is None:
+            raise RefusedError(
+                f"stage {number} ({st.name}) of wave {wave.name} is a fraction stage; "
+                "use --fraction"
+            )
+        if selector.fraction_ppm > cap:
+            raise RefusedError(
+                f"stage {number} ({st.name}) of wave {wave.name} allows fractions up to "
+                f"{cap} ppm, not {selector.fraction_ppm}; nothing was signed"
+            )
+        return number, selector
+    if selector.fraction_ppm is not None:
+        raise RefusedError(
+            f"stage {number} ({st.name}) of wave {wave.name} holds device-set ripples, "
+            "not fractions"
+        )
+    room = cap - used
+    if room <= 0:
+        raise RefusedError(
+            f"stage {number} ({st.name}) of wave {wave.name} is full ({used} of {cap} "
+            "devices); start the next stage"
+        )
+    if st.group is not None and selector.group not in (None, st.group):
+        raise RefusedError(
+            f"stage {number} ({st.name}) of wave {wave.name} is for group {st.group}, "
+            f"not {selector.group}"
+        )
+    group = st.group if st.group is not None else selector.group
+    if selector.uuids is not None and selector.limit is None and selector.percent is None:
+        return number, replace(selector, group=group)
+    limit = room
+    if selector.limit is not None:
+        limit = min(limit, selector.limit)
+    if selector.percent is not None:
+        count = inv.count_eligible(wave.eligibility(group))
+        limit = min(limit, _percent_of(selector.percent, count))
+    return number, replace(selector, group=group, limit=max(limit, 1), percent=None)
+
+
+def _check_stage_room(wave: WaveContext, stage: int, chosen: int) -> None:
+    plan = wave.plan
+    assert plan is not None  # noqa: S101 - a planned wave
+    cap, used = plan.cap(stage), wave.stage_used(stage)
+    if used + chosen > cap:
+        raise RefusedError(
+            f"this ripple would take wave {wave.name} to {used + chosen} devices; stage "
+            f"{stage} ({plan.stage(stage).name}) allows at most {cap}. Nothing was signed"
+        )
+
+
+def sign_stage(
+    repo: Repository,
+    wave: str,
+    stage: int,
+    *,
+    inv: Inventory | None = None,
+    keys: Sequence[KeyRef] = (),
+    dry_run: bool = False,
+) -> RolloutResult:
+    """Sign the ripple that brings a planned wave to stage ``stage``'s cap.
+
+    A count stage takes the eligible devices of its group (all of the wave's
+    tag and hardware without one) up to what is left of its cumulative cap; a
+    fraction stage signs a fraction ripple of its cap. The gates are not
+    evaluated here (the controller does); the schedule is: the stage is the
+    current or the next one, its ``not_before`` has passed by the repository
+    clock and, for the next stage, its soak since the current stage started.
+
+    Args:
+        repo: The repository.
+        wave: A published, active, planned wave.
+        stage: The stage number (1-based).
+        inv: Its inventory (default: :func:`open_inventory`, opened and closed here).
+        keys: The wave's rollout keys, when not the repository's online key.
+        dry_run: Select only: sign and write nothing.
+
+    Returns:
+        The ripple.
+
+    Raises:
+        InputError: No such wave, no plan, no such stage, or a key that cannot sign.
+        RefusedError: The schedule or the wave's state refuses it, the stage is
+            full or no device is eligible.
+    """
+    ctx = load_wave(repo, wave)
+    plan = ctx.plan
+    if plan is None:
+        raise InputError(f"wave {wave} has no plan")
+    st = plan.stage(stage)
+    selector = (
+        Selector(fraction_ppm=st.amount)
+        if st.is_fraction
+        else Selector(group=st.group, limit=max(1, st.cap(plan.eligible)))
+    )
+    if inv is not None:
+        return rollout(repo, inv, wave, selector, keys=keys, dry_run=dry_run, stage=stage)
+    with open_inventory(repo, read_only=dry_run) as opened:
+        return rollout(repo, opened, wave, selector, keys=keys, dry_run=dry_run, stage=stage)
 
 
 def _reconcile(repo: Repository, inv: Inventory, wave: WaveContext) -> None:
@@ -629,10 +863,17 @@ def _transition(
         wave = load_wave(repo, wave_name)
         if wave.status == target:
             raise RefusedError(f"wave {wave_name} is already {target}")
-        if wave.status != "active":
+        allowed_from = _TRANSITIONS[target]
+        if wave.status not in allowed_from:
             raise RefusedError(
-                f"wave {wave_name} is {wave.status}; a {wave.status} wave cannot be "
-                f"{'cancelled' if target == 'cancelled' else 'completed'}"
+                f"wave {wave_name} is {wave.status}; a {wave.status} wave cannot be {_VERB[target]}"
+            )
+        last = wave.plan.last_not_before if wave.plan is not None else None
+        if target == "complete" and last is not None and repo.now() < last:
+            raise RefusedError(
+                f"wave {wave_name}'s signed plan has a stage that may not start before "
+                f"{last:%Y-%m-%dT%H:%M:%SZ}; it cannot be completed before then "
+                "(devices would refuse it)"
             )
         if target == "complete" and not wave.policy.online_complete:
             raise RefusedError(
@@ -645,7 +886,7 @@ def _transition(
         signers = _rollout_signers(repo, wave, keys)
         roll = _signed_rollout(wave, target, wave.ripple_count, signers)
         inv.audit(
-            "cancel" if target == "cancelled" else "complete",
+            _ACTION[target],
             sorted(roll.signatures),
             {"wave": wave_name},
             repo.now(),
@@ -656,6 +897,51 @@ def _transition(
             discard_ceremony(repo, f"production.{wave_name}")
             return [f"production.{wave_name}"]
     return []
+
+
+# Rollout state transitions (specs/rollout.md): cancelled and complete are final.
+_TRANSITIONS = {
+    "cancelled": ("active", "paused"),
+    "complete": ("active",),
+    "paused": ("active",),
+    "active": ("paused",),
+}
+_VERB = {"cancelled": "cancelled", "complete": "completed", "paused": "paused", "active": "resumed"}
+_ACTION = {"cancelled": "cancel", "complete": "complete", "paused": "pause", "active": "resume"}
+
+
+def pause(repo: Repository, inv: Inventory, wave: str, *, keys: Sequence[KeyRef] = ()) -> None:
+    """Sign the rollout role ``paused``: devices not yet updated refuse the wave until resumed.
+
+    Args:
+        repo: The repository.
+        inv: Its inventory (the pause is audited there).
+        wave: The wave's name.
+        keys: The wave's rollout keys, when not the repository's online key.
+
+    Raises:
+        InputError: No such wave, or a key that cannot sign.
+        RefusedError: The wave is not active (paused already, cancelled or
+            complete) or expired, or too few rollout keys can sign.
+    """
+    _transition(repo, inv, wave, "paused", keys)
+
+
+def resume(repo: Repository, inv: Inventory, wave: str, *, keys: Sequence[KeyRef] = ()) -> None:
+    """Sign the rollout role ``active`` again for a paused wave.
+
+    Args:
+        repo: The repository.
+        inv: Its inventory (the resume is audited there).
+        wave: The wave's name.
+        keys: The wave's rollout keys, when not the repository's online key.
+
+    Raises:
+        InputError: No such wave, or a key that cannot sign.
+        RefusedError: The wave is not paused (active, cancelled or complete)
+            or expired, or too few rollout keys can sign.
+    """
+    _transition(repo, inv, wave, "active", keys)
 
 
 def _require_unexpired(repo: Repository, wave: WaveContext) -> None:
@@ -685,8 +971,8 @@ def cancel(
 
     Raises:
         InputError: No such wave, or a key that cannot sign.
-        RefusedError: The wave is not active or expired, or too few rollout
-            keys can sign.
+        RefusedError: The wave is not active or paused, or is expired, or
+            too few rollout keys can sign.
     """
     return _transition(repo, inv, wave, "cancelled", keys)
 
@@ -702,7 +988,8 @@ def complete(repo: Repository, inv: Inventory, wave: str, *, keys: Sequence[KeyR
 
     Raises:
         InputError: No such wave, or a key that cannot sign.
-        RefusedError: The wave is not active or expired, its signed policy
+        RefusedError: The wave is not active or expired, its signed plan
+            has a stage whose ``not_before`` is still ahead, its signed policy
             needs an offline completion
             (:func:`~tufwaves.server.waves.fold_into_production`), or too few
             rollout keys can sign.

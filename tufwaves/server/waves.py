@@ -7,10 +7,11 @@ first version of its rollout role, only when both reach their thresholds.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -20,11 +21,14 @@ from securesystemslib.signer import Key
 from tuf.api.metadata import DelegatedRole, Delegations, Metadata, TargetFile, Targets
 
 from tufwaves._files import PRIVATE_MODE, atomic_write
+from tufwaves.device.plan import Plan
 from tufwaves.device.profile import check_version
 from tufwaves.device.salt import signature_salt
 from tufwaves.errors import InputError, RefusedError, StorageError
 from tufwaves.server import staging
 from tufwaves.server.ceremony import Ceremony, PendingRole
+from tufwaves.server.inventory import Eligibility
+from tufwaves.server.inventory.backend import configured_dsn, open_configured
 from tufwaves.server.keys import KeyRef
 from tufwaves.server.metadata import (
     Policy,
@@ -43,6 +47,7 @@ from tufwaves.server.metadata import (
     wave_info,
     wave_role,
 )
+from tufwaves.server.plan import plan_from_input
 from tufwaves.server.rekey import finish_rotation, read_plan, rotation_extras
 from tufwaves.server.repository import PublishedState, Repository
 
@@ -253,6 +258,7 @@ def init_wave(
     expires: datetime | None = None,
     keys: Sequence[KeyRef] = (),
     dry_run: bool = False,
+    plan: Mapping[str, Any] | Plan | None = None,
 ) -> Ceremony:
     """Create wave ``name`` in a ceremony: build, sign with ``keys``; publish if complete.
 
@@ -282,6 +288,11 @@ def init_wave(
             as on the command line).
         keys: Offline targets keys that sign now.
         dry_run: Build and sign in memory only; write nothing.
+        plan: A rollout plan signed into the policy: a :class:`Plan`, or
+            PLAN.json data (:func:`~tufwaves.server.plan.plan_from_input`)
+            whose ``eligible``, when left out, is counted from the inventory
+            (devices of the tag and the artifacts' hardware ids below
+            ``version``).
 
     Returns:
         The ceremony; ``complete`` when the wave was published.
@@ -289,8 +300,9 @@ def init_wave(
     Raises:
         InputError: A bad name, tag, hardware id, version or artifact, a
             policy with a fraction salt (see
-            :func:`~tufwaves.server.metadata.build_wave`), or a ``keys``
-            entry that cannot sign.
+            :func:`~tufwaves.server.metadata.build_wave`), a bad plan (the
+            message names the stage and field), or a ``keys`` entry that
+            cannot sign.
         RefusedError: The name is taken, the version does not increase,
             another targets ceremony is pending, or a key may not sign.
     """
@@ -320,6 +332,8 @@ def init_wave(
         entries.extend(_targets_file_entries(targets_file, name, tag, number, hardware_ids))
     if len({t.path for t in entries}) != len(entries):
         raise InputError("two artifacts have the same name for the same hardware id")
+    if plan is not None:
+        policy = _planned_policy(repo, policy or Policy(), plan, name, tag, number, entries)
     if not rollout_keys:
         rollout_keys = [repo.online_key("rollout")]
         rollout_threshold = 1
@@ -400,6 +414,48 @@ def init_wave(
     return ceremony
 
 
+def _planned_policy(
+    repo: Repository,
+    policy: Policy,
+    plan: Mapping[str, Any] | Plan,
+    name: str,
+    tag: str,
+    version: int,
+    entries: Sequence[TargetFile],
+) -> Policy:
+    """``policy`` with ``plan`` (checked against it) signed in."""
+    if not isinstance(plan, Plan):
+        eligible = None
+        if "eligible" not in plan:
+            eligible = _count_eligible(repo, name, tag, version, entries)
+        plan = plan_from_input(plan, eligible)
+    for number, stage in enumerate(plan.stages, 1):
+        if stage.is_fraction and stage.amount > policy.fraction_cap:
+            raise InputError(
+                f"plan stage {number} ({stage.name}).size: a fraction of {stage.amount} ppm "
+                f"is above the policy's max_fraction_ppm {policy.fraction_cap}"
+            )
+        if stage.is_fraction and stage.group is not None:
+            raise InputError(
+                f"plan stage {number} ({stage.name}).group: a fraction stage applies to "
+                "every device of the wave's tag; it cannot have a group"
+            )
+    return dataclasses.replace(policy, plan=plan)
+
+
+def _count_eligible(
+    repo: Repository, name: str, tag: str, version: int, entries: Sequence[TargetFile]
+) -> int | None:
+    """Devices of ``tag`` and the artifacts' hardware ids below ``version``, or None."""
+    if not repo.inventory_path.exists() and configured_dsn(repo.config) is None:
+        return None
+    hardware: set[str] = set()
+    for t in entries:
+        hardware.update(t.custom.get("hardwareIds", []))
+    with open_configured(repo.inventory_path, repo.config, read_only=True) as inv:
+        return inv.count_eligible(Eligibility(name, tag, frozenset(hardware), version, None))
+
+
 def _next_targets(
     repo: Repository, state: PublishedState, expires: datetime
 ) -> tuple[Metadata[Targets], dict[str, Key], int]:
@@ -416,7 +472,12 @@ def _next_targets(
 
 
 def _signed_by_repository(
-    repo: Repository, wave_md: Metadata[Targets], status: str, ripples: int, version: int
+    repo: Repository,
+    wave_md: Metadata[Targets],
+    status: str,
+    ripples: int,
+    version: int,
+    accounting: Sequence[tuple[int, int]] | None = None,
 ) -> Metadata[Targets] | None:
     """A rollout role signed by the repository's online rollout key, or None
     when that key alone cannot sign for the wave (other keys, threshold > 1)."""
@@ -432,6 +493,7 @@ def _signed_by_repository(
         1,
         version,
         wave_md.signed.expires,
+        () if accounting is None and wave_info(wave_md).policy.plan is not None else accounting,
     )
     md.sign(repo.online_signer("rollout"))
     return md
@@ -501,9 +563,16 @@ def _rollout_complete(repo: Repository, name: str) -> Metadata[Targets] | None:
     """The wave's rollout role marked complete, if the repository's key may sign it."""
     state = repo.state()
     current = state.version_of(rollout_role(name))
-    ripples = rollout_info(repo.load_targets(rollout_role(name), state)).ripples if current else 0
+    info = rollout_info(repo.load_targets(rollout_role(name), state)) if current else None
     wave_md = repo.load_targets(wave_role(name), state)
-    return _signed_by_repository(repo, wave_md, "complete", ripples, (current or 0) + 1)
+    return _signed_by_repository(
+        repo,
+        wave_md,
+        "complete",
+        info.ripples if info else 0,
+        (current or 0) + 1,
+        info.accounting if info else None,
+    )
 
 
 def fold_into_production(repo: Repository, name: str, *, keys: Sequence[KeyRef] = ()) -> Ceremony:
