@@ -162,6 +162,102 @@ class _Load:
         }
 
 
+_WRK_LUA = r"""
+local threads = {}
+setup = function(thread) table.insert(threads, thread) end
+init = function(args)
+  items, sent, answered, statuses = {}, 0, 0, {}
+  local field = "([^\t]*)\t"
+  for line in io.lines(os.getenv("TUFWAVES_WRK_REQUESTS")) do
+    local method, path, hname, hvalue, body = line:match("^" .. field:rep(4) .. "(.*)$")
+    local headers = {}
+    if hname ~= "" then headers[hname] = hvalue end
+    items[#items + 1] = wrk.format(method, path, headers, body ~= "" and body or nil)
+  end
+end
+request = function()
+  sent = sent + 1
+  return items[((sent - 1) % #items) + 1]
+end
+response = function(status, headers, body)
+  local key = tostring(status)
+  statuses[key] = (statuses[key] or 0) + 1
+  answered = answered + 1
+  if answered >= #items then wrk.thread:stop() end
+end
+done = function(summary, latency, requests)
+  local parts = {}
+  for _, t in ipairs(threads) do
+    for code, n in pairs(t:get("statuses")) do
+      parts[#parts + 1] = string.format('"%s":%d', code, n)
+    end
+  end
+  local e = summary.errors
+  io.write(string.format(
+    'TUFWAVES-WRK {"requests":%d,"duration_us":%d,"bytes":%d,"p50_us":%d,"p99_us":%d,'
+    .. '"errors":%d,"statuses":{%s}}\n',
+    summary.requests, summary.duration, summary.bytes, latency:percentile(50),
+    latency:percentile(99), e.connect + e.read + e.write + e.timeout, table.concat(parts, ",")))
+end
+"""
+
+
+class _Wrk:
+    """The same measurement as :class:`_Load`, with wrk (one thread, C connections):
+    ``count`` requests, then wrk stops itself. Statuses are counted in the Lua
+    script (one wrk thread, so they are exact); latencies are wrk's."""
+
+    def __init__(self, port: int, connections: int, work: Path) -> None:
+        self.port = port
+        self.connections = connections
+        self.work = work
+        self.script = work / "load.lua"
+        self.script.write_text(_WRK_LUA)
+
+    def run(
+        self, count: int, make: Callable[[int], tuple[str, str, bytes | None, dict[str, str]]]
+    ) -> dict[str, Any]:
+        listing = self.work / "requests.tsv"
+        with listing.open("w", encoding="ascii") as f:
+            for i in range(count):
+                method, path, body, headers = make(i)
+                (name, value), *rest = list(headers.items()) or [("", "")]
+                text = (body or b"").decode("ascii")
+                if rest or any(c in text + path + value for c in "\t\n"):
+                    raise ValueError("one header, no tabs or newlines in a wrk request")
+                f.write(f"{method}\t{path}\t{name}\t{value}\t{text}\n")
+        done = subprocess.run(
+            [
+                "wrk",
+                "-t1",
+                f"-c{min(self.connections, count)}",
+                "-d600s",
+                "--latency",
+                "-s",
+                str(self.script),
+                f"http://127.0.0.1:{self.port}",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=660,
+            check=True,
+            env={**os.environ, "TUFWAVES_WRK_REQUESTS": str(listing)},
+        )
+        line = next(x for x in done.stdout.splitlines() if x.startswith("TUFWAVES-WRK "))
+        r = json.loads(line.removeprefix("TUFWAVES-WRK "))
+        seconds = r["duration_us"] / 1e6
+        return {
+            "requests": r["requests"],
+            "seconds": round(seconds, 3),
+            "per_second": round(r["requests"] / seconds, 1),
+            "p50_ms": round(r["p50_us"] / 1000, 2),
+            "p99_ms": round(r["p99_us"] / 1000, 2),
+            "statuses": dict(sorted(r["statuses"].items())),
+            "socket_errors": r["errors"],
+            "response_bytes_mean": int(r["bytes"] / max(r["requests"], 1)),
+        }
+
+
 def _workers(pid: int) -> list[int]:
     found = []
     for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
@@ -209,7 +305,9 @@ def _serve(repo: Path, port: int, workers: int) -> subprocess.Popen[bytes]:
     raise RuntimeError("tufwaves serve did not listen")
 
 
-def measure(devices: int, requests: int, reports: int, threads: int, work: Path) -> dict[str, Any]:
+def measure(
+    devices: int, requests: int, reports: int, threads: int, work: Path, client: str = "auto"
+) -> dict[str, Any]:
     from tufwaves.device.report import sign_report
     from tufwaves.server.repository import Repository
     from tufwaves.server.rollout import open_inventory
@@ -227,14 +325,20 @@ def measure(devices: int, requests: int, reports: int, threads: int, work: Path)
         "threads": threads,
         "workers": 2,
     }
+    use_wrk = client == "wrk" or (client == "auto" and shutil.which("wrk") is not None)
+    out["client"] = "wrk" if use_wrk else "python"
     try:
-        load = _Load(port, threads)
+        load: _Load | _Wrk = _Wrk(port, threads, work) if use_wrk else _Load(port, threads)
         sample = [rng.choice(uuids) for _ in range(requests)]
         load.run(min(200, requests), lambda i: ("GET", f"/v1/devices/{sample[i]}/bundle", None, {}))
         out["bundle"] = load.run(
             requests, lambda i: ("GET", f"/v1/devices/{sample[i]}/bundle", None, {})
         )
-        size = out["bundle"]["body_bytes_median"]
+        probe = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        probe.request("GET", f"/v1/devices/{sample[0]}/bundle")
+        size = len(probe.getresponse().read())
+        probe.close()
+        out["bundle_bytes"] = size
         repo = Repository.open(repo_path)
         static = repo.targets_dir / "bench-static.bin"
         static.write_bytes(os.urandom(size))
@@ -303,13 +407,15 @@ def _table(r: dict[str, Any]) -> str:
     lines = [
         f"fleet {r['devices']:,} devices, one {r['ripple_encoding']} ripple of all of them; "
         f"2 workers, {r['threads']} client threads (keep-alive)",
-        "| request | per second | p50 ms | p99 ms | body bytes | response bytes | statuses |",
-        "|---|---|---|---|---|---|---|",
+        f"client: {r['client']}; bundle body {r['bundle_bytes']:,} B",
+        "| request | per second | p50 ms | p99 ms | response bytes | statuses |",
+        "|---|---|---|---|---|---|",
     ]
     for name, m in rows:
         lines.append(
             f"| {name} | {m['per_second']:,} | {m['p50_ms']} | {m['p99_ms']} | "
-            f"{m['body_bytes_median']:,} | {m['response_bytes_median']:,} | {m['statuses']} |"
+            f"{m.get('response_bytes_median', m.get('response_bytes_mean', 0)):,} | "
+            f"{m['statuses']} |"
         )
     rep = r["reports"]
     lines.append(
@@ -325,6 +431,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--requests", type=int, default=3000, help="requests per measurement")
     p.add_argument("--reports", type=int, default=2000, help="distinct reporting devices")
     p.add_argument("--threads", type=int, default=16, help="client threads (default 16)")
+    p.add_argument(
+        "--client",
+        choices=["auto", "wrk", "python"],
+        default="auto",
+        help="load generator: wrk (Debian package) when installed, else Python threads",
+    )
     p.add_argument("--json", type=Path, help="write every figure as JSON")
     p.add_argument("--workdir", type=Path, help="work here (default: a temporary directory)")
     p.add_argument("--keep", action="store_true", help="keep the work directory")
@@ -335,7 +447,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TUFWAVES_KEY_PASSPHRASE", secrets.token_hex(16))
     work = Path(tempfile.mkdtemp(prefix="tufwaves-bench-server-", dir=args.workdir))
     try:
-        result = measure(devices, args.requests, args.reports, args.threads, work)
+        result = measure(devices, args.requests, args.reports, args.threads, work, args.client)
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)

@@ -158,7 +158,15 @@ def test_fraction_members_may_report(served: Served, client: TestClient) -> None
     problem(send(outside[0]), 403, "not-offered")
     wave = client.get("/v1/waves/w1", headers=AUTH).json()
     fraction = wave["ripples"][1]
-    assert (fraction["installed"], fraction["failed"], fraction["silent"]) == (0, 1, None)
+    # A fraction ripple's devices are the inventory's devices that fall in it
+    # (every device of this fleet has the wave's tag and hardware id).
+    members = [n for n in range(FLEET_SIZE) if fraction_member(salt, dev(n), 500_000)]
+    assert fraction["selected"] == len(members)
+    assert (fraction["installed"], fraction["failed"], fraction["silent"]) == (
+        0,
+        1,
+        len(members) - 1,
+    )
     assert wave["recent_failures"][0]["device"] == dev(inside[0])
 
 

@@ -95,7 +95,11 @@ _RIPPLE: dict[str, Any] = {
         "created": {"type": "string", "format": "date-time"},
         "encoding": {"enum": ["list", "merkle-sha256", "fraction"]},
         "selector": {"type": "object", "description": "how the rollout chose devices"},
-        "selected": {**_NULL_INT, "description": "devices the ripple names; null for fraction"},
+        "selected": {
+            "type": "integer",
+            "minimum": 0,
+            "description": "devices the ripple names (a fraction ripple: inventory devices in it)",
+        },
         "fraction": {"type": ["string", "null"], "description": "e.g. '5%' for fraction"},
         "installed": {
             **_NULL_INT,
@@ -107,8 +111,9 @@ _RIPPLE: dict[str, Any] = {
             "failed or rolled_back",
         },
         "silent": {
-            **_NULL_INT,
-            "description": "selected devices without any report; null for a fraction ripple",
+            "type": "integer",
+            "minimum": 0,
+            "description": "selected devices without any report",
         },
     },
 }

@@ -8,8 +8,9 @@ the inventory.
 Per-ripple ``installed``, ``failed`` and ``silent`` and the failure list come
 from signed device reports (``POST /v1/devices/{uuid}/reports``,
 ``specs/reports.md``): each device counts by its latest report for the wave.
-``silent`` (selected devices without any report) is ``null`` for a fraction
-ripple, which names no devices.
+``silent`` is the ripple's devices without any report; a fraction ripple's
+devices are counted from the inventory (as ``waves status`` counts them) once
+per published state.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any
 from tufwaves.http.problems import bad_request, not_found
 from tufwaves.http.published import CachingRepository, ServedState
 from tufwaves.server.inventory import Inventory, ReportCounts
-from tufwaves.server.rollout import load_wave
+from tufwaves.server.rollout import load_wave, ripple_members
 from tufwaves.server.staging import pending_ids
 from tufwaves.server.waves import WaveSummary, wave_summary
 
@@ -108,15 +109,23 @@ def wave_detail(
             if record.index > summary.ripples:
                 continue  # recorded, not yet published (a rollout in progress)
             fraction = record.encoding == "fraction"
+            selected = (
+                served.memo(
+                    f"fraction-members:{name}:{record.index}",
+                    lambda index=record.index: len(ripple_members(repo, inv, name, index)),
+                )
+                if fraction
+                else record.devices
+            )
             ripples.append(
                 {
                     "index": record.index,
                     "created": f"{record.created:%Y-%m-%dT%H:%M:%SZ}",
                     "encoding": record.encoding,
                     "selector": record.selector_data,
-                    "selected": None if fraction else record.devices,
+                    "selected": selected,
                     "fraction": record.size_label if fraction else None,
-                    **_report_fields(counts.get(record.index), record.devices, fraction),
+                    **_report_fields(counts.get(record.index), selected),
                 }
             )
     out["devices"] = devices
@@ -141,10 +150,10 @@ def wave_detail(
     return out
 
 
-def _report_fields(counts: ReportCounts | None, selected: int, fraction: bool) -> dict[str, Any]:
+def _report_fields(counts: ReportCounts | None, selected: int) -> dict[str, Any]:
     reported = counts.reported if counts else 0
     return {
         "installed": counts.installed if counts else 0,
         "failed": counts.failed if counts else 0,
-        "silent": None if fraction else max(selected - reported, 0),
+        "silent": max(selected - reported, 0),
     }
