@@ -654,12 +654,9 @@ def _plan_check(wave: _Wave, ripple: _Ripple, at: datetime) -> tuple[Reason, str
             f"{ripple.role} is stage {stage_no} of size {size}, but rollout.{wave.name} "
             f"accounts it as {entry if entry is not None else 'nothing'} (stage, size)",
         )
-    assert stage_no is not None  # noqa: S101 - a planned wave's ripples have a stage
-    if stage_no > len(plan.stages):
-        return (
-            Reason.PLAN_VIOLATION,
-            f"{ripple.role} names stage {stage_no}; the plan has {len(plan.stages)}",
-        )
+    # The ripple's stage equals its accounting entry's, which _accounting bounds
+    # to the plan's stages; a planned wave's ripples always have a stage.
+    assert stage_no is not None  # noqa: S101
     stage = plan.stage(stage_no)
     fraction = isinstance(ripple.membership, FractionMembership)
     if fraction != stage.is_fraction:
