@@ -166,7 +166,7 @@ _WRK_LUA = r"""
 local threads = {}
 setup = function(thread) table.insert(threads, thread) end
 init = function(args)
-  items, sent, answered, statuses = {}, 0, 0, {}
+  items, sent, statuses = {}, 0, {}
   local field = "([^\t]*)\t"
   for line in io.lines(os.getenv("TUFWAVES_WRK_REQUESTS")) do
     local method, path, hname, hvalue, body = line:match("^" .. field:rep(4) .. "(.*)$")
@@ -174,6 +174,9 @@ init = function(args)
     if hname ~= "" then headers[hname] = hvalue end
     items[#items + 1] = wrk.format(method, path, headers, body ~= "" and body or nil)
   end
+  local acks = os.getenv("TUFWAVES_WRK_ACKS")
+  acked = acks and io.open(acks, "w") or nil
+  if acked then acked:setvbuf("line") end
 end
 request = function()
   sent = sent + 1
@@ -182,8 +185,9 @@ end
 response = function(status, headers, body)
   local key = tostring(status)
   statuses[key] = (statuses[key] or 0) + 1
-  answered = answered + 1
-  if answered >= #items then wrk.thread:stop() end
+  if acked and status == 201 then
+    acked:write((body:match('"device":"([^"]+)"') or "?"), "\n")
+  end
 end
 done = function(summary, latency, requests)
   local parts = {}
@@ -203,19 +207,27 @@ end
 
 
 class _Wrk:
-    """The same measurement as :class:`_Load`, with wrk (one thread, C connections):
-    ``count`` requests, then wrk stops itself. Statuses are counted in the Lua
-    script (one wrk thread, so they are exact); latencies are wrk's."""
+    """The same measurements with wrk (one thread, C connections) for ``seconds``
+    each: wrk cycles through the ``count`` requests given (wrk cannot stop after
+    a number of requests). Statuses are counted in the Lua script (one wrk
+    thread, so they are exact); latencies are wrk's. With ``acks``, the device
+    of every 201 answer is written there, so acknowledged reports are known
+    exactly."""
 
-    def __init__(self, port: int, connections: int, work: Path) -> None:
+    def __init__(self, port: int, connections: int, work: Path, seconds: float) -> None:
         self.port = port
         self.connections = connections
         self.work = work
+        self.seconds = seconds
         self.script = work / "load.lua"
         self.script.write_text(_WRK_LUA)
 
     def run(
-        self, count: int, make: Callable[[int], tuple[str, str, bytes | None, dict[str, str]]]
+        self,
+        count: int,
+        make: Callable[[int], tuple[str, str, bytes | None, dict[str, str]]],
+        acks: Path | None = None,
+        seconds: float | None = None,
     ) -> dict[str, Any]:
         listing = self.work / "requests.tsv"
         with listing.open("w", encoding="ascii") as f:
@@ -226,12 +238,16 @@ class _Wrk:
                 if rest or any(c in text + path + value for c in "\t\n"):
                     raise ValueError("one header, no tabs or newlines in a wrk request")
                 f.write(f"{method}\t{path}\t{name}\t{value}\t{text}\n")
+        env = {**os.environ, "TUFWAVES_WRK_REQUESTS": str(listing)}
+        if acks is not None:
+            env["TUFWAVES_WRK_ACKS"] = str(acks)
+        duration = self.seconds if seconds is None else seconds
         done = subprocess.run(
             [
                 "wrk",
                 "-t1",
-                f"-c{min(self.connections, count)}",
-                "-d600s",
+                f"-c{self.connections}",
+                f"-d{max(1, round(duration))}s",
                 "--latency",
                 "-s",
                 str(self.script),
@@ -239,17 +255,17 @@ class _Wrk:
             ],
             capture_output=True,
             text=True,
-            timeout=660,
+            timeout=duration + 120,
             check=True,
-            env={**os.environ, "TUFWAVES_WRK_REQUESTS": str(listing)},
+            env=env,
         )
         line = next(x for x in done.stdout.splitlines() if x.startswith("TUFWAVES-WRK "))
         r = json.loads(line.removeprefix("TUFWAVES-WRK "))
-        seconds = r["duration_us"] / 1e6
+        seconds_run = r["duration_us"] / 1e6
         return {
             "requests": r["requests"],
-            "seconds": round(seconds, 3),
-            "per_second": round(r["requests"] / seconds, 1),
+            "seconds": round(seconds_run, 3),
+            "per_second": round(r["requests"] / seconds_run, 1),
             "p50_ms": round(r["p50_us"] / 1000, 2),
             "p99_ms": round(r["p99_us"] / 1000, 2),
             "statuses": dict(sorted(r["statuses"].items())),
@@ -305,8 +321,50 @@ def _serve(repo: Path, port: int, workers: int) -> subprocess.Popen[bytes]:
     raise RuntimeError("tufwaves serve did not listen")
 
 
+def _nginx(root: Path, port: int, work: Path) -> subprocess.Popen[bytes] | None:
+    """nginx (Debian package) serving ``root`` on ``port``, when installed; else None."""
+    binary = shutil.which("nginx") or (
+        "/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None
+    )
+    if binary is None:
+        return None
+    conf = work / "nginx.conf"
+    conf.write_text(
+        f"""daemon off; worker_processes 2; pid {work / "nginx.pid"};
+error_log {work / "nginx-error.log"};
+events {{ worker_connections 1024; }}
+http {{
+  access_log off;
+  client_body_temp_path {work}; proxy_temp_path {work}; fastcgi_temp_path {work};
+  uwsgi_temp_path {work}; scgi_temp_path {work};
+  server {{ listen 127.0.0.1:{port}; root {root}; keepalive_requests 1000000; }}
+}}
+"""
+    )
+    proc = subprocess.Popen(
+        [binary, "-c", str(conf), "-p", str(work)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    for _ in range(200):  # bounded: 10 s
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=5).close()
+            return proc
+        except ConnectionRefusedError:
+            time.sleep(0.05)
+    proc.kill()
+    return None
+
+
 def measure(
-    devices: int, requests: int, reports: int, threads: int, work: Path, client: str = "auto"
+    devices: int,
+    requests: int,
+    reports: int,
+    threads: int,
+    work: Path,
+    client: str = "auto",
+    seconds: float = 10.0,
 ) -> dict[str, Any]:
     from tufwaves.device.report import sign_report
     from tufwaves.server.repository import Repository
@@ -328,9 +386,15 @@ def measure(
     use_wrk = client == "wrk" or (client == "auto" and shutil.which("wrk") is not None)
     out["client"] = "wrk" if use_wrk else "python"
     try:
-        load: _Load | _Wrk = _Wrk(port, threads, work) if use_wrk else _Load(port, threads)
+        load: _Load | _Wrk = _Wrk(port, threads, work, seconds) if use_wrk else _Load(port, threads)
+        if use_wrk:
+            out["seconds_per_measurement"] = seconds
         sample = [rng.choice(uuids) for _ in range(requests)]
-        load.run(min(200, requests), lambda i: ("GET", f"/v1/devices/{sample[i]}/bundle", None, {}))
+        warm = ("GET", f"/v1/devices/{sample[0]}/bundle", None, {})
+        if isinstance(load, _Wrk):
+            load.run(1, lambda i: warm, seconds=1)
+        else:
+            load.run(min(200, requests), lambda i: warm)
         out["bundle"] = load.run(
             requests, lambda i: ("GET", f"/v1/devices/{sample[i]}/bundle", None, {})
         )
@@ -345,6 +409,21 @@ def measure(
         out["static_file"] = load.run(
             requests, lambda i: ("GET", "/targets/bench-static.bin", None, {})
         )
+        nginx_port = _free_port()
+        nginx = _nginx(repo.targets_dir, nginx_port, work)
+        if nginx is not None:
+            try:
+                other = (
+                    _Wrk(nginx_port, threads, work, seconds)
+                    if use_wrk
+                    else _Load(nginx_port, threads)
+                )
+                out["nginx_static_file"] = other.run(
+                    requests, lambda i: ("GET", "/bench-static.bin", None, {})
+                )
+            finally:
+                os.killpg(nginx.pid, signal.SIGTERM)
+                nginx.wait(timeout=60)
         etags: dict[str, str] = {}
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
         for uuid in sample[:100]:
@@ -380,20 +459,32 @@ def measure(
             for d in reporters
         ]
         json_type = {"Content-Type": "application/json"}
-        out["reports"] = load.run(
-            len(bodies),
-            lambda i: ("POST", f"/v1/devices/{bodies[i][0]}/reports", bodies[i][1], json_type),
-        )
+        acks = work / "acknowledged.txt"
+        acks.write_text("")
+
+        def report(i: int) -> tuple[str, str, bytes, dict[str, str]]:
+            return ("POST", f"/v1/devices/{bodies[i][0]}/reports", bodies[i][1], json_type)
+
+        if isinstance(load, _Wrk):
+            out["reports"] = load.run(len(bodies), report, acks=acks)
+        else:
+            out["reports"] = load.run(len(bodies), report)
         out["rss_mb_per_worker"] = [_rss_mb(pid) for pid in _workers(proc.pid)]
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=60)
     with open_inventory(Repository.open(repo_path), read_only=True) as inv:
-        stored = sum(len(inv.device_reports(uuid)) for uuid, _ in bodies)
+        stored = {uuid for uuid, _ in bodies if inv.device_reports(uuid)}
+        twice = sum(1 for uuid, _ in bodies if len(inv.device_reports(uuid)) > 1)
     acked = out["reports"]["statuses"].get("201", 0)
     out["reports"]["acknowledged"] = acked
-    out["reports"]["stored"] = stored
-    out["reports"]["lost"] = acked - stored
+    out["reports"]["stored"] = len(stored)
+    out["reports"]["stored_twice"] = twice
+    if use_wrk:
+        # Exactly the devices whose report was acknowledged (from the 201 bodies).
+        out["reports"]["lost"] = len(set(acks.read_text().split()) - stored)
+    else:
+        out["reports"]["lost"] = acked - len(stored)
     return out
 
 
@@ -401,12 +492,13 @@ def _table(r: dict[str, Any]) -> str:
     rows = [
         ("bundle", r["bundle"]),
         ("static file, same size", r["static_file"]),
+        *([("nginx, same file", r["nginx_static_file"])] if "nginx_static_file" in r else []),
         ("304 poll", r["poll_304"]),
         ("signed report", r["reports"]),
     ]
     lines = [
         f"fleet {r['devices']:,} devices, one {r['ripple_encoding']} ripple of all of them; "
-        f"2 workers, {r['threads']} client threads (keep-alive)",
+        f"2 workers, {r['threads']} keep-alive connections",
         f"client: {r['client']}; bundle body {r['bundle_bytes']:,} B",
         "| request | per second | p50 ms | p99 ms | response bytes | statuses |",
         "|---|---|---|---|---|---|",
@@ -420,7 +512,8 @@ def _table(r: dict[str, Any]) -> str:
     rep = r["reports"]
     lines.append(
         f"reports: {rep['acknowledged']:,} acknowledged, {rep['stored']:,} stored, "
-        f"{rep['lost']} lost; RSS per worker after the load: {r['rss_mb_per_worker']} MB"
+        f"{rep['stored_twice']} stored twice, {rep['lost']} lost; "
+        f"RSS per worker after the load: {r['rss_mb_per_worker']} MB"
     )
     return "\n".join(lines)
 
@@ -437,6 +530,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         default="auto",
         help="load generator: wrk (Debian package) when installed, else Python threads",
     )
+    p.add_argument(
+        "--seconds",
+        type=float,
+        default=10.0,
+        help="with wrk: seconds per measurement (wrk cycles through the requests)",
+    )
     p.add_argument("--json", type=Path, help="write every figure as JSON")
     p.add_argument("--workdir", type=Path, help="work here (default: a temporary directory)")
     p.add_argument("--keep", action="store_true", help="keep the work directory")
@@ -447,7 +546,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TUFWAVES_KEY_PASSPHRASE", secrets.token_hex(16))
     work = Path(tempfile.mkdtemp(prefix="tufwaves-bench-server-", dir=args.workdir))
     try:
-        result = measure(devices, args.requests, args.reports, args.threads, work, args.client)
+        result = measure(
+            devices, args.requests, args.reports, args.threads, work, args.client, args.seconds
+        )
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
