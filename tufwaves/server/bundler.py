@@ -33,6 +33,9 @@ from tufwaves.server.rollout import WaveContext, load_wave, tree_path
 
 __all__ = ["BundlePlan", "BundleSource", "build_bundle"]
 
+FILE_CACHE_BYTES = 64 << 20
+"""Published files a :class:`BundleSource` keeps in memory (the rest is read per bundle)."""
+
 
 def build_bundle(
     repo: Repository,
@@ -151,6 +154,9 @@ class BundleSource:
         self._waves: dict[str, WaveContext] = {}
         self._fractions: dict[str, frozenset[int]] = {}
         self._trees: dict[tuple[str, int], MerkleTreeFile] = {}
+        self._encodings: dict[tuple[str, int], str] = {}
+        self._files: dict[tuple[str, int], bytes] = {}
+        self._file_budget = FILE_CACHE_BYTES
 
     def wave(self, name: str) -> WaveContext:
         """The published wave ``name`` (parsed once).
@@ -185,7 +191,7 @@ class BundleSource:
             found = frozenset(
                 index
                 for index in range(1, wave.ripple_count + 1)
-                if _encoding(self.repo, self.state, wave.name, index) == "fraction"
+                if self.encoding(wave.name, index) == "fraction"
             )
             with self._lock:
                 found = self._fractions.setdefault(wave.name, found)
@@ -229,7 +235,36 @@ class BundleSource:
         """
         if role == "timestamp":
             return self.state.timestamp_bytes
-        return self.repo.role_bytes(role, version)
+        key = (role, version)
+        data = self._files.get(key)
+        if data is None:
+            data = self.repo.role_bytes(role, version)
+            with self._lock:
+                if len(data) <= self._file_budget and key not in self._files:
+                    self._files[key] = data  # published versions never change
+                    self._file_budget -= len(data)
+        return data
+
+    def encoding(self, wave: str, index: int) -> str:
+        """The membership encoding of ripple ``index`` of ``wave`` as this state published it.
+
+        Args:
+            wave: The wave's name.
+            index: The ripple's index.
+
+        Returns:
+            ``list-v1``, ``merkle-sha256`` or ``fraction`` (read once).
+
+        Raises:
+            StorageError: The published ripple role has no membership encoding.
+        """
+        key = (wave, index)
+        found = self._encodings.get(key)
+        if found is None:
+            found = _encoding(self.repo, self.state, wave, index)
+            with self._lock:
+                found = self._encodings.setdefault(key, found)
+        return found
 
     def plan(
         self,
@@ -302,7 +337,7 @@ class BundleSource:
                 if (
                     selected == index
                     and index not in fractions
-                    and _encoding(self.repo, state, name, index) == "merkle-sha256"
+                    and self.encoding(name, index) == "merkle-sha256"
                 ):
                     evidence.append((name, index))
         return BundlePlan(self, uuid, tuple(files), tuple(evidence))
