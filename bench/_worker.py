@@ -260,7 +260,7 @@ def task_commit(p: Params) -> Params:
 def task_bundles(p: Params) -> Params:
     """Bundle build time over random members (warm), sizes; write bundles for
     the decision tasks (one bundle per line, identities beside)."""
-    from tufwaves.server.bundler import build_bundle
+    from tufwaves.server.bundler import BundleSource, build_bundle
     from tufwaves.server.rollout import open_inventory
 
     repo = _repo(p)
@@ -304,7 +304,19 @@ def task_bundles(p: Params) -> Params:
                         f"{device.installed_version or 0}\n"
                     )
             total = time.perf_counter() - started_all
+        # What `tufwaves serve` does: one BundleSource per published state,
+        # shared by every request (parsed waves, encodings, files, open trees).
+        source = BundleSource(repo, repo.state())
+        source.plan(inv, chosen[-1]).bundle().to_bytes()
+        served: list[float] = []
+        for uuid in chosen[: int(p["samples"])]:
+            started = time.perf_counter()
+            source.plan(inv, uuid).bundle().to_bytes()
+            served.append(time.perf_counter() - started)
+        source.close()
     return {
+        "served_seconds": statistics.median(served),
+        "served_p95_seconds": sorted(served)[int(0.95 * (len(served) - 1))],
         "build_seconds": statistics.median(times),
         "build_p95_seconds": sorted(times)[int(0.95 * (len(times) - 1))],
         "bundle_bytes": int(statistics.median(sizes)),

