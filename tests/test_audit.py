@@ -343,6 +343,8 @@ def test_rotating_every_online_key_and_completing_offline(
     clean(report)
     assert report.roots == 2
     assert [e.state for e in report.timeline if e.role == ROLLOUT][-1] == "complete"
+    # An auditor who trusts root 2 (devices provisioned later) gets the same answer.
+    clean(audit_wave(DirectorySource(repo.path), W, trusted_root=repo.role_bytes("root", 2)))
     # A snapshot signed by the revoked snapshot key after the rotation is refused.
     old = Forger(repo)
     state = repo.state()
@@ -766,6 +768,20 @@ def test_a_trusted_root_from_elsewhere_is_a_mismatch(
     clean(same)
     with pytest.raises(InputError, match="trusted root"):
         audit_wave(DirectorySource(unplanned.repo.path), W, trusted_root=b"{}")
+
+
+def test_a_root_not_signed_by_the_root_before(unplanned: History, keystore: KeyStore) -> None:
+    root = copy.deepcopy(unplanned.repo.root())
+    root.signed.version = 2
+    key = keystore.pub("mallory").key
+    root.signed.add_key(key, "root")
+    root.signed.revoke_key(root.signed.roles["root"].keyids[0], "root")
+    root.signatures.clear()
+    root.sign(_signer(keystore, "mallory"))
+    (unplanned.repo.metadata_dir / "2.root.json").write_bytes(root.to_bytes())
+    report = audit(unplanned.repo)
+    assert kinds(report) == {"signature_invalid"}
+    assert (report.violations[0].role, report.violations[0].version) == ("root", 2)
 
 
 def test_bad_inputs(unplanned: History, tmp_path: Path) -> None:

@@ -229,13 +229,19 @@ class _Audit:
         if v not in self.violations:
             self.violations.append(v)
 
-    def load(self, role: str, version: int | None, kind: type[Any]) -> Metadata[Any] | None:
-        """Parse ``N.ROLE.json`` (``timestamp.json`` when version is None), once."""
+    def load(
+        self, role: str, version: int | None, kind: type[Any], data: bytes | None = None
+    ) -> Metadata[Any] | None:
+        """Parse ``N.ROLE.json`` (``timestamp.json`` when version is None), once.
+
+        ``data``: the file's bytes when the caller has read them already.
+        """
         name = f"{role}.json" if version is None else f"{version}.{role}.json"
         if name in self.files:
             return self.files[name]
         self.files[name] = None
-        data = self.source.read(name)
+        if data is None:
+            data = self.source.read(name)
         if data is None:
             self.flag("file_missing", role, version, f"{name} is not in {self.source.where}")
             return None
@@ -327,28 +333,25 @@ class _Audit:
             data = self.source.read(f"{version}.root.json")
             if data is None:
                 break
-            md = self.load("root", version, Root)
+            md = self.load("root", version, Root, data)
             if md is None:
                 previous = None
                 version += 1
                 continue
-            if anchor is not None and version < anchor.signed.version:
-                pass  # before the trusted root: not part of what is trusted
-            elif anchor is not None and version == anchor.signed.version:
-                if md.signed_bytes != anchor.signed_bytes:
-                    self.flag(
-                        "root_mismatch",
-                        "root",
-                        version,
-                        f"{version}.root.json is not the trusted root of that version",
-                    )
-            else:
-                label = "root" if previous is None else f"root v{version - 1}"
-                if previous is not None:
-                    self.signers(previous, label, "root", version, md)
-                elif version == 1:
-                    self.signers(md.signed, "root v1 itself", "root", version, md)
-                self.signers(md.signed, f"root v{version} itself", "root", version, md)
+            if (
+                anchor is not None
+                and version == anchor.signed.version
+                and md.signed_bytes != anchor.signed_bytes
+            ):
+                self.flag(
+                    "root_mismatch",
+                    "root",
+                    version,
+                    f"{version}.root.json is not the trusted root of that version",
+                )
+            if previous is not None:
+                self.signers(previous, f"root v{version - 1}", "root", version, md)
+            self.signers(md.signed, f"root v{version} itself", "root", version, md)
             self.roots[version] = md.signed
             previous = md.signed
             version += 1
@@ -406,10 +409,7 @@ class _Audit:
         check_wave_name(self.name)
         top_root = self.walk_roots()
         count = self.snapshot_count()
-        anchor = min(self.roots)
-        if self.trusted_root is not None:
-            anchor = max(anchor, Metadata[Root].from_bytes(self.trusted_root).signed.version)
-        root_in_force = anchor
+        root_in_force = min(self.roots)
         states: list[_State] = []
         listed: dict[str, int] | None = {}  # None: the snapshot before is unreadable
         last_time: datetime | None = None

@@ -42,11 +42,15 @@ def add_audit_command(wsub: argparse._SubParsersAction[argparse.ArgumentParser])
     )
     audit.add_argument("wave", metavar="WAVE", help="the wave")
     where = audit.add_mutually_exclusive_group()
+    default = os.environ.get(REPO_ENV) or None
     where.add_argument(
         "--repo",
         type=Path,
         metavar="REPO",
-        help=f"a repository directory or a copy of its metadata/ (default: ${REPO_ENV})",
+        default=None if default is None else Path(default),
+        help=f"a repository directory or a copy of its metadata/ (default: ${REPO_ENV}"
+        + ("" if default is None else ", now " + default.replace("%", "%%"))
+        + "; optional, since --url is the other source)",
     )
     where.add_argument(
         "--url",
@@ -66,13 +70,9 @@ def add_audit_command(wsub: argparse._SubParsersAction[argparse.ArgumentParser])
 def _source(args: argparse.Namespace) -> Source:
     if args.url is not None:
         return HttpSource(args.url)
-    path = args.repo
-    if path is None:
-        env = os.environ.get(REPO_ENV)
-        if not env:
-            raise InputError(f"give --repo REPO or --url URL (or set ${REPO_ENV})")
-        path = Path(env)
-    return DirectorySource(path)
+    if args.repo is None:
+        raise InputError(f"give --repo REPO or --url URL (or set ${REPO_ENV})")
+    return DirectorySource(args.repo)
 
 
 def _audit(args: argparse.Namespace) -> int:
