@@ -8,6 +8,7 @@ import sys
 from decimal import Decimal
 from pathlib import Path
 
+from tufwaves.cli._audit import add_audit_command
 from tufwaves.cli._ceremony import add_ceremony_commands, print_ceremony
 from tufwaves.cli._common import (
     add_expires_days,
@@ -360,6 +361,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add_repo(status)
     add_json_flag(status)
     status.set_defaults(func=_status)
+
+    add_audit_command(wsub)
 
 
 def _init(args: argparse.Namespace) -> int:

@@ -61,10 +61,13 @@ __all__ = [
     "Artifact",
     "Decision",
     "DeviceIdentity",
+    "ProfileError",
     "Reason",
     "VerifiedMetadata",
     "VerifiedWave",
+    "WaveReading",
     "decide_rules",
+    "read_wave",
 ]
 
 
@@ -838,6 +841,40 @@ def decide_rules(
         return _decide(md, device, cancelled, at or datetime.now(UTC))
     except _Deny as d:
         return Decision.deny(d.reason, d.message, wave=d.wave)
+
+
+class ProfileError(InputError):
+    """Metadata breaks the tufwaves profile; ``reason`` is the device's reason code.
+
+    One of ``wave_invalid``, ``ripple_invalid``, ``policy_unsupported`` or
+    ``policy_violation``.
+    """
+
+    def __init__(self, reason: Reason, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+WaveReading = _Wave
+"""What :func:`read_wave` read: policy (with plan), state, ripples, accounting."""
+
+
+def read_wave(
+    w: VerifiedWave, wave_delegation: DelegatedRole | None, targets_keys: Mapping[str, Key]
+) -> WaveReading:
+    """Read one wave's verified roles with the device's profile rules.
+
+    The audit (``specs/audit.md``) reads every published state of a wave with
+    exactly the rules a device applies, so what a device refuses the audit
+    names. Nothing is decided about a device; ``cancelled`` history is not used.
+
+    Raises:
+        ProfileError: the profile is broken; the message says how.
+    """
+    try:
+        return _read_wave(w, wave_delegation, frozenset(), targets_keys)
+    except _Deny as d:
+        raise ProfileError(d.reason, d.message) from None
 
 
 def seen_cancelled(md: VerifiedMetadata) -> frozenset[str]:
