@@ -49,6 +49,7 @@ from tufwaves.http.published import (
 )
 from tufwaves.server.bundler import BundleSource
 from tufwaves.server.inventory import Inventory
+from tufwaves.server.metadata import Clock
 from tufwaves.server.reports import AcceptedReport, ReportRefused, accept_report
 from tufwaves.server.repository import Repository
 from tufwaves.server.rollout import WaveContext, open_inventory
@@ -474,16 +475,19 @@ def create_app(
     *,
     operator_token: str | None = None,
     cache_bytes: int = CACHE_BYTES,
+    clock: Clock | None = None,
 ) -> Starlette:
     """The server for the repository at ``repo_path``.
 
     Without ``operator_token`` the operator API and the dashboard are off
-    (they answer 404). Raises InputError if ``repo_path`` is not a tufwaves
-    repository or the token is too weak.
+    (they answer 404). ``clock`` is the server's time (which waves have
+    expired), by default the real UTC time; a simulation passes its own.
+    Raises InputError if ``repo_path`` is not a tufwaves repository or the
+    token is too weak.
     """
     Repository.open(repo_path)  # refuse a directory that is no repository
     token = OperatorToken(operator_token) if operator_token is not None else None
-    app = _App(CachingRepository(Path(repo_path), cache_bytes), token)
+    app = _App(CachingRepository(Path(repo_path), cache_bytes, clock=clock), token)
     routes = [
         Route("/", app.home, methods=["GET"]),
         Route("/login", app.login, methods=["POST"]),
