@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import textwrap
 from datetime import UTC, datetime
 
 from tufwaves.cli._common import add_json_flag, add_repo, example_epilog, info
@@ -30,7 +31,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     ctl = sub.add_parser(
         "controller",
         help="run the rollout controller: advance, complete or abort planned waves",
-        description=(
+        description=textwrap.fill(
             "Evaluate every active wave with a signed plan every --interval "
             "seconds and take each decision, as 'waves advance' does: sign the "
             "next stage, complete, or pause/cancel on an abort gate "
@@ -38,18 +39,20 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             "once, even with several controllers or server replicas, and are "
             "recorded in the audit log as 'controller'. The online rollout key "
             "signs unless --key is given; its passphrase comes from "
-            "TUFWAVES_KEY_PASSPHRASE. 'tufwaves serve --controller' runs the same "
-            "loop inside the update server. Prints one line per decision that acts "
+            "TUFWAVES_ONLINE_KEY_PASSPHRASE or TUFWAVES_KEY_PASSPHRASE. "
+            "'tufwaves serve --controller' runs the same loop inside the update "
+            "server. Prints one line per decision that acts "
             "(with --json: one JSON object per pass, one per line); runs until "
-            "interrupted, or one pass with --once."
+            "interrupted, or one pass with --once.",
+            break_on_hyphens=False,
         ),
         epilog=example_epilog(
             "tufwaves controller --repo repo --interval 30",
             "tufwaves controller --repo repo --once --json",
         )
-        + "\n\nexit codes: 0 done (--once: every decision could be taken or had to wait); "
-        "1 --once: the rollout rules refused an action or a wave could not be decided; "
-        "2 bad input; 3 I/O, key or lock error",
+        + "\n\nexit codes:\n  0  done (--once: every decision was taken or has to wait)\n"
+        "  1  --once: the rollout rules refused an action, or a wave could not be decided\n"
+        "  2  bad input\n  3  I/O, key or lock error",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_repo(ctl)

@@ -36,8 +36,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             "proxy in front of it for anything but loopback. --controller also runs "
             "the rollout controller (specs/gates.md) in the server: every interval and "
             "soon after accepted reports, in its own thread, with the online rollout "
-            "key (passphrase from TUFWAVES_KEY_PASSPHRASE); with --workers N each worker "
-            "runs one, and each decision is still taken once.",
+            "key (passphrase from TUFWAVES_ONLINE_KEY_PASSPHRASE or "
+            "TUFWAVES_KEY_PASSPHRASE); with --workers N each worker runs one, and "
+            "each decision is still taken once.",
         ),
         epilog=example_epilog(
             "tufwaves serve --repo repo --port 8080 --operator-token-file operator.token",

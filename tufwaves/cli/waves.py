@@ -369,9 +369,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             "tufwaves waves advance spring-fix --repo repo --dry-run",
             "tufwaves waves advance spring-fix --repo repo --json",
         )
-        + "\n\nexit codes: 0 the decision was taken (with --dry-run: would act); "
-        "1 nothing to do now (wait or none: the reason is printed) or the rollout rules "
-        "refused the action; 2 bad input (no such wave, no plan); 3 I/O, key or lock error",
+        + "\n\nexit codes:\n  0  the decision was taken (with --dry-run: would act)\n"
+        "  1  nothing to do now (wait or none: the reasons are printed), or the rollout\n"
+        "     rules refused the action\n"
+        "  2  bad input (no such wave, or it has no plan)\n  3  I/O, key or lock error",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     adv.add_argument("wave", metavar="WAVE", help="the planned wave")
