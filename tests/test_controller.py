@@ -17,10 +17,12 @@ from starlette.testclient import TestClient
 
 from tests.conftest import KeyStore, RepoFactory, publish_wave
 from tests.postgres import pg_dsn  # noqa: F401 - fixture
+from tufwaves.cli import main
 from tufwaves.device.report import sign_report
 from tufwaves.errors import InputError
 from tufwaves.http import create_app
 from tufwaves.server import (
+    ControllerLoop,
     Decision,
     Repository,
     advance,
@@ -416,3 +418,152 @@ def test_two_controllers_never_double_advance(
     assert load_wave(w.repo, "w1").accounting == ((1, 2), (2, 4))
     assert [e["action"] for e in w.audit("controller")] == ["advance"]
     assert len(w.audit("stage")) == 2
+
+
+# -- the command line and the server -------------------------------------------
+
+CLI_PLAN: dict[str, Any] = {
+    "stages": [
+        {"name": "canary", "size": {"devices": 2},
+         "abort": {"max_failed": "40%", "min_reports": 2, "action": "cancel"}},
+        {"name": "all", "size": "100%", "success": {"min_installed": "100%", "min_reports": 2}},
+    ]
+}  # fmt: skip
+
+
+def _cli_world(make_world: WorldFactory) -> tuple[World, list[str], TestClient]:
+    w = make_world(CLI_PLAN)
+    w.repo.clock = Repository.open(w.repo.path).clock  # the CLI's clock: real time
+    return w, ["--repo", str(w.repo.path)], TestClient(create_app(w.repo.path))
+
+
+def _post(client: TestClient, n: int, status: str, code: str | None = None) -> None:
+    response = client.post(
+        f"/v1/devices/{dev(n)}/reports",
+        content=envelope(n, status, code),
+        headers={"Content-Type": "application/json"},
+    )
+    assert response.status_code == 201, response.text
+
+
+def test_waves_advance_cli(make_world: WorldFactory, capsys: pytest.CaptureFixture[str]) -> None:
+    w, r, client = _cli_world(make_world)
+    assert main(["waves", "rollout", "w1", *r, "--stage", "1", "--json"]) == 0
+    capsys.readouterr()
+    assert main(["waves", "advance", "w1", *r, "--dry-run", "--json"]) == 1
+    out = json.loads(capsys.readouterr().out)
+    assert (out["action"], out["acted"], out["exit_code"]) == ("wait", False, 1)
+    assert out["evaluation"]["reasons"][0]["code"] == "too-few-reports"
+    assert out["evaluation"]["figures"]["silent"] == 2
+    for n in w.members(1):
+        _post(client, n, "installed")
+    version, log = w.rollout_version(), w.inv.audit_log()
+    assert main(["waves", "advance", "w1", *r, "--dry-run"]) == 0
+    text = capsys.readouterr().out
+    assert "stage 1 devices: 2 offered, 2 reported (2 installed, 0 failed, 0 timed out)" in text
+    assert "pass  success.min_installed (stage 2): 2 of 2 device(s) of stage 1 installed" in text
+    assert "pass  abort.max_failed (stage 1)" in text
+    assert "decision: would sign stage 2 (ripple 2) (dry run: nothing signed)" in text
+    assert (w.rollout_version(), w.inv.audit_log()) == (version, log)
+    assert main(["waves", "advance", "w1", *r, "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert (out["action"], out["acted"], out["ripple"], out["devices"]) == ("advance", True, 2, 18)
+    assert "error" not in out
+    assert w.rollout_version() == version + 1
+    (entry,) = w.audit("advance")
+    assert entry["evaluation"] == out["evaluation"]
+    assert main(["waves", "advance", "w1", *r]) == 1
+    captured = capsys.readouterr()
+    assert "FAIL  success.min_reports (stage 2)" in captured.out
+    assert "not advanced (wait)" in captured.err
+    for n in w.members(2):
+        _post(client, n, "installed")
+    assert main(["waves", "advance", "w1", *r]) == 0
+    assert "decision: complete the wave: signed and published" in capsys.readouterr().out
+    assert load_wave(w.repo, "w1").status == "complete"
+    assert main(["waves", "advance", "w1", *r, "--json"]) == 1
+    assert json.loads(capsys.readouterr().out)["evaluation"]["reasons"][0]["code"] == "complete"
+
+
+def test_waves_advance_cli_cancels_and_refuses_bad_input(
+    make_world: WorldFactory, capsys: pytest.CaptureFixture[str], keystore: KeyStore,
+    artifact: Path,
+) -> None:  # fmt: skip
+    w, r, client = _cli_world(make_world)
+    assert main(["waves", "rollout", "w1", *r, "--stage", "1"]) == 0
+    a, b = w.members(1)
+    _post(client, a, "installed")
+    _post(client, b, "failed", "disk-full")
+    capsys.readouterr()
+    assert main(["waves", "advance", "w1", *r]) == 0
+    text = capsys.readouterr().out
+    assert "FAIL  abort.max_failed (stage 1): 1 failure(s) of 2 report(s) (50%)" in text
+    assert "failure codes: disk-full" in text
+    assert "decision: cancel the wave (abort gate): signed and published" in text
+    assert load_wave(w.repo, "w1").status == "cancelled"
+    assert main(["waves", "advance", "nope", *r, "--json"]) == 2
+    assert "no published wave nope" in json.loads(capsys.readouterr().out)["error"]
+    publish_wave(w.repo, keystore, artifact, name="plain", version=11)
+    assert main(["waves", "advance", "plain", *r]) == 2
+    assert "has no plan" in capsys.readouterr().err
+
+
+def test_controller_once(make_world: WorldFactory, capsys: pytest.CaptureFixture[str]) -> None:
+    w, r, client = _cli_world(make_world)
+    assert main(["controller", *r, "--once", "--json"]) == 0
+    (line,) = capsys.readouterr().out.splitlines()
+    assert json.loads(line)["decisions"][0]["evaluation"]["reasons"][0]["code"] == "not-started"
+    sign_stage(w.repo, "w1", 1, inv=w.inv)
+    for n in w.members(1):
+        _post(client, n, "installed")
+    assert main(["controller", *r, "--once"]) == 0
+    assert capsys.readouterr().out == "wave w1: signed stage 2 (ripple 2, 18 devices)\n"
+    assert [e["action"] for e in w.audit("controller")] == ["advance"]
+    with pytest.raises(SystemExit) as usage:
+        main(["controller", *r, "--once", "--interval", "0"])
+    assert usage.value.code == 2
+    assert main(["controller", "--repo", str(w.repo.path / "missing"), "--once"]) == 2
+    assert main(["serve", *r, "--controller-interval", "5"]) == 2
+
+
+def test_a_refused_action_fails_controller_once(
+    make_world: WorldFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    plan = {"stages": [{"name": "a", "size": {"devices": 1}},
+                       {"name": "b", "size": {"devices": 3}, "group": "nobody"}]}  # fmt: skip
+    w = make_world(plan)
+    w.repo.clock = Repository.open(w.repo.path).clock
+    sign_stage(w.repo, "w1", 1, inv=w.inv)
+    assert main(["controller", "--repo", str(w.repo.path), "--once"]) == 1
+    assert "advance refused: no eligible device" in capsys.readouterr().out
+
+
+def test_the_server_pokes_its_controller_after_reports(make_world: WorldFactory) -> None:
+    w = make_world(CLI_PLAN)
+    sign_stage(w.repo, "w1", 1, inv=w.inv)
+    passes: list[list[Decision]] = []
+    first, advanced = threading.Event(), threading.Event()
+
+    def on_pass(decisions: list[Decision]) -> None:
+        passes.append(decisions)
+        first.set()
+        if any(d.acted for d in decisions):
+            advanced.set()
+
+    # a schedule far away: only the reports' pokes can bring a pass
+    loop = ControllerLoop(w.repo.path, interval=3600, debounce=0, clock=lambda: w.now,
+                          on_pass=on_pass)  # fmt: skip
+    client = TestClient(create_app(w.repo.path, controller=loop))
+    with loop:
+        assert first.wait(60)  # the pass at start: too few reports
+        assert [d.action for d in passes[0]] == ["wait"]
+        for n in w.members(1):
+            _post(client, n, "installed")
+        assert advanced.wait(60)
+    assert load_wave(w.repo, "w1").accounting[-1][0] == 2
+    assert [e["action"] for e in w.audit("controller")] == ["advance"]
+    assert loop.passes == len(passes) >= 2  # the first pass at start, then the pokes
+    with pytest.raises(InputError, match="interval"):
+        ControllerLoop(w.repo.path, interval=0)
+    with pytest.raises(InputError, match="debounce"):
+        ControllerLoop(w.repo.path, debounce=-1)

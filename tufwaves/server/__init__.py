@@ -39,7 +39,8 @@ Overview:
   :func:`evaluate_gates` over :class:`GateInputs`); :func:`advance` takes the
   resulting :class:`Decision` exactly once under the repository lock (sign
   the next stage, complete, or pause/cancel on an abort gate), and
-  :func:`advance_all` does so for every active planned wave
+  :func:`advance_all` does so for every active planned wave; a
+  :class:`ControllerLoop` runs that on a schedule and when poked
   (``specs/gates.md``).
 * **Bundles** -- :func:`build_bundle` gives a device everything it needs to
   decide with :class:`tufwaves.verify.Verifier`.
@@ -72,6 +73,7 @@ from tufwaves.errors import (
 from tufwaves.server.bundler import BundlePlan, BundleSource, build_bundle
 from tufwaves.server.ceremony import Ceremony, PendingRole, RoleStatus
 from tufwaves.server.controller import (
+    ControllerLoop,
     Decision,
     advance,
     advance_all,
@@ -152,6 +154,7 @@ __all__ = [
     "Ceremony",
     "Check",
     "Clock",
+    "ControllerLoop",
     "Decision",
     "Device",
     "DeviceRow",

@@ -15,22 +15,28 @@ that acts is in the audit log with the figures it was based on.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
 from typing import Any, Final
 
 from tufwaves.device.membership import fraction_member
-from tufwaves.errors import InputError, RefusedError
+from tufwaves.errors import InputError, RefusedError, TufwavesError
 from tufwaves.server.gates import GateEvaluation, GateInputs, evaluate_gates
 from tufwaves.server.inventory import Inventory
 from tufwaves.server.keys import KeyRef
-from tufwaves.server.metadata import ripple_role, rollout_role
+from tufwaves.server.metadata import Clock, ripple_role, rollout_role
 from tufwaves.server.repository import Repository
 from tufwaves.server.rollout import (
     WaveContext,
     cancel,
     complete,
     load_wave,
+    open_inventory,
     pause,
     sign_stage,
     stage_starts,
@@ -39,6 +45,7 @@ from tufwaves.server.waves import list_waves
 
 __all__ = [
     "SOURCES",
+    "ControllerLoop",
     "Decision",
     "advance",
     "advance_all",
@@ -46,6 +53,8 @@ __all__ = [
     "gate_inputs",
     "planned_waves",
 ]
+
+logger = logging.getLogger("tufwaves.controller")
 
 SOURCES: Final = ("advance", "controller")
 """Audit actions of controller decisions: ``waves advance`` or the controller loop."""
@@ -304,3 +313,146 @@ def advance_all(
         advance(repo, inv, name, keys=keys, dry_run=dry_run, source=source)
         for name in planned_waves(repo)
     ]
+
+
+PassCallback = Callable[[list[Decision]], None]
+ErrorCallback = Callable[[str, Exception], None]
+
+
+class ControllerLoop:
+    """The controller process: :func:`advance` every active planned wave on a
+    schedule and soon after each :meth:`poke` (a batch of accepted reports).
+
+    One pass every ``interval`` seconds; a poke brings the next pass forward
+    to ``debounce`` seconds after it, so a burst of reports costs one pass.
+    :meth:`poke` only sets a flag: it never waits for a pass, so a web
+    handler can call it without adding latency. Passes run in the loop's own
+    thread (:meth:`start`) or in the caller's (:meth:`run`); every pass opens
+    the repository's inventory and closes it again. A wave whose decision
+    fails (a key that cannot sign, a lock timeout) is logged and given to
+    ``on_error``; the loop goes on. Two loops (processes, replicas) on one
+    repository are safe: :func:`advance` takes each decision once.
+
+    Args:
+        repo_path: The repository directory.
+        interval: Seconds between scheduled passes (above 0).
+        debounce: Seconds from a poke to its pass (0 or more).
+        keys: The rollout keys, when not the repository's online key.
+        clock: The repository clock (default: the real UTC time).
+        on_pass: Told the decisions of every pass.
+        on_error: Told the wave and the error of every failed decision.
+
+    Raises:
+        InputError: ``interval`` or ``debounce`` out of range.
+    """
+
+    def __init__(
+        self,
+        repo_path: Path | str,
+        *,
+        interval: float = 60.0,
+        debounce: float = 1.0,
+        keys: Sequence[KeyRef] = (),
+        clock: Clock | None = None,
+        on_pass: PassCallback | None = None,
+        on_error: ErrorCallback | None = None,
+    ) -> None:
+        if not interval > 0:
+            raise InputError(f"the controller interval must be above 0 seconds, not {interval}")
+        if not debounce >= 0:
+            raise InputError(f"the controller debounce must be 0 seconds or more, not {debounce}")
+        self.repo_path = Path(repo_path)
+        self.interval = interval
+        self.debounce = debounce
+        self.keys = tuple(keys)
+        self.clock = clock
+        self.on_pass = on_pass
+        self.on_error = on_error
+        self.passes = 0
+        self._cond = threading.Condition()
+        self._due = time.monotonic()  # the first pass runs at once
+        self._stopped = False
+        self._thread: threading.Thread | None = None
+
+    def poke(self) -> None:
+        """Ask for a pass ``debounce`` seconds from now (or sooner if one is due)."""
+        with self._cond:
+            self._due = min(self._due, time.monotonic() + self.debounce)
+            self._cond.notify()
+
+    def run_once(self) -> list[Decision]:
+        """One pass now, in the caller's thread: every active planned wave once.
+
+        Returns:
+            The decisions taken (a wave whose decision failed has none).
+        """
+        repo = Repository.open(self.repo_path, clock=self.clock)
+        decisions: list[Decision] = []
+        with open_inventory(repo) as inv:
+            for name in planned_waves(repo):
+                try:
+                    decisions.append(advance(repo, inv, name, keys=self.keys, source="controller"))
+                except TufwavesError as e:
+                    logger.warning("controller: wave %s: %s", name, e)
+                    if self.on_error is not None:
+                        self.on_error(name, e)
+        for d in decisions:
+            if d.acted or d.refused:
+                logger.info(
+                    "controller: wave %s: %s%s",
+                    d.wave,
+                    d.action,
+                    "" if d.acted else f" refused: {d.refused}",
+                )
+        self.passes += 1
+        if self.on_pass is not None:
+            self.on_pass(decisions)
+        return decisions
+
+    def _wait(self) -> bool:
+        """Wait until a pass is due; False once stopped."""
+        with self._cond:
+            while not self._stopped:
+                left = self._due - time.monotonic()
+                if left <= 0:
+                    self._due = time.monotonic() + self.interval
+                    return True
+                self._cond.wait(left)
+            return False
+
+    def run(self) -> None:
+        """Run passes in this thread until :meth:`stop`."""
+        while self._wait():
+            try:
+                self.run_once()
+            except TufwavesError as e:  # the inventory or repository could not be opened
+                logger.warning("controller: %s", e)
+                if self.on_error is not None:
+                    self.on_error("", e)
+
+    def start(self) -> ControllerLoop:
+        """Run the loop in a background (daemon) thread; returns self."""
+        if self._thread is None:
+            thread = threading.Thread(target=self.run, name="tufwaves-controller", daemon=True)
+            self._thread = thread
+            thread.start()
+        return self
+
+    def stop(self, timeout: float | None = 30.0) -> None:
+        """Stop the loop after the pass in progress (waits up to ``timeout`` for it)."""
+        with self._cond:
+            self._stopped = True
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def __enter__(self) -> ControllerLoop:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
