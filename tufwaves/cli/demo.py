@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import tempfile
+import textwrap
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -18,11 +19,15 @@ __all__ = ["register"]
 DEFAULT_PICTURE = Path("tufwaves-simulation.svg")
 
 
+def _fill(*paragraphs: str) -> str:
+    return "\n\n".join(textwrap.fill(p, break_on_hyphens=False) for p in paragraphs)
+
+
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     demo = sub.add_parser(
         "demo",
         help="run the end-to-end demo, or a simulated planned rollout, with throwaway keys",
-        description=(
+        description=_fill(
             "Generate keys, create a repository with a 2-of-3 offline targets "
             "threshold, create a wave, collect the second signature through the "
             "export/sign/import ceremony, publish, and walk targets -> wave with "
@@ -30,7 +35,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             "to 10 canaries, 10% of group eu and a 5% fraction, write bundles for "
             "a member and a non-member under DIR/bundles and decide them with the "
             "device verifier, complete the wave and print the history. Leaves the "
-            "repository in DIR/repo.\n\n"
+            "repository in DIR/repo.",
             "With --simulate: run the update server, the rollout controller and a "
             "simulated fleet in-process on a compressed clock (10 simulated minutes "
             "per tick; each device polls every 30 minutes). Two waves are signed with "
@@ -41,7 +46,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             "(stage starts, gate figures, decisions), writes the picture (SVG) of "
             "allowed, installed and failed devices per wave over time with the stage "
             "starts, and leaves keys, fleet and repository in DIR (default: a new "
-            "temporary directory). Exit code 1 if a wave did not end as planned."
+            "temporary directory). Exit code 1 if a wave did not end as planned.",
         ),
         epilog=example_epilog(
             "tufwaves demo --dir /tmp/tufwaves-demo",
