@@ -28,8 +28,14 @@ PLAN: dict[str, Any] = {
         {
             "name": "canary",
             "size": {"devices": 2},
+            "not_before": f"{T0 - timedelta(hours=1):%Y-%m-%dT%H:%M:%SZ}",
             "timeout": "30m",
-            "abort": {"max_failed": "10%", "min_reports": 2, "action": "cancel"},
+            "abort": {
+                "max_failed": "10%",
+                "min_reports": 2,
+                "codes": ["hash-mismatch"],
+                "action": "cancel",
+            },
         },
         {
             "name": "half",
@@ -114,7 +120,7 @@ def test_the_wave_detail_has_the_plan_and_where_the_wave_is(planned: Repository)
     assert stages[0]["abort"] == {
         "max_failed_ppm": 100_000,
         "min_reports": 2,
-        "codes": [],
+        "codes": ["hash-mismatch"],
         "action": "cancel",
     }
     assert stages[1]["success"] == {"min_installed_ppm": 950_000, "min_reports": 2}
@@ -145,6 +151,9 @@ def test_a_pending_planned_wave_shows_its_plan_not_started(
     assert detail["plan"]["current_stage"] is None
     assert [s["position"] for s in detail["plan"]["stages"]] == ["waiting"] * 3
     assert detail["plan"]["stage_starts"] == {}
+    page = client.get(f"/?token={TOKEN}").text
+    assert "Plan <span" in page and "not started (3 stages), 20 eligible devices" in page
+    assert 'aria-current="step"' not in page
 
 
 def test_the_dashboard_shows_the_plan_in_chromium(planned: Repository, tmp_path: Path) -> None:
@@ -180,7 +189,8 @@ def test_the_dashboard_shows_the_plan_in_chromium(planned: Repository, tmp_path:
     assert dom.count('aria-current="step"') == 1
     canary = dom.split('data-stage="1"', 1)[1].split("</li>", 1)[0]
     assert "1 installed, 1 failed of 2 offered" in canary
-    assert "cancel if &gt; 10% failed (≥ 2 reports)" in canary
+    assert "cancel if &gt; 10% failed or a failure hash-mismatch (≥ 2 reports)" in canary
+    assert f"not before {T0 - timedelta(hours=1):%Y-%m-%dT%H:%M:%SZ}" in canary
     everyone = dom.split('data-stage="3"', 1)[1].split("</li>", 1)[0]
     assert "nothing allowed yet; not started" in everyone
     assert '<div class="seg current"' in dom

@@ -30,7 +30,7 @@ td,th{padding:.2rem .6rem;text-align:left;vertical-align:middle}
 .meta,.note{color:#666;font-size:.9rem}
 .planbar{display:flex;width:40rem;max-width:100%;margin:.4rem 0;border:1px solid #bbb}
 .seg{padding:.15rem .3rem;font-size:.8rem;white-space:nowrap;overflow:hidden;
-border-right:1px solid #bbb;background:#f4f4f4;color:#555}
+border-right:1px solid #bbb;background:#f4f4f4;color:#555;min-width:4.5rem}
 .seg.done{background:#cfe3cf;color:#222}.seg.current{background:#4a7bd0;color:#fff;font-weight:bold}
 ol.stages{padding-left:1.5rem}ol.stages li{margin:.35rem 0}
 li.stage.current{font-weight:bold}li.stage.waiting{color:#777}
