@@ -89,7 +89,11 @@ class Decision:
     audit_id: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON form (what ``waves advance --json`` prints)."""
+        """JSON form (what ``waves advance --json`` prints).
+
+        Returns:
+            A dict of JSON types.
+        """
         return {
             "wave": self.wave,
             "action": self.action,
@@ -431,7 +435,11 @@ class ControllerLoop:
                     self.on_error("", e)
 
     def start(self) -> ControllerLoop:
-        """Run the loop in a background (daemon) thread; returns self."""
+        """Run the loop in a background (daemon) thread.
+
+        Returns:
+            This loop.
+        """
         if self._thread is None:
             thread = threading.Thread(target=self.run, name="tufwaves-controller", daemon=True)
             self._thread = thread
@@ -439,7 +447,11 @@ class ControllerLoop:
         return self
 
     def stop(self, timeout: float | None = 30.0) -> None:
-        """Stop the loop after the pass in progress (waits up to ``timeout`` for it)."""
+        """Stop the loop after the pass in progress.
+
+        Args:
+            timeout: Seconds to wait for the loop's thread (None: as long as it takes).
+        """
         with self._cond:
             self._stopped = True
             self._cond.notify_all()

@@ -121,7 +121,11 @@ class StageFigures:
         return None if not self.reported else self.failures * PPM // self.reported
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON form."""
+        """JSON form.
+
+        Returns:
+            A dict of JSON types.
+        """
         return {
             "stage": self.stage,
             "name": self.name,
@@ -164,7 +168,11 @@ class Check:
     message: str
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON form."""
+        """JSON form.
+
+        Returns:
+            A dict of JSON types.
+        """
         return {
             "name": self.name,
             "stage": self.stage,
@@ -189,7 +197,11 @@ class GateReason:
     message: str
 
     def to_dict(self) -> dict[str, str]:
-        """JSON form."""
+        """JSON form.
+
+        Returns:
+            A dict of JSON types.
+        """
         return {"code": self.code, "message": self.message}
 
 
@@ -238,7 +250,11 @@ class GateEvaluation:
         return self.reasons[0].code if self.reasons else None
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON form (what ``waves advance --json`` prints as ``evaluation``)."""
+        """JSON form (what ``waves advance --json`` prints as ``evaluation``).
+
+        Returns:
+            A dict of JSON types.
+        """
         return {
             "wave": self.wave,
             "at": _time(self.at),
