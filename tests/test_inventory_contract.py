@@ -459,7 +459,7 @@ def _public_hex() -> str:
     return str(_signer().public_key.to_dict()["keyval"]["public"])
 
 
-def signed(n: int, counter: int, status: str = "installed", **extra: Any) -> Any:
+def signed(n: int, counter: int, status: str = "installed", wave: str = "w1", **extra: Any) -> Any:
     from tufwaves.device.report import sign_report
 
     fields: dict[str, Any] = {"installed_version": 10} if status == "installed" else {}
@@ -467,7 +467,7 @@ def signed(n: int, counter: int, status: str = "installed", **extra: Any) -> Any
         fields["code"] = "hash-mismatch"
     fields.update(extra)
     return sign_report(
-        _signer(), device=u(n), wave="w1", version=10, status=status, counter=counter, **fields
+        _signer(), device=u(n), wave=wave, version=10, status=status, counter=counter, **fields
     )
 
 
@@ -548,6 +548,39 @@ def test_store_report_dedupes_refuses_replays_and_sets_versions(inv: Inventory) 
     gone = signed(3, 1)
     with pytest.raises(InputError, match="not in the inventory"):
         inv.store_report(gone, 1, gone.to_bytes())
+
+
+def test_latest_reports_and_wave_selections(inv: Inventory) -> None:
+    inv.import_rows([row(n) for n in range(1, 6)])
+    record(inv, 1, [u(1), u(2)])
+    record(inv, 2, [u(3), u(4)])
+    record(inv, 1, [u(5)], wave="w2")
+    assert list(inv.wave_selections("w1")) == [(u(1), 1), (u(2), 1), (u(3), 2), (u(4), 2)]
+    assert list(inv.wave_selections("w2")) == [(u(5), 1)]
+    assert list(inv.wave_selections("w3")) == []
+    assert inv.latest_reports("w1") == []
+    stored = [
+        (signed(1, 1, "downloading"), 1),
+        (signed(1, 2, "failed"), 1),
+        (signed(1, 3), 1),  # installed after a failure: the latest counts
+        (signed(2, 7, "installing"), 1),
+        (signed(3, 4, "failed"), 2),
+        (signed(4, 8, "installing"), 2),  # the latest for w1, not the device's latest
+        (signed(4, 9, "downloading", wave="w2"), 1),
+    ]
+    for report, ripple in stored:
+        assert inv.store_report(report, ripple, report.to_bytes())
+    latest = inv.latest_reports("w1")
+    assert [(r.device, r.counter, r.status, r.ripple) for r in latest] == [
+        (u(1), 3, "installed", 1),
+        (u(2), 7, "installing", 1),
+        (u(3), 4, "failed", 2),
+        (u(4), 8, "installing", 2),
+    ]
+    assert latest[2].code == "hash-mismatch" and latest[2].wave == "w1"
+    assert [(r.device, r.counter) for r in inv.latest_reports("w2")] == [(u(4), 9)]
+    with pytest.raises(InputError):
+        inv.latest_reports("bad wave")
 
 
 def _store_concurrently(location: str, reports: list[Any], threads: int = 16) -> list[bool]:

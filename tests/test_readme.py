@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 from tests.conftest import PASSPHRASE_ENV
+from tufwaves.cli import build_parser
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -83,3 +85,24 @@ def test_embedding_example_uses_only_the_public_api() -> None:
     imports = re.findall(r"^from (\S+) import|^import (\S+)", embedding_example(), re.M)
     modules = {a or b for a, b in imports}
     assert modules <= {"pathlib", "tufwaves.server", "tufwaves.verify"}, modules
+
+
+def test_planned_rollout_commands_parse() -> None:
+    """Every command of the "Planned rollouts" blocks is a valid command line."""
+    text = README.read_text()
+    section = text[text.index("## Planned rollouts") : text.index("## Serving and refreshing")]
+    blocks = re.findall(r"```sh\n(.*?)```", section, re.S)
+    assert len(blocks) == 2
+    commands = []
+    for block in blocks:
+        for line in block.replace("\\\n", " ").splitlines():
+            words = shlex.split(line, comments=True)
+            if words and words[0] == "tufwaves":
+                commands.append([w for w in words[1:] if w != "&"])
+    assert any(c[:2] == ["waves", "advance"] for c in commands)
+    assert any(c[0] == "controller" for c in commands)
+    parser = build_parser()
+    for argv in commands:
+        args, extra = parser.parse_known_args(argv)
+        assert not extra, argv
+        assert callable(args.func), argv

@@ -13,6 +13,12 @@ file (with public keys) that the operator imports, and a later
 :func:`simulate` with the same seed plays exactly those devices. These keys
 are for load tests only: anyone who knows the seed has them.
 
+:func:`simulate` plays rounds on the real clock; a :class:`Fleet` keeps its
+devices' state between rounds that its caller drives (one round per tick of
+a simulated clock in ``tufwaves demo --simulate``): the devices then decide,
+sign their reports and date them by that clock, and a wave can be given an
+exact share of failing installs (``wave_failures``).
+
 Loopback only: the simulator refuses any URL whose host is not 127.0.0.1,
 ::1 or localhost. Every loop is bounded (one round per device, or polls until
 ``duration`` seconds passed).
@@ -22,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import random
 import threading
 import time
@@ -30,9 +37,11 @@ import urllib.parse
 import urllib.request
 import uuid as uuid_mod
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +53,14 @@ from tufwaves.device.report import sign_report
 from tufwaves.errors import InputError
 from tufwaves.verify import Artifact, DeviceIdentity, Verifier
 
-__all__ = ["SimulatedDevice", "SimulationResult", "identities", "simulate", "write_fleet"]
+__all__ = [
+    "Fleet",
+    "SimulatedDevice",
+    "SimulationResult",
+    "identities",
+    "simulate",
+    "write_fleet",
+]
 
 LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
 FAILURE_CODE = "simulated-failure"
@@ -228,9 +244,16 @@ class _Device:
     """One device's run: trust state, installed version, report counter."""
 
     def __init__(
-        self, sim: SimulatedDevice, root: bytes, installed: int, http: _Http, rng: random.Random
+        self,
+        sim: SimulatedDevice,
+        root: bytes,
+        installed: int,
+        http: _Http,
+        rng: random.Random,
+        fleet: Fleet,
     ) -> None:
         self.sim = sim
+        self.fleet = fleet
         self.signer = sim.signer()
         self.verifier = Verifier.from_trusted_root(root)
         self.installed = installed
@@ -246,6 +269,7 @@ class _Device:
         return self.counter
 
     def report(self, wave: str, version: int, status: str, code: str | None = None) -> None:
+        clock = self.fleet.clock
         envelope = sign_report(
             self.signer,
             device=self.sim.uuid,
@@ -255,6 +279,7 @@ class _Device:
             code=code,
             installed_version=self.installed if status != "installed" else version,
             counter=self.next_counter(),
+            device_time=None if clock is None else clock(),
         )
         code_, _, _ = self.http.request(
             "report",
@@ -265,7 +290,7 @@ class _Device:
         with self.http.lock:
             self.http.result.reports[str(code_)] += 1
 
-    def poll(self, failure_rate: float) -> None:
+    def poll(self) -> None:
         headers = {"If-None-Match": self.etag} if self.etag else {}
         status, body, got = self.http.request(
             "bundle",
@@ -277,7 +302,8 @@ class _Device:
             return
         self.etag = got.get("ETag") or got.get("etag")
         identity = DeviceIdentity(self.sim.uuid, self.sim.hardware_id, self.sim.tag, self.installed)
-        decision = self.verifier.decide(body, identity)
+        clock = self.fleet.clock
+        decision = self.verifier.decide(body, identity, None if clock is None else clock())
         with self.http.lock:
             result.decisions[decision.reason.value] += 1
         if not decision.allowed or decision.artifact is None or decision.wave is None:
@@ -295,7 +321,7 @@ class _Device:
             failure = "hash-mismatch"
         if failure is None:
             self.report(wave, version, "installing")
-            if self.rng.random() < failure_rate:
+            if self.fleet.fails(wave, self.rng):
                 failure = FAILURE_CODE
         if failure is not None:
             self.report(wave, version, "failed", failure)
@@ -306,6 +332,120 @@ class _Device:
         self.report(wave, version, "installed")
         with self.http.lock:
             result.installs += 1
+
+
+Clock = Callable[[], datetime]
+
+
+class Fleet:
+    """Simulated devices that keep their trust state and installed version between rounds.
+
+    Use it as a context manager (it holds the worker threads); each
+    :meth:`poll` is one round in which the given devices (by default all)
+    poll once: fetch the bundle, decide, download, install or fail, report.
+
+    Args:
+        url: The server, on loopback.
+        devices: The devices (from :func:`identities`).
+        concurrency: Devices working at the same time, 1..1024.
+        failure_rate: Probability that an install fails after the download.
+        wave_failures: Per wave, the exact share of its installs that fail,
+            spread evenly: of the first n installs of wave W, ``ceil(n * rate)``
+            fail (instead of ``failure_rate`` for that wave).
+        installed_version: The version every device starts with.
+        root: The trusted root of every device (default: the server's
+            ``1.root.json``).
+        rng_seed: Seeds the failures.
+        clock: The devices' clock: their verifier's reference time and the
+            ``device_time`` of their reports (default: the real time).
+
+    Raises:
+        InputError: A URL off loopback, or a value out of range.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        devices: Sequence[SimulatedDevice],
+        *,
+        concurrency: int = 16,
+        failure_rate: float = 0.0,
+        wave_failures: Mapping[str, float] | None = None,
+        installed_version: int = 0,
+        root: bytes | None = None,
+        rng_seed: int | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        base = _check_url(url)
+        if not 1 <= concurrency <= 1024:
+            raise InputError("--concurrency must be 1..1024")
+        rates = dict(wave_failures or {})
+        for rate in (failure_rate, *rates.values()):
+            if not 0.0 <= rate <= 1.0:
+                raise InputError("--failure-rate must be between 0 and 1")
+        self.result = SimulationResult(len(devices))
+        self.clock = clock
+        self.failure_rate = failure_rate
+        self._shares = {w: Fraction(r).limit_denominator(1_000_000) for w, r in rates.items()}
+        self._attempts: Counter[str] = Counter()
+        self._lock = threading.Lock()
+        self._http = _Http(base, self.result, self._lock)
+        if root is None:
+            status, root, _ = self._http.request("root", "/metadata/1.root.json")
+            if status != 200:
+                raise InputError(f"cannot fetch the trusted root from {base}/metadata/1.root.json")
+        rng = random.Random(rng_seed)  # noqa: S311 - simulated failures, not secrets
+        self._players = {
+            d.uuid: _Device(
+                d,
+                root,
+                installed_version,
+                self._http,
+                random.Random(rng.getrandbits(64)),  # noqa: S311
+                self,
+            )
+            for d in devices
+        }
+        self._pool = ThreadPoolExecutor(max_workers=concurrency)
+
+    def __enter__(self) -> Fleet:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop the worker threads."""
+        self._pool.shutdown()
+
+    def fails(self, wave: str, rng: random.Random) -> bool:
+        """Whether this install of ``wave`` fails (called once per install)."""
+        share = self._shares.get(wave)
+        if share is None:
+            return rng.random() < self.failure_rate
+        with self._lock:
+            self._attempts[wave] += 1
+            n = self._attempts[wave]
+        return math.ceil(n * share) > math.ceil((n - 1) * share)
+
+    def installed(self, uuid: str) -> int:
+        """The version device ``uuid`` runs now."""
+        return self._players[uuid].installed
+
+    def poll(self, devices: Sequence[SimulatedDevice] | None = None) -> None:
+        """One round: each of ``devices`` (default: all) polls once.
+
+        Raises:
+            InputError: A device that is not in this fleet.
+        """
+        if devices is None:
+            players = list(self._players.values())
+        else:
+            unknown = [d.uuid for d in devices if d.uuid not in self._players]
+            if unknown:
+                raise InputError(f"device {unknown[0]} is not in this fleet")
+            players = [self._players[d.uuid] for d in devices]
+        list(self._pool.map(_Device.poll, players))
 
 
 def simulate(
@@ -329,45 +469,33 @@ def simulate(
     device starts with; by default ``/metadata/1.root.json`` of the server
     (trust on first use, fine for a load test).
     """
-    base = _check_url(url)
-    if not 1 <= concurrency <= 1024:
-        raise InputError("--concurrency must be 1..1024")
-    if not 0.0 <= failure_rate <= 1.0:
-        raise InputError("--failure-rate must be between 0 and 1")
     if duration is not None and duration <= 0:
         raise InputError("--duration must be positive")
-    result = SimulationResult(len(devices))
-    lock = threading.Lock()
-    http = _Http(base, result, lock)
-    if root is None:
-        status, root, _ = http.request("root", "/metadata/1.root.json")
-        if status != 200:
-            raise InputError(f"cannot fetch the trusted root from {base}/metadata/1.root.json")
-    rng = random.Random(rng_seed)  # noqa: S311 - simulated failures, not secrets
-    players = [
-        _Device(d, root, installed_version, http, random.Random(rng.getrandbits(64)))  # noqa: S311
-        for d in devices
-    ]
+    fleet = Fleet(
+        url,
+        devices,
+        concurrency=concurrency,
+        failure_rate=failure_rate,
+        installed_version=installed_version,
+        root=root,
+        rng_seed=rng_seed,
+    )
     started = time.monotonic()
     deadline = None if duration is None else started + duration
-
-    def poll(player: _Device) -> None:
-        player.poll(failure_rate)
-
     # Rounds: every device polls once per round; the next round starts after
     # poll_interval, until the deadline (one round without a duration).
-    with ThreadPoolExecutor(max_workers=concurrency) as pool:
+    with fleet:
         for _ in range(MAX_ROUNDS):
             round_started = time.monotonic()
-            list(pool.map(poll, players))
+            fleet.poll()
             if deadline is None:
                 break
             pause = poll_interval - (time.monotonic() - round_started)
             if time.monotonic() + max(pause, 0) >= deadline:
                 break
             time.sleep(max(pause, 0))
-    result.seconds = time.monotonic() - started
-    return result
+    fleet.result.seconds = time.monotonic() - started
+    return fleet.result
 
 
 def result_json(result: SimulationResult) -> bytes:

@@ -22,12 +22,23 @@ from collections.abc import Iterator, Sequence
 from typing import NoReturn
 
 from tufwaves import __version__
-from tufwaves.cli import demo, device, fleet, keys, repo, serve, simulate, vectors, waves
+from tufwaves.cli import (
+    controller,
+    demo,
+    device,
+    fleet,
+    keys,
+    repo,
+    serve,
+    simulate,
+    vectors,
+    waves,
+)
 from tufwaves.errors import TufwavesError
 
 __all__ = ["DEBUG_ENV", "EXIT_INTERNAL", "build_parser", "main", "run", "walk_parsers"]
 
-GROUPS = (keys, repo, waves, fleet, device, vectors, serve, simulate, demo)
+GROUPS = (keys, repo, waves, fleet, device, vectors, serve, controller, simulate, demo)
 
 EXIT_INTERNAL = 70
 """Exit code of an unexpected exception (a bug), as sysexits.h's EX_SOFTWARE."""

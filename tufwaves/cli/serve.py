@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from tufwaves.cli._common import add_repo, example_epilog
+from tufwaves.cli.controller import DEFAULT_INTERVAL, positive_seconds
 from tufwaves.errors import InputError
 
 run_server: Callable[..., None] | None
@@ -32,13 +33,19 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             "(/). Every answer comes from one published state, even while "
             "rollouts publish. Endpoints: specs/server.md; OpenAPI at /openapi.json. "
             "Needs the server extra: pip install 'tufwaves[server]'. Put a TLS "
-            "proxy in front of it for anything but loopback.",
+            "proxy in front of it for anything but loopback. --controller also runs "
+            "the rollout controller (specs/gates.md) in the server: every interval and "
+            "soon after accepted reports, in its own thread, with the online rollout "
+            "key (passphrase from TUFWAVES_ONLINE_KEY_PASSPHRASE or "
+            "TUFWAVES_KEY_PASSPHRASE); with --workers N each worker runs one, and "
+            "each decision is still taken once.",
         ),
         epilog=example_epilog(
             "tufwaves serve --repo repo --port 8080 --operator-token-file operator.token",
             "# operator.token: e.g. 'openssl rand -hex 32 > operator.token'",
             "curl http://127.0.0.1:8080/v1/devices/3f1c2d4e-0000-4000-8000-000000000001/bundle",
             "# then open http://127.0.0.1:8080/ in a browser and sign in with the token",
+            "tufwaves serve --repo repo --controller --controller-interval 30",
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -55,6 +62,19 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="file holding the operator token (16+ characters); without it the "
         "operator API and the dashboard are off",
     )
+    serve.add_argument(
+        "--controller",
+        action="store_true",
+        help="also run the rollout controller (as 'tufwaves controller'): planned waves "
+        "advance, complete or abort on a schedule and soon after each batch of reports",
+    )
+    serve.add_argument(
+        "--controller-interval",
+        type=positive_seconds,
+        default=None,
+        metavar="SECONDS",
+        help=f"with --controller: seconds between scheduled passes (default {DEFAULT_INTERVAL:g})",
+    )
     serve.set_defaults(func=_serve)
 
 
@@ -63,6 +83,8 @@ def _serve(args: argparse.Namespace) -> int:
         raise InputError(f"--port {args.port} is not a TCP port (0-65535)")
     if args.workers < 1:
         raise InputError(f"--workers must be at least 1, not {args.workers}")
+    if args.controller_interval is not None and not args.controller:
+        raise InputError("--controller-interval needs --controller")
     if run_server is None:
         raise InputError(
             f"tufwaves serve needs the server extra ({_MISSING} is missing): "
@@ -74,5 +96,8 @@ def _serve(args: argparse.Namespace) -> int:
         port=args.port,
         workers=args.workers,
         token_file=args.operator_token_file,
+        controller_interval=(args.controller_interval or DEFAULT_INTERVAL)
+        if args.controller
+        else None,
     )
     return 0

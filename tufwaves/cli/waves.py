@@ -21,6 +21,8 @@ from tufwaves.cli._common import (
 )
 from tufwaves.device.membership import parse_uuid_list
 from tufwaves.errors import InputError
+from tufwaves.server.controller import Decision, advance
+from tufwaves.server.gates import GateEvaluation
 from tufwaves.server.inventory import RippleRecord
 from tufwaves.server.keys import load_key_ref, load_public_key
 from tufwaves.server.metadata import Policy, expiry, parse_version
@@ -346,6 +348,46 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             )
         add_json_flag(p)
         p.set_defaults(func=fn)
+
+    adv = wsub.add_parser(
+        "advance",
+        help="evaluate a planned wave's gates; sign its next stage, complete, pause or cancel",
+        description=(
+            "Evaluate the current stage of a wave with a signed plan from the "
+            "device-signed reports in the inventory (only stored reports, whose "
+            "signatures were verified, from devices the stage's ripples offered; "
+            "a device silent past the stage's timeout counts as failed), print "
+            "the figures, every threshold and the decision, and take it: sign "
+            "the next stage's ripple when its success gate, not_before and soak "
+            "pass; complete the wave when its last stage covers the fleet and "
+            "passed; pause or cancel it (as the plan says) when the current "
+            "stage's abort gate tripped. The decision is taken under the "
+            "repository lock, once, and recorded in the audit log with its "
+            "figures. Otherwise it refuses with the reason (exit 1). "
+            "specs/gates.md defines every rule."
+        ),
+        epilog=example_epilog(
+            "tufwaves waves advance spring-fix --repo repo --dry-run",
+            "tufwaves waves advance spring-fix --repo repo --json",
+        )
+        + "\n\nexit codes:\n  0  the decision was taken (with --dry-run: would act)\n"
+        "  1  nothing to do now (wait or none: the reasons are printed), or the rollout\n"
+        "     rules refused the action\n"
+        "  2  bad input (no such wave, or it has no plan)\n  3  I/O, key or lock error",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    adv.add_argument("wave", metavar="WAVE", help="the planned wave")
+    add_repo(adv)
+    adv.add_argument("--dry-run", action="store_true", help="evaluate only; sign nothing")
+    adv.add_argument(
+        "--key",
+        action="append",
+        default=[],
+        metavar="KEY",
+        help="rollout key (default: the repository's online rollout key)",
+    )
+    add_json_flag(adv)
+    adv.set_defaults(func=_advance)
 
     status = wsub.add_parser(
         "status",
@@ -688,3 +730,71 @@ def _status(args: argparse.Namespace) -> int:
         label = r.group if r.kind == "group" else f"({r.kind})"
         print(f"{label:24} {r.total:>10,} {r.eligible:>10,} {r.selected:>10,} {r.updated:>10,}")
     return 0
+
+
+def _advance(args: argparse.Namespace) -> int:
+    repo = Repository.open(args.repo)
+    keys = [load_key_ref(k) for k in args.key]
+    with open_inventory(repo, read_only=args.dry_run) as inv:
+        decision = advance(repo, inv, args.wave, keys=keys, dry_run=args.dry_run)
+    return print_decision(decision, as_json=args.json)
+
+
+def print_decision(decision: Decision, *, as_json: bool) -> int:
+    """Print a controller decision (``waves advance``); its exit code (0 acts, 1 not)."""
+    ev = decision.evaluation
+    acts = decision.acted or (decision.dry_run and ev.acts)
+    problem = None
+    if decision.refused is not None:
+        problem = f"wave {decision.wave}: {ev.action} refused: {decision.refused}"
+    elif not acts:
+        why = "; ".join(r.message for r in ev.reasons) or ev.action
+        problem = f"wave {decision.wave} not advanced ({ev.action}): {why}"
+    if as_json:
+        extra = {} if problem is None else {"error": problem, "exit_code": 1}
+        emit_json(decision.to_dict() | extra)
+    else:
+        print_evaluation(ev)
+        print(f"decision: {_decision_line(decision)}")
+    if problem is not None:
+        info(f"tufwaves: {problem}")
+        return 1
+    return 0
+
+
+def print_evaluation(ev: GateEvaluation) -> None:
+    """The figures and checks of an evaluation, for people."""
+    print(
+        f"wave {ev.wave}: {ev.state}, stage {ev.stage} ({ev.stage_name}) of {ev.stages}, "
+        f"at {ev.at:%Y-%m-%dT%H:%M:%SZ}"
+    )
+    f = ev.figures
+    print(
+        f"  stage {f.stage} devices: {f.offered:,} offered, {f.reported:,} reported "
+        f"({f.installed:,} installed, {f.failed:,} failed, {f.timed_out:,} timed out), "
+        f"{f.in_progress:,} in progress, {f.silent:,} silent, {f.ignored:,} other reports ignored"
+    )
+    if f.codes:
+        print(f"  failure codes: {', '.join(f.codes)}")
+    for c in ev.checks:
+        print(f"  {'pass' if c.passed else 'FAIL'}  {c.name} (stage {c.stage}): {c.message}")
+
+
+def _decision_line(decision: Decision) -> str:
+    ev = decision.evaluation
+    what = {
+        "advance": f"sign stage {ev.next_stage} (ripple {decision.ripple})",
+        "complete": "complete the wave",
+        "pause": "pause the wave (abort gate)",
+        "cancel": "cancel the wave (abort gate)",
+    }
+    if ev.action not in what:
+        return f"{ev.action}: " + ("; ".join(f"{r.code}: {r.message}" for r in ev.reasons))
+    if decision.dry_run:
+        return f"would {what[ev.action]} (dry run: nothing signed)"
+    if decision.refused is not None:
+        return f"{what[ev.action]}: refused: {decision.refused}"
+    done = what[ev.action]
+    if ev.action == "advance":
+        done += f", {plural(decision.devices or 0, 'device')}"
+    return f"{done}: signed and published (audit entry {decision.audit_id})"

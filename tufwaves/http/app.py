@@ -48,7 +48,9 @@ from tufwaves.http.published import (
     Unpublished,
 )
 from tufwaves.server.bundler import BundleSource
+from tufwaves.server.controller import ControllerLoop
 from tufwaves.server.inventory import Inventory
+from tufwaves.server.metadata import Clock
 from tufwaves.server.reports import AcceptedReport, ReportRefused, accept_report
 from tufwaves.server.repository import Repository
 from tufwaves.server.rollout import WaveContext, open_inventory
@@ -85,8 +87,14 @@ def _safe_segments(raw: str, what: str) -> list[str]:
 
 
 class _App:
-    def __init__(self, repo: CachingRepository, token: OperatorToken | None) -> None:
+    def __init__(
+        self,
+        repo: CachingRepository,
+        token: OperatorToken | None,
+        controller: ControllerLoop | None = None,
+    ) -> None:
         self.repo = repo
+        self.controller = controller
         self.states = StateCache(repo)
         self.token = token
         self._local = threading.local()
@@ -278,6 +286,8 @@ class _App:
             )
         body = await _read_capped(request, MAX_REPORT_BYTES, "a report")
         accepted = await run_in_threadpool(self.store_report, uuid, body)
+        if accepted.new and self.controller is not None:
+            self.controller.poke()  # sets a flag: the evaluation runs in the controller's thread
         return JSONResponse(
             {
                 "stored": accepted.new,
@@ -474,16 +484,22 @@ def create_app(
     *,
     operator_token: str | None = None,
     cache_bytes: int = CACHE_BYTES,
+    controller: ControllerLoop | None = None,
+    clock: Clock | None = None,
 ) -> Starlette:
     """The server for the repository at ``repo_path``.
 
     Without ``operator_token`` the operator API and the dashboard are off
-    (they answer 404). Raises InputError if ``repo_path`` is not a tufwaves
-    repository or the token is too weak.
+    (they answer 404). With ``controller`` (started and stopped by the
+    caller), every newly stored report pokes it, so the gates are evaluated
+    soon after a batch of reports, in the controller's own thread.
+    ``clock`` is the server's time (which waves have expired), by default
+    the real UTC time; a simulation passes its own. Raises InputError if
+    ``repo_path`` is not a tufwaves repository or the token is too weak.
     """
     Repository.open(repo_path)  # refuse a directory that is no repository
     token = OperatorToken(operator_token) if operator_token is not None else None
-    app = _App(CachingRepository(Path(repo_path), cache_bytes), token)
+    app = _App(CachingRepository(Path(repo_path), cache_bytes, clock=clock), token, controller)
     routes = [
         Route("/", app.home, methods=["GET"]),
         Route("/login", app.login, methods=["POST"]),

@@ -28,6 +28,14 @@ td,th{padding:.2rem .6rem;text-align:left;vertical-align:middle}
 .selected .fill{background:#4a7bd0}.installed .fill{background:#3a9a4a}
 .failed .fill{background:#c8402f}.silent .fill{background:#999}
 .meta,.note{color:#666;font-size:.9rem}
+.planbar{display:flex;width:40rem;max-width:100%;margin:.4rem 0;border:1px solid #bbb}
+.seg{padding:.15rem .3rem;font-size:.8rem;white-space:nowrap;overflow:hidden;
+border-right:1px solid #bbb;background:#f4f4f4;color:#555;min-width:4.5rem}
+.seg.done{background:#cfe3cf;color:#222}.seg.current{background:#4a7bd0;color:#fff;font-weight:bold}
+ol.stages{padding-left:1.5rem}ol.stages li{margin:.35rem 0}
+li.stage.current{font-weight:bold}li.stage.waiting{color:#777}
+.marker{background:#4a7bd0;color:#fff;padding:0 .3rem;border-radius:.2rem;font-size:.8rem}
+.gates{font-weight:normal;color:#555;font-size:.85rem}
 """
 
 
@@ -92,6 +100,8 @@ def _wave(wave: dict[str, Any]) -> str:
             f"{devices['selected']:,} selected, {devices['eligible']:,} still eligible, "
             f"{devices['updated']:,} report this version or newer</p>"
         )
+    if wave.get("plan") and wave["plan"].get("stages"):
+        head += _plan(wave["plan"], str(wave["status"]))
     ripples = "".join(_ripple(r, devices) for r in wave.get("ripples", []))
     if not ripples:
         ripples = '<p class="note">No ripple yet.</p>'
@@ -110,6 +120,88 @@ def _wave(wave: dict[str, Any]) -> str:
             "silent devices have not reported.</p>"
         )
     return head + ripples + fail_html + "</section>"
+
+
+def _pct(ppm: int) -> str:
+    return f"{ppm / 10_000:g}%"
+
+
+def _gates(stage: dict[str, Any]) -> str:
+    parts = []
+    if stage.get("not_before"):
+        parts.append(f"not before {stage['not_before']}")
+    if stage.get("soak_seconds"):
+        parts.append(f"soak {int(stage['soak_seconds']):,} s after the previous stage started")
+    success = stage.get("success")
+    if success:
+        parts.append(
+            f"starts when ≥ {_pct(int(success['min_installed_ppm']))} of the previous stage "
+            f"installed (≥ {int(success['min_reports']):,} reports)"
+        )
+    abort = stage.get("abort")
+    if abort:
+        rule = f"> {_pct(int(abort['max_failed_ppm']))} failed"
+        if abort.get("codes"):
+            rule += " or a failure " + ", ".join(str(c) for c in abort["codes"])
+        parts.append(f"{abort['action']} if {rule} (≥ {int(abort['min_reports']):,} reports)")
+    if stage.get("timeout_seconds"):
+        parts.append(f"silent after {int(stage['timeout_seconds']):,} s counts as failed")
+    return "; ".join(parts) or "no gates"
+
+
+def _stage(stage: dict[str, Any], status: str) -> str:
+    position = str(stage["position"])
+    number = int(stage["number"])
+    name = escape(str(stage["name"]))
+    current = position == "current"
+    aria = ' aria-current="step"' if current else ""
+    marker = f' <span class="marker">current stage ({escape(status)})</span>' if current else ""
+    unit = "ppm" if stage["cap_unit"] == "ppm" else "devices"
+    if stage["allowed"] is None:
+        allowed = "nothing allowed yet"
+    else:
+        allowed = f"{int(stage['allowed']):,} of {int(stage['cap']):,} {unit} allowed"
+    started = f"started {escape(str(stage['started']))}" if stage["started"] else "not started"
+    reports = ""
+    if stage["ripples"]:
+        reports = (
+            f", {int(stage['installed']):,} installed, {int(stage['failed']):,} failed "
+            f"of {int(stage['selected']):,} offered"
+        )
+    return (
+        f'<li class="stage {escape(position)}" data-stage="{number}" '
+        f'data-position="{escape(position)}"{aria}>'
+        f'<span class="stage-name">{name}</span>{marker}: '
+        f"{escape(str(stage['size_label']))}; {allowed}; {started}{reports}"
+        f'<br><span class="gates">{escape(_gates(stage))}</span></li>'
+    )
+
+
+def _plan(plan: dict[str, Any], status: str) -> str:
+    stages = plan["stages"]
+    current = next((s for s in stages if s["position"] == "current"), None)
+    where = (
+        f"in stage {int(current['number'])} of {len(stages)} ({escape(str(current['name']))})"
+        if current
+        else f"not started ({len(stages)} stages)"
+    )
+    segments = []
+    previous = 0
+    for s in stages:
+        cap = int(s["cap"]) if s["cap_unit"] == "devices" else 0
+        width = max(cap - previous, 1)
+        previous = max(previous, cap)
+        segments.append(
+            f'<div class="seg {escape(str(s["position"]))}" style="flex:{width}" '
+            f'title="{escape(str(s["name"]))}">{escape(str(s["name"]))}</div>'
+        )
+    items = "".join(_stage(s, status) for s in stages)
+    return (
+        f'<div class="plan"><h3>Plan <span class="meta plan-where">{where}, '
+        f"{int(plan['eligible']):,} eligible devices</span></h3>"
+        f'<div class="planbar" role="img" aria-label="plan stages">{"".join(segments)}</div>'
+        f'<ol class="stages">{items}</ol></div>'
+    )
 
 
 def render_dashboard(waves: Sequence[dict[str, Any]], published: dict[str, Any]) -> str:

@@ -62,8 +62,129 @@ _WAVE_BRIEF: dict[str, Any] = {
         "status": {"enum": ["pending", "active", "paused", "cancelled", "complete"]},
         "expires": {"type": "string", "format": "date-time"},
         "ripple_count": {"type": "integer", "description": "published ripples"},
+        "plan": {
+            "oneOf": [{"$ref": "#/components/schemas/PlanBrief"}, {"type": "null"}],
+            "description": "where a planned wave is in its signed plan; null without a plan",
+        },
         "href": {"type": "string"},
     },
+}
+
+_PLAN_BRIEF: dict[str, Any] = {
+    "type": "object",
+    "required": ["stage_count", "current_stage", "current_stage_name", "started"],
+    "properties": {
+        "stage_count": {"type": "integer", "minimum": 1},
+        "current_stage": {
+            "type": ["integer", "null"],
+            "minimum": 1,
+            "description": "the stage of the last signed ripple (1 before any); "
+            "null while the wave is pending",
+        },
+        "current_stage_name": {"type": ["string", "null"]},
+        "started": {"type": "boolean", "description": "a ripple of the plan was signed"},
+    },
+}
+
+_GATE_SUCCESS: dict[str, Any] = {
+    "type": ["object", "null"],
+    "properties": {
+        "min_installed_ppm": {"type": "integer"},
+        "min_reports": {"type": "integer"},
+    },
+}
+_GATE_ABORT: dict[str, Any] = {
+    "type": ["object", "null"],
+    "properties": {
+        "max_failed_ppm": {"type": "integer"},
+        "min_reports": {"type": "integer"},
+        "codes": {"type": "array", "items": {"type": "string"}},
+        "action": {"enum": ["pause", "cancel"]},
+    },
+}
+
+_PLAN_STAGE: dict[str, Any] = {
+    "type": "object",
+    "description": "a stage as signed (specs/metadata.md section 12) and how far the wave got",
+    "required": [
+        "number",
+        "name",
+        "size",
+        "size_label",
+        "cap",
+        "cap_unit",
+        "group",
+        "not_before",
+        "soak_seconds",
+        "success",
+        "abort",
+        "timeout_seconds",
+        "allowed",
+        "started",
+        "position",
+        "ripples",
+        "selected",
+        "installed",
+        "failed",
+    ],
+    "properties": {
+        "number": {"type": "integer", "minimum": 1},
+        "name": {"type": "string"},
+        "size": {
+            "type": "object",
+            "description": "exactly one of devices, percent_ppm, fraction_ppm",
+        },
+        "size_label": {"type": "string", "description": "e.g. '5% of 200 = 10 devices'"},
+        "cap": {
+            "type": "integer",
+            "description": "the cumulative cap: devices, or ppm for a fraction stage",
+        },
+        "cap_unit": {"enum": ["devices", "ppm"]},
+        "group": {"type": ["string", "null"]},
+        "not_before": {"type": ["string", "null"], "format": "date-time"},
+        "soak_seconds": _NULL_INT,
+        "success": _GATE_SUCCESS,
+        "abort": _GATE_ABORT,
+        "timeout_seconds": _NULL_INT,
+        "allowed": {
+            **_NULL_INT,
+            "description": "what the signed ripples allow in total once this stage started "
+            "(cumulative, in cap_unit); null before the stage started",
+        },
+        "started": {
+            "type": ["string", "null"],
+            "format": "date-time",
+            "description": "when the stage's first ripple was signed",
+        },
+        "position": {
+            "enum": ["done", "current", "waiting"],
+            "description": "current: the stage of the last ripple; done: started earlier; "
+            "waiting: not started",
+        },
+        "ripples": {"type": "array", "items": {"type": "integer"}},
+        "selected": {"type": "integer", "description": "devices this stage's ripples offered"},
+        "installed": {"type": "integer", "description": "of them, latest report installed"},
+        "failed": {"type": "integer", "description": "of them, latest report failed"},
+    },
+}
+
+_PLAN_DETAIL: dict[str, Any] = {
+    "allOf": [
+        {"$ref": "#/components/schemas/PlanBrief"},
+        {
+            "type": "object",
+            "required": ["eligible", "stages", "stage_starts"],
+            "properties": {
+                "eligible": {"type": "integer", "minimum": 1},
+                "stages": {"type": "array", "items": {"$ref": "#/components/schemas/PlanStage"}},
+                "stage_starts": {
+                    "type": "object",
+                    "description": "stage number (a string) -> when it started",
+                    "additionalProperties": {"type": "string", "format": "date-time"},
+                },
+            },
+        },
+    ]
 }
 
 _PUBLISHED: dict[str, Any] = {
@@ -134,6 +255,10 @@ _WAVE_DETAIL: dict[str, Any] = {
             ],
             "properties": {
                 "policy": {"type": "object"},
+                "plan": {
+                    "oneOf": [{"$ref": "#/components/schemas/PlanDetail"}, {"type": "null"}],
+                    "description": "the signed plan, its stages and where the wave is in it",
+                },
                 "artifacts": {"type": "array", "items": {"type": "object"}},
                 "devices": {
                     "type": ["object", "null"],
@@ -504,6 +629,9 @@ def openapi_document() -> dict[str, Any]:
                 },
                 "Published": _PUBLISHED,
                 "WaveBrief": _WAVE_BRIEF,
+                "PlanBrief": _PLAN_BRIEF,
+                "PlanStage": _PLAN_STAGE,
+                "PlanDetail": _PLAN_DETAIL,
                 "Ripple": _RIPPLE,
                 "WaveDetail": _WAVE_DETAIL,
             },

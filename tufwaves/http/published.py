@@ -32,6 +32,7 @@ from tuf.api.metadata import Metadata, Root, Snapshot, Targets, Timestamp
 from tuf.api.serialization import DeserializationError
 
 from tufwaves.errors import InputError, StorageError
+from tufwaves.server.metadata import Clock
 from tufwaves.server.repository import PublishedState, Repository
 
 __all__ = ["Busy", "CachingRepository", "ServedState", "StateCache", "Unpublished"]
@@ -89,8 +90,10 @@ class CachingRepository(Repository):
     ``timestamp.json`` and ``root.json`` are always read from disk.
     """
 
-    def __init__(self, path: Path, cache_bytes: int = CACHE_BYTES) -> None:
-        super().__init__(path)
+    def __init__(
+        self, path: Path, cache_bytes: int = CACHE_BYTES, *, clock: Clock | None = None
+    ) -> None:
+        super().__init__(path, clock=clock)
         self._cache = _Lru(cache_bytes)
 
     def role_bytes(self, role: str, version: int | None = None) -> bytes:

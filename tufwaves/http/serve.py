@@ -11,8 +11,9 @@ from types import TracebackType
 import uvicorn
 from starlette.applications import Starlette
 
-from tufwaves.http import REPO_ENV, TOKEN_FILE_ENV, create_app
+from tufwaves.http import CONTROLLER_ENV, REPO_ENV, TOKEN_FILE_ENV, create_app
 from tufwaves.http.auth import read_token_file
+from tufwaves.server.controller import ControllerLoop
 
 __all__ = ["ServerThread", "serve"]
 
@@ -25,18 +26,39 @@ def serve(
     workers: int = 1,
     token_file: Path | None = None,
     log_level: str = "info",
+    controller_interval: float | None = None,
 ) -> None:
     """Serve ``repo`` until interrupted.
 
     The app is built here first, so a bad repository or token file fails
     before the port is opened. With ``workers`` above 1 uvicorn starts that
     many processes, each building the app from the environment.
+    ``controller_interval`` runs the rollout controller
+    (:class:`~tufwaves.server.ControllerLoop`) in the server: a pass every
+    that many seconds and soon after each batch of accepted reports; with
+    several workers, each worker runs one (each decision is still taken once).
     """
     token = read_token_file(token_file) if token_file is not None else None
-    app = create_app(repo, operator_token=token)
     if workers == 1:
-        uvicorn.run(app, host=host, port=port, log_level=log_level, server_header=False)
+        loop = (
+            ControllerLoop(repo, interval=controller_interval)
+            if controller_interval is not None
+            else None
+        )
+        app = create_app(repo, operator_token=token, controller=loop)
+        if loop is not None:
+            loop.start()
+        try:
+            uvicorn.run(app, host=host, port=port, log_level=log_level, server_header=False)
+        finally:
+            if loop is not None:
+                loop.stop()
         return
+    create_app(repo, operator_token=token)  # fail before the workers start
+    if controller_interval is not None:
+        os.environ[CONTROLLER_ENV] = str(controller_interval)
+    else:
+        os.environ.pop(CONTROLLER_ENV, None)
     os.environ[REPO_ENV] = str(repo.resolve())
     if token_file is not None:
         os.environ[TOKEN_FILE_ENV] = str(token_file.resolve())

@@ -34,6 +34,14 @@ Overview:
   stage with :func:`sign_stage`, :func:`pause` and :func:`resume` (and
   :func:`stage_starts` says when each stage started);
   :func:`rollout_status` counts devices per group.
+* **Controller** -- :func:`evaluate` computes a planned wave's health gates
+  from the device-signed reports (a :class:`GateEvaluation`, from the pure
+  :func:`evaluate_gates` over :class:`GateInputs`); :func:`advance` takes the
+  resulting :class:`Decision` exactly once under the repository lock (sign
+  the next stage, complete, or pause/cancel on an abort gate), and
+  :func:`advance_all` does so for every active planned wave; a
+  :class:`ControllerLoop` runs that on a schedule and when poked
+  (``specs/gates.md``).
 * **Bundles** -- :func:`build_bundle` gives a device everything it needs to
   decide with :class:`tufwaves.verify.Verifier`.
 * **Inventory** -- the fleet and rollout history behind the
@@ -64,6 +72,23 @@ from tufwaves.errors import (
 )
 from tufwaves.server.bundler import BundlePlan, BundleSource, build_bundle
 from tufwaves.server.ceremony import Ceremony, PendingRole, RoleStatus
+from tufwaves.server.controller import (
+    ControllerLoop,
+    Decision,
+    advance,
+    advance_all,
+    evaluate,
+    gate_inputs,
+    planned_waves,
+)
+from tufwaves.server.gates import (
+    Check,
+    GateEvaluation,
+    GateInputs,
+    GateReason,
+    StageFigures,
+    evaluate_gates,
+)
 from tufwaves.server.inventory import (
     AuditEntry,
     Device,
@@ -73,6 +98,7 @@ from tufwaves.server.inventory import (
     ImportResult,
     Inventory,
     RippleRecord,
+    StoredReport,
 )
 from tufwaves.server.inventory.sqlite import SqliteInventory
 from tufwaves.server.keys import (
@@ -126,10 +152,16 @@ __all__ = [
     "BundlePlan",
     "BundleSource",
     "Ceremony",
+    "Check",
     "Clock",
+    "ControllerLoop",
+    "Decision",
     "Device",
     "DeviceRow",
     "Eligibility",
+    "GateEvaluation",
+    "GateInputs",
+    "GateReason",
     "GroupStatus",
     "ImportResult",
     "InputError",
@@ -151,20 +183,27 @@ __all__ = [
     "RolloutStatus",
     "Selector",
     "SqliteInventory",
+    "StageFigures",
     "StorageError",
+    "StoredReport",
     "TufwavesError",
     "VerificationError",
     "WaveContext",
     "WaveSummary",
+    "advance",
+    "advance_all",
     "build_bundle",
     "cancel",
     "ceremony_for_wave",
     "complete",
     "create_repository",
     "discard_ceremony",
+    "evaluate",
+    "evaluate_gates",
     "expiry",
     "fingerprint",
     "fold_into_production",
+    "gate_inputs",
     "generate_key",
     "import_ceremony",
     "init_wave",
@@ -178,6 +217,7 @@ __all__ = [
     "pause",
     "pending_ids",
     "plan_from_input",
+    "planned_waves",
     "repository_ceremony",
     "resume",
     "review",

@@ -452,6 +452,11 @@ class Inventory(Protocol):
         """The index of the ripple of ``wave`` that selected the device, or None."""
         ...
 
+    def wave_selections(self, wave: str) -> Iterator[tuple[str, int]]:
+        """Every (UUID, ripple index) the list and Merkle ripples of ``wave``
+        recorded, in UUID order (fraction ripples record none)."""
+        ...
+
     def device_selections(self, uuid: str) -> list[tuple[str, int]]:
         """Every (wave, ripple index) that selected the device, sorted."""
         ...
@@ -483,6 +488,11 @@ class Inventory(Protocol):
 
     def report_counts(self, wave: str) -> list[ReportCounts]:
         """Per ripple (by index), counts of the devices' latest reports for ``wave``."""
+        ...
+
+    def latest_reports(self, wave: str) -> list[StoredReport]:
+        """Each device's latest report (highest counter) for ``wave``, in UUID order:
+        one per device that reported about the wave (what the gates count)."""
         ...
 
     def recent_failures(self, wave: str, limit: int = 20) -> list[StoredReport]:

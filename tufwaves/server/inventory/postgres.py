@@ -654,6 +654,11 @@ class PostgresInventory:
         return self._rows(_sql.MEMBERS, (wave, index), lambda row: str(row[0]))
 
     @_translated
+    def wave_selections(self, wave: str) -> Iterator[tuple[str, int]]:
+        check_wave(wave)
+        return self._rows(_sql.WAVE_SELECTIONS, (wave,), lambda row: (str(row[0]), int(row[1])))
+
+    @_translated
     def selected_ripple(self, wave: str, uuid: str) -> int | None:
         row = self._conn.execute(_sql.SELECTED_RIPPLE, (wave, canonical_uuid(uuid))).fetchone()
         return None if row is None else int(row[0])
@@ -795,6 +800,12 @@ class PostgresInventory:
             ReportCounts(int(r), int(n), int(i or 0), int(f or 0))
             for r, n, i, f in self._conn.execute(_sql.REPORT_COUNTS, {"wave": wave})
         ]
+
+    @_translated
+    def latest_reports(self, wave: str) -> list[StoredReport]:
+        check_wave(wave)
+        rows = self._conn.execute(_sql.LATEST_REPORTS, {"wave": wave})
+        return [stored_report(row) for row in rows]
 
     @_translated
     def recent_failures(self, wave: str, limit: int = 20) -> list[StoredReport]:

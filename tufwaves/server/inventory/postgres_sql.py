@@ -389,6 +389,12 @@ WHERE s.wave_id = (SELECT w.id FROM waves AS w WHERE w.name = %s) AND s.ripple =
 ORDER BY d.uuid
 """
 
+WAVE_SELECTIONS = """
+SELECT d.uuid::text, s.ripple FROM selections AS s JOIN devices AS d ON d.id = s.device_id
+WHERE s.wave_id = (SELECT w.id FROM waves AS w WHERE w.name = %s)
+ORDER BY d.uuid
+"""
+
 # Per-group status. ``match`` = the wave's tag and one of its hardware ids.
 STATUS_COLUMNS = """
     count(*),
@@ -528,4 +534,11 @@ RECENT_FAILURES = query(
 )
 DEVICE_REPORTS = query(
     REPORT_COLUMNS, "WHERE d.uuid = %(uuid)s::uuid ORDER BY r.counter DESC LIMIT %(limit)s"
+)
+LATEST_REPORTS = query(
+    REPORT_COLUMNS,
+    """JOIN (SELECT device_id, max(counter) AS counter FROM reports WHERE wave = %(wave)s
+      GROUP BY device_id) AS latest
+  ON latest.device_id = r.device_id AND latest.counter = r.counter
+ORDER BY d.uuid""",
 )

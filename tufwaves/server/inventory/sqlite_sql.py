@@ -364,6 +364,12 @@ WHERE s.wave_id = (SELECT w.id FROM waves AS w WHERE w.name = ?) AND s.ripple = 
 ORDER BY d.uuid
 """
 
+WAVE_SELECTIONS = """
+SELECT d.uuid, s.ripple FROM selections AS s JOIN devices AS d ON d.id = s.device_id
+WHERE s.wave_id = (SELECT w.id FROM waves AS w WHERE w.name = ?)
+ORDER BY d.uuid
+"""
+
 # Per-group status. ``match`` = the wave's tag and one of its hardware ids.
 STATUS_COLUMNS = """
     count(*),
@@ -461,3 +467,10 @@ RECENT_FAILURES = query(
     "ORDER BY r.received DESC, r.id DESC LIMIT ?",
 )
 DEVICE_REPORTS = query(REPORT_COLUMNS, "WHERE d.uuid = ? ORDER BY r.counter DESC LIMIT ?")
+LATEST_REPORTS = query(
+    REPORT_COLUMNS,
+    """JOIN (SELECT device_id, max(counter) AS counter FROM reports WHERE wave = ?
+      GROUP BY device_id) AS latest
+  ON latest.device_id = r.device_id AND latest.counter = r.counter
+ORDER BY d.uuid""",
+)
