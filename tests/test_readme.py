@@ -92,7 +92,7 @@ def test_planned_rollout_commands_parse() -> None:
     text = README.read_text()
     section = text[text.index("## Planned rollouts") : text.index("## Serving and refreshing")]
     blocks = re.findall(r"```sh\n(.*?)```", section, re.S)
-    assert len(blocks) == 2
+    assert len(blocks) == 3  # the plan, the controller walk-through, demo --simulate
     commands = []
     for block in blocks:
         for line in block.replace("\\\n", " ").splitlines():
