@@ -311,14 +311,21 @@ def _serve(repo: Path, port: int, workers: int) -> subprocess.Popen[bytes]:
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
-    for _ in range(1200):  # bounded: 60 s
+    if not _listening(proc, port, 60):
+        raise RuntimeError("tufwaves serve did not listen")
+    return proc
+
+
+def _listening(proc: subprocess.Popen[bytes], port: int, seconds: float) -> bool:
+    """Whether ``proc`` listens on ``port`` within ``seconds``; killed if not."""
+    for _ in range(int(seconds / 0.05)):
         try:
             socket.create_connection(("127.0.0.1", port), timeout=5).close()
-            return proc
+            return True
         except ConnectionRefusedError:
             time.sleep(0.05)
     proc.kill()
-    raise RuntimeError("tufwaves serve did not listen")
+    return False
 
 
 def _nginx(root: Path, port: int, work: Path) -> subprocess.Popen[bytes] | None:
@@ -347,14 +354,7 @@ http {{
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
-    for _ in range(200):  # bounded: 10 s
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=5).close()
-            return proc
-        except ConnectionRefusedError:
-            time.sleep(0.05)
-    proc.kill()
-    return None
+    return proc if _listening(proc, port, 10) else None
 
 
 def measure(
