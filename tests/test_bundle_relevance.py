@@ -5,6 +5,7 @@ The repository clock is injected (``repo.clock``), never waited for.
 
 from __future__ import annotations
 
+import dataclasses
 import uuid as uuidlib
 from collections.abc import Iterator
 from datetime import timedelta
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import KeyStore, RepoFactory, publish_wave
-from tufwaves.server.bundler import build_bundle
+from tufwaves.server.bundler import BundleSource, build_bundle
 from tufwaves.server.inventory import DeviceRow
 from tufwaves.server.inventory.sqlite import SqliteInventory
 from tufwaves.server.metadata import expiry
@@ -107,3 +108,22 @@ def test_a_cancelled_wave_stays_until_it_expires(
     later = repo.now() + timedelta(days=30)
     repo.clock = lambda: later
     assert waves_of(repo, inv, dev(1)) == []
+
+
+def test_a_device_record_passed_in_is_used_and_one_of_another_device_is_not(
+    repo: Repository, inv: SqliteInventory, keystore: KeyStore, artifact: Path
+) -> None:
+    """BundleSource.plan(device=...) saves the look-up; a record of another UUID is ignored."""
+    publish_wave(repo, keystore, artifact, "w1", 10)
+    publish_wave(repo, keystore, artifact, "w2", 11)
+    source = BundleSource(repo, repo.state())
+    current = inv.get(dev(10))  # installed 10: w1 is left out
+    assert current is not None
+    stale = dataclasses.replace(current, installed_version=5)
+    planned = source.plan(inv, dev(10), device=stale)
+    assert [r for r, _ in planned.files if r.startswith("wave.")] == ["wave.w1", "wave.w2"]
+    other = inv.get(dev(3))
+    assert other is not None and other.installed_version == 5
+    looked_up = source.plan(inv, dev(10), device=dataclasses.replace(other, installed_version=5))
+    assert [r for r, _ in looked_up.files if r.startswith("wave.")] == ["wave.w2"]
+    assert looked_up.bundle().to_bytes() == build_bundle(repo, inv, dev(10)).to_bytes()

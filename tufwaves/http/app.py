@@ -254,12 +254,13 @@ class _App:
                 f"(1..{served.state.root_version})",
             )
         inv = self.inventory()
-        if inv.get(uuid) is None:
+        device = inv.get(uuid)
+        if device is None:
             raise not_found("unknown-device", f"device {uuid} is not in the inventory")
         source: BundleSource = served.memo(
             "bundle-source", lambda: BundleSource(self.repo, served.state)
         )
-        plan = source.plan(inv, uuid, since_root=since_root)
+        plan = source.plan(inv, uuid, since_root=since_root, device=device)
         headers = {"ETag": plan.etag, "Cache-Control": "private, no-cache"}
         if _etag_matches(request.headers.get("if-none-match"), plan.etag):
             return Response(status_code=304, headers=headers)

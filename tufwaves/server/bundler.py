@@ -25,7 +25,7 @@ from tufwaves.device.bundle import Bundle, BundleFile
 from tufwaves.device.membership import canonical_uuid
 from tufwaves.device.profile import RIPPLE_FIELD
 from tufwaves.errors import InputError, StorageError
-from tufwaves.server.inventory import Inventory
+from tufwaves.server.inventory import Device, Inventory
 from tufwaves.server.merkle_file import MerkleTreeFile
 from tufwaves.server.metadata import ripple_role, rollout_role, wave_role
 from tufwaves.server.repository import PublishedState, Repository
@@ -273,6 +273,7 @@ class BundleSource:
         *,
         since_root: int = 1,
         waves: Sequence[str] | None = None,
+        device: Device | None = None,
     ) -> BundlePlan:
         """The plan of device ``uuid``'s bundle.
 
@@ -281,6 +282,8 @@ class BundleSource:
             uuid: The device.
             since_root: As :func:`build_bundle`.
             waves: As :func:`build_bundle`.
+            device: The device's inventory record, when the caller has just
+                read it (saves a look-up); otherwise it is read from ``inv``.
 
         Returns:
             The plan; :meth:`BundlePlan.bundle` reads the files.
@@ -289,7 +292,8 @@ class BundleSource:
             InputError: As :func:`build_bundle`.
         """
         uuid = canonical_uuid(uuid)
-        device = inv.get(uuid)
+        if device is None or device.uuid != uuid:
+            device = inv.get(uuid)
         if device is None and waves is None:
             raise InputError(
                 f"device {uuid} is not in the inventory; import it ('tufwaves fleet import') "
