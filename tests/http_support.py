@@ -69,3 +69,29 @@ def ensure_chromium() -> Path:
         if done.returncode != 0:
             pytest.fail(f"cannot install chromium: {' '.join(cmd)}: {done.stderr[-500:]}")
     return CHROMIUM
+
+
+def rendered_dom(app: Starlette, path: str, profile: Path) -> str:
+    """What headless Chromium renders of ``path`` on a live server of ``app``
+    (the DOM after loading), with ``profile`` as its user data directory."""
+    chromium = ensure_chromium()
+    with live(app) as server:
+        done = subprocess.run(
+            [
+                str(chromium),
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-dev-shm-usage",
+                "--no-first-run",
+                f"--user-data-dir={profile}",
+                "--dump-dom",
+                f"{server.url}{path}",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+    assert done.stdout.strip(), f"chromium rendered nothing: {done.stderr[-2000:]}"
+    return done.stdout

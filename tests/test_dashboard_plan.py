@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -12,7 +11,7 @@ from securesystemslib.signer import CryptoSigner
 from starlette.testclient import TestClient
 
 from tests.conftest import KeyStore, RepoFactory, publish_wave
-from tests.http_support import TOKEN, dev, ensure_chromium, live
+from tests.http_support import TOKEN, dev, rendered_dom
 from tufwaves.device.report import sign_report
 from tufwaves.http import create_app
 from tufwaves.server import open_inventory, pause, sign_stage
@@ -157,27 +156,10 @@ def test_a_pending_planned_wave_shows_its_plan_not_started(
 
 
 def test_the_dashboard_shows_the_plan_in_chromium(planned: Repository, tmp_path: Path) -> None:
-    chromium = ensure_chromium()
-    with live(create_app(planned.path, operator_token=TOKEN)) as server:
-        done = subprocess.run(
-            [
-                str(chromium),
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-dev-shm-usage",
-                "--no-first-run",
-                f"--user-data-dir={tmp_path / 'profile'}",
-                "--dump-dom",
-                f"{server.url}/?token={TOKEN}",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-        )
-    dom = done.stdout
-    assert "tufwaves rollouts" in dom, done.stderr[-2000:]
+    dom = rendered_dom(
+        create_app(planned.path, operator_token=TOKEN), f"/?token={TOKEN}", tmp_path / "profile"
+    )
+    assert "tufwaves rollouts" in dom
     assert "in stage 2 of 3 (half), 20 eligible devices" in dom
     for name in ("canary", "half", "everyone"):
         assert f'<span class="stage-name">{name}</span>' in dom

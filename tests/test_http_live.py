@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 import threading
 import urllib.request
 from pathlib import Path
@@ -11,7 +10,7 @@ import pytest
 from tuf.ngclient import Updater
 
 from tests.conftest import KeyStore, RepoFactory
-from tests.http_support import TOKEN, Served, dev, ensure_chromium, live, rolled_out_repo
+from tests.http_support import TOKEN, Served, dev, live, rendered_dom, rolled_out_repo
 from tufwaves.device.bundle import Bundle
 from tufwaves.http import create_app
 from tufwaves.server.rollout import Selector, open_inventory, rollout
@@ -108,27 +107,10 @@ def test_bundles_stay_consistent_while_publishing(served: Served) -> None:
 
 
 def test_dashboard_in_headless_chromium(served: Served, tmp_path: Path) -> None:
-    chromium = ensure_chromium()
-    with live(create_app(served.repo.path, operator_token=TOKEN)) as server:
-        done = subprocess.run(
-            [
-                str(chromium),
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-dev-shm-usage",
-                "--no-first-run",
-                f"--user-data-dir={tmp_path / 'profile'}",
-                "--dump-dom",
-                f"{server.url}/?token={TOKEN}",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-        )
-    dom = done.stdout
-    assert "tufwaves rollouts" in dom, done.stderr[-2000:]
+    dom = rendered_dom(
+        create_app(served.repo.path, operator_token=TOKEN), f"/?token={TOKEN}", tmp_path / "profile"
+    )
+    assert "tufwaves rollouts" in dom
     assert "Wave" in dom and 'class="wave-name">w1<' in dom
     assert 'id="ripple-1"' in dom
     for kind in ("selected", "installed", "failed", "silent"):
