@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from tufwaves.device import merkle
+from tufwaves.device.membership import MerkleMembership, merkle_root
 from tufwaves.errors import InputError
 from tufwaves.server import merkle_file
 from tufwaves.server.merkle_file import MerkleTreeFile
@@ -42,3 +43,20 @@ def test_parallel_chunk_roots_find_the_first_bad_leaf(monkeypatch: pytest.Monkey
         assert merkle_file._chunk_roots(bytes(bad), n, 4)[1] == pos
     with pytest.raises(InputError):
         MerkleTreeFile.build(Path("/nonexistent/never-written"), bytes(bad), level=4)
+
+
+@pytest.mark.parametrize("parallel", [False, True])
+@pytest.mark.parametrize("n", [0, 1, 17, 4099])
+def test_a_dry_run_commitment_is_the_tree_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, n: int, parallel: bool
+) -> None:
+    """merkle_commitment (what a dry run signs nothing with) is build()'s and the device's root."""
+    if parallel:
+        monkeypatch.setattr(merkle_file, "PARALLEL_MIN_LEAVES", 1)
+    data = _leaves(n)
+    commitment = merkle_file.merkle_commitment(data)
+    assert commitment == MerkleTreeFile.build(tmp_path / "tree", data)
+    assert commitment == MerkleMembership(n, merkle_root(data))
+    if n > 1:
+        with pytest.raises(InputError, match="leaf 2 is not greater"):
+            merkle_file.merkle_commitment(data[16:32] + data[:16] + data[32:])

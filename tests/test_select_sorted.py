@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sqlite3
 import uuid as uuid_mod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -150,3 +150,59 @@ def test_uuid_bytes() -> None:
     for bad in (u(1)[:-1] + " ", u(1)[:-1] + "g", u(1).replace("-", "")):
         with pytest.raises(InputError):
             _uuid_bytes([bad])
+
+
+def odd_fleet(db: Path, eligible: Callable[[int], bool], n: int = N) -> SqliteInventory:
+    """``n`` devices imported at once (row id i is device u(i)), eligible
+    (right hardware) where ``eligible(i)``; half of them in group "half"."""
+    inventory = SqliteInventory.open(db)
+    inventory.import_rows(
+        DeviceRow(
+            u(i), "rpi4" if eligible(i) else "imx8", "main", frozenset({"half"} if i % 2 else ()), 3
+        )
+        for i in range(1, n + 1)
+    )
+    return inventory
+
+
+CUT_STARTS = [0, -(2**63), 2**63 - 1, 2**63 - 2**61, -(2**62), 987654321 * 10**9]
+
+
+@pytest.mark.parametrize(
+    ("sample_rows", "eligible"),
+    [
+        (10 * N, lambda i: i % 3 != 0),  # the whole fleet sampled: a close estimate
+        (100, lambda i: i % 3 != 0),  # every 20th row: a rough estimate, then trimmed
+        (100, lambda i: i % 20 == 1 or i % 4 == 3),  # the sample sees too many: walk on
+        (100, lambda i: i % 20 != 1),  # the sample sees none: the whole ring, then trimmed
+    ],
+)
+@pytest.mark.parametrize("group", [None, "half"])
+@pytest.mark.parametrize("taken", [25, 250])  # ripple 1 takes fewer or more than a tenth
+def test_the_cut_walk_is_the_sorted_ring_walk(
+    db: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    sample_rows: int,
+    eligible: Callable[[int], bool],
+    group: str | None,
+    taken: int,
+) -> None:
+    """Large k take the cut walk (a sample, one unordered pass, then the exact
+    end); however good or bad the sample, the devices are the walk's first k,
+    whether the wave's selections are taken away afterwards or looked up."""
+    from tufwaves.server.inventory import sqlite_sql
+
+    monkeypatch.setattr(sqlite_sql, "SORTED_SCAN_MIN", 1)
+    monkeypatch.setattr(sqlite_sql, "SMALL_GROUP", 1)  # the group is read through the ring
+    monkeypatch.setattr(sqlite_sql, "CUT_SAMPLE_ROWS", sample_rows)
+    e = wave(group)
+    with odd_fleet(db, eligible) as fleet, fleet.transaction():
+        first = sorted(fleet.select_ring(e, taken, 5))
+        fleet.record_ripple("w1", 1, first, {}, "list", [], T0)
+        count = fleet.count_eligible(e)
+        assert count == len(fleet.select_all(e)) > 50
+        for start in CUT_STARTS:
+            for k in (1, 40, count // 4, count // 2, count * 3 // 4, count - 60, count):
+                expected = sorted(fleet.select_ring(e, k, start))
+                assert len(expected) == k
+                assert fleet.select_sorted(e, k, start) == expected, (start, k)

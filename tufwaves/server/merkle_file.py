@@ -31,7 +31,7 @@ from tufwaves.device.membership import (
 )
 from tufwaves.errors import InputError, StorageError
 
-__all__ = ["MerkleTreeFile"]
+__all__ = ["MerkleTreeFile", "merkle_commitment"]
 
 
 _MAGIC: Final = b"TWMERKL1"
@@ -83,6 +83,34 @@ def _chunk_roots(data: bytes, n: int, level: int) -> tuple[bytearray, int]:
             elif part_bad >= 0:
                 bad = start + part_bad
     return out, bad
+
+
+def _stored_levels(data: bytes, n: int, level: int) -> list[bytes]:
+    """The tree's levels ``level .. root`` over ``n`` leaves, hashed on every core.
+
+    Raises:
+        InputError: the leaves are not strictly ascending.
+    """
+    if not n:
+        return []
+    base, bad = _chunk_roots(data, n, level)
+    if bad >= 0:
+        raise not_sorted(bad)
+    return _merkle.levels_above(base)
+
+
+def merkle_commitment(leaves: bytes) -> MerkleMembership:
+    """The commitment :meth:`MerkleTreeFile.build` returns for ``leaves``,
+    without writing a file (a dry run): the same hashes, on every core.
+
+    Raises:
+        InputError: ``leaves`` is not a multiple of 16 bytes or not strictly
+            ascending.
+    """
+    data = join_sorted(leaves)
+    n = len(data) // _merkle.LEAF_LEN
+    levels = _stored_levels(data, n, CHUNK_LEVEL)
+    return MerkleMembership(n, levels[-1] if levels else _merkle.EMPTY_ROOT)
 
 
 def _level_counts(n: int, level: int) -> list[int]:
@@ -173,12 +201,7 @@ class MerkleTreeFile:
             raise InputError("stored level must be an integer 0..20")
         data = join_sorted(leaves)
         n = len(data) // _merkle.LEAF_LEN
-        levels: list[bytes] = []
-        if n:
-            base, bad = _chunk_roots(data, n, level)
-            if bad >= 0:
-                raise not_sorted(bad)
-            levels = _merkle.levels_above(base)
+        levels = _stored_levels(data, n, level)
         root = levels[-1] if levels else _merkle.EMPTY_ROOT
         path = Path(path)
         try:

@@ -33,14 +33,13 @@ from tufwaves.device.membership import (
     canonical_uuid,
     fraction_member,
     membership_from_dict,
-    merkle_root,
 )
 from tufwaves.device.plan import Plan
 from tufwaves.errors import InputError, RefusedError
 from tufwaves.server.inventory import Eligibility, GroupStatus, Inventory
 from tufwaves.server.inventory.backend import configured_dsn, open_configured
 from tufwaves.server.keys import KeyRef
-from tufwaves.server.merkle_file import MerkleTreeFile
+from tufwaves.server.merkle_file import MerkleTreeFile, merkle_commitment
 from tufwaves.server.metadata import (
     Policy,
     WaveInfo,
@@ -609,7 +608,7 @@ def rollout(
                 encoding = "merkle-sha256"
                 leaves = _uuid_bytes(chosen)
                 if dry_run:
-                    membership = MerkleMembership(len(chosen), merkle_root(leaves)).to_dict()
+                    membership = merkle_commitment(leaves).to_dict()
                 else:  # hash once: the tree file the server keeps gives the root
                     say(f"building the Merkle tree over {len(chosen):,} devices")
                     tree.parent.mkdir(parents=True, exist_ok=True)

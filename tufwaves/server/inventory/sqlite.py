@@ -12,6 +12,7 @@ import contextlib
 import functools
 import itertools
 import json
+import math
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -169,6 +170,8 @@ class SqliteInventory:
         self.read_only = False
         self._depth = 0
         self._txn = 0  # counts outermost transactions
+        self._shapes: dict[tuple[str, str], bool] = {}  # see _shape
+        self._shapes_txn = -1
         # What select_sorted chose last: (its list, its length, transaction).
         self._selected: tuple[list[str], int, int] | None = None
         self._unchanged = 0  # rows of the last import that matched a device exactly
@@ -507,10 +510,34 @@ class SqliteInventory:
 
     @_translated
     def count_eligible(self, e: Eligibility) -> int:
-        source, condition = self._scan_source(e)
-        sql = _sql.query("SELECT count(*)", source, condition)
-        count: int = self._conn.execute(sql, _eligibility_params(e)).fetchone()[0]
+        source, condition = self._pass_source(e)
+        params = _eligibility_params(e)
+        if self._matching_then_unselect(condition, params):
+            in_group = _sql.IN_GROUP_PROBE if e.group is not None else ""
+            sql = _sql.query(
+                _sql.COUNT_MATCHING,
+                source,
+                _sql.MATCHES,
+                _sql.MINUS_SELECTED,
+                _sql.MATCHES,
+                in_group,
+                _sql.COUNT_END,
+            )
+        else:
+            sql = _sql.query("SELECT count(*)", source, condition)
+        count: int = self._conn.execute(sql, params).fetchone()[0]
         return count
+
+    def _matching_then_unselect(self, condition: str, params: dict[str, Any]) -> bool:
+        """Should a pass whose ``condition`` is :data:`_sql.ELIGIBLE_SCAN`
+        take the matching devices and then take away the wave's selections?
+        Yes while the wave has selected fewer than a tenth of the fleet: then
+        that is cheaper than looking every row up in the selections."""
+        if condition != _sql.ELIGIBLE_SCAN:
+            return False
+        cap = max(1, self._fleet_size() // 10)
+        few: int = self._conn.execute(_sql.SELECTED_FEW, params | {"cap": cap}).fetchone()[0]
+        return bool(few)
 
     @_translated
     def select_ring(
@@ -552,10 +579,26 @@ class SqliteInventory:
         return _sql.FROM_DEVICES + " WHERE", in_group
 
     def _small_group(self, group: str) -> bool:
+        return self._shape(("group", group), self._count_small_group)
+
+    def _count_small_group(self, group: str) -> bool:
         members: int = self._conn.execute(
             _sql.GROUP_SAMPLE, {"group": group, "cap": _sql.SMALL_GROUP}
         ).fetchone()[0]
         return members < _sql.SMALL_GROUP
+
+    def _shape(self, key: tuple[str, str], measure: Callable[[str], bool]) -> bool:
+        """``measure(key[1])``, measured once per transaction: which way to
+        read rows (a question of speed only; every way gives the same rows)."""
+        if self._depth == 0:
+            return measure(key[1])
+        if self._shapes_txn != self._txn:
+            self._shapes.clear()
+            self._shapes_txn = self._txn
+        found = self._shapes.get(key)
+        if found is None:
+            found = self._shapes[key] = measure(key[1])
+        return found
 
     def _scan_source(self, e: Eligibility) -> tuple[str, str]:
         """How to visit every eligible device once: (FROM fragment, condition).
@@ -574,15 +617,29 @@ class SqliteInventory:
         in_group = _sql.IN_GROUP_PROBE if e.group is not None else ""
         return _sql.FROM_DEVICES + " WHERE", _sql.ELIGIBLE + in_group
 
+    def _pass_source(self, e: Eligibility) -> tuple[str, str]:
+        """As :meth:`_scan_source`, for passes that need no order: a large
+        group of a common tag is read through its members (rows in ascending
+        id order), which beats reading the whole table and looking every row
+        up in a list of the group's members."""
+        source, condition = self._scan_source(e)
+        if e.group is not None and source == _sql.FROM_DEVICES_SCAN + " WHERE":
+            return _sql.FROM_GROUP, _sql.ELIGIBLE_SCAN
+        return source, condition
+
     def _common_tag(self, tag: str) -> bool:
+        return self._shape(("tag", tag), self._count_common_tag)
+
+    def _count_common_tag(self, tag: str) -> bool:
         """Does at least a third of the fleet follow ``tag``?
 
         Then a pass over the whole table beats jumping to each of the tag's
         rows from the (tag, ring) index; for a minority tag the index wins.
+        Counting stops at a third of the fleet.
         """
-        conn = self._conn
-        tag_size: int = conn.execute(_sql.TAG_SIZE, (tag,)).fetchone()[0]
-        return tag_size * 3 >= self._fleet_size()
+        cap = -(-self._fleet_size() // 3)
+        found: int = self._conn.execute(_sql.TAG_AT_LEAST, {"tag": tag, "cap": cap}).fetchone()[0]
+        return bool(found)
 
     def _fleet_size(self) -> int:
         """An upper bound of the number of devices (the largest row id)."""
@@ -626,7 +683,7 @@ class SqliteInventory:
                     self._choose_walk(e, params, k)
             elif (
                 eligible is None
-                or eligible - k >= k
+                or eligible - k >= min(k, _sql.SORTED_SCAN_MIN)
                 or not self._choose_all_but(e, params, k, eligible - k)
             ):
                 self._choose_walk(e, params, k)
@@ -636,7 +693,7 @@ class SqliteInventory:
         return uuids
 
     def _choose_all(self, e: Eligibility, params: dict[str, Any]) -> int:
-        source, condition = self._scan_source(e)
+        source, condition = self._pass_source(e)
         sql = _sql.query(_sql.CHOSEN_INSERT, source, condition)
         count: int = self._conn.execute(sql, params).rowcount
         return count
@@ -670,7 +727,7 @@ class SqliteInventory:
                     _sql.BY_RING_DESC,
                 )
                 found += conn.execute(sql, back).rowcount
-            scan, condition = self._scan_source(e)
+            scan, condition = self._pass_source(e)
             sql = _sql.query(_sql.CHOSEN_INSERT, scan, condition, _sql.NOT_PASSED)
             if found == skip and conn.execute(sql, params).rowcount == k:
                 return True
@@ -682,15 +739,9 @@ class SqliteInventory:
     def _choose_walk(self, e: Eligibility, params: dict[str, Any], k: int) -> None:
         conn = self._conn
         if k >= _sql.SORTED_SCAN_MIN:
-            scan, condition = self._scan_source(e)
+            scan, _ = self._scan_source(e)
             if scan != _sql.FROM_GROUP:  # a small group is walked member by member
-                sql = _sql.query(_sql.CHOSEN_INSERT, scan, _sql.RING_FROM, condition, _sql.BY_RING)
-                found_scan: int = conn.execute(sql, dict(params, k=k)).rowcount
-                if found_scan < k:
-                    sql = _sql.query(
-                        _sql.CHOSEN_INSERT, scan, _sql.RING_BEFORE, condition, _sql.BY_RING
-                    )
-                    conn.execute(sql, dict(params, k=k - found_scan))
+                self._choose_cut(e, params, k)
                 return
         source, restrict = self._source(e, None)
         sql = _sql.query(
@@ -702,6 +753,70 @@ class SqliteInventory:
                 _sql.CHOSEN_INSERT, source, _sql.RING_BEFORE, _sql.ELIGIBLE, restrict, _sql.BY_RING
             )
             conn.execute(sql, dict(params, k=k - found))
+
+    def _choose_cut(self, e: Eligibility, params: dict[str, Any], k: int) -> None:
+        """The first ``k`` of the walk from ``start``, for a large ``k``,
+        without sorting them (specs/inventory.md section 5, "cut walk").
+
+        A sample of the eligible devices (every ``step``-th row id) estimates
+        a ring position ``cut`` a little past the k-th device of the walk;
+        one unordered pass chooses every eligible device from ``start`` up to
+        ``cut``; then the walk's exact end is found through the (tag, ring)
+        index: the surplus is removed from the end of that window, in walk
+        order, or, when the estimate fell short, the missing devices are
+        walked after it. Only the sample's luck decides how much index is
+        read; the devices chosen are always exactly the walk's first ``k``.
+        """
+        conn = self._conn
+        start: int = params["start"]
+        last = self._fleet_size()
+        step = max(1, last // _sql.CUT_SAMPLE_ROWS)
+        in_group = _sql.IN_GROUP_PROBE if e.group is not None else ""
+        sample = _sql.query(_sql.CUT_SAMPLE, _sql.ELIGIBLE, in_group)
+        ring = 1 << 64
+        rows = conn.execute(sample, params | {"step": step, "last": last})
+        distances = sorted((r - start) % ring for (r,) in rows)
+        expected = k / step  # sampled devices among the walk's first k
+        rank = math.ceil(expected + 3 * math.sqrt(expected)) + 16
+        # The window [start, cut) in walk order and the ranges before and
+        # after its end, each in walk order.
+        ends: tuple[str, ...]
+        after: tuple[str, ...]
+        if rank >= len(distances):  # the whole ring
+            cut, window = start, ""
+            ends, after = (_sql.RING_BEFORE, _sql.RING_FROM), ()
+        else:
+            cut = start + distances[rank]
+            if cut < 2**63:
+                window, ends = _sql.RING_WINDOW, (_sql.RING_WINDOW,)
+                after = (_sql.RING_FROM_CUT, _sql.RING_BEFORE)
+            else:
+                cut -= ring
+                window, ends = _sql.RING_WRAPPED, (_sql.RING_BEFORE_CUT, _sql.RING_FROM)
+                after = (_sql.RING_CUT_TO_START,)
+        bound = params | {"cut": cut}
+        scan, condition = self._pass_source(e)
+        if self._matching_then_unselect(condition, bound):
+            sql = _sql.query(_sql.CHOSEN_INSERT, scan, window, _sql.MATCHES)
+            found: int = conn.execute(sql, bound).rowcount
+            found -= conn.execute(_sql.CHOSEN_UNSELECT, bound).rowcount
+        else:
+            sql = _sql.query(_sql.CHOSEN_INSERT, scan, window, condition)
+            found = conn.execute(sql, bound).rowcount
+        for part in ends:  # too many: remove the last ones of the window
+            if found <= k:
+                break
+            trim = (_sql.CUT_TRIM, part, _sql.IS_CHOSEN, _sql.BY_RING_DESC, _sql.CUT_TRIM_END)
+            sql = _sql.query(*trim)
+            found -= conn.execute(sql, bound | {"k": found - k}).rowcount
+        source, restrict = self._source(e, None)
+        for part in after:  # too few: walk on after the window
+            if found >= k:
+                break
+            sql = _sql.query(
+                _sql.CHOSEN_INSERT, source, part, _sql.ELIGIBLE, restrict, _sql.BY_RING
+            )
+            found += conn.execute(sql, bound | {"k": k - found}).rowcount
 
     @contextmanager
     def _within(self, within: Sequence[str] | None) -> Iterator[None]:

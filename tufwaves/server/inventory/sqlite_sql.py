@@ -315,8 +315,57 @@ SELECT count(*) FROM (
     WHERE group_id = (SELECT g.id FROM groups AS g WHERE g.name = :group)
     LIMIT :cap)
 """
-TAG_SIZE = "SELECT count(*) FROM devices INDEXED BY devices_tag_ring WHERE tag = ?"
+# Does a tag cover at least :cap devices? (Counting stops there.)
+TAG_AT_LEAST = """
+SELECT count(*) >= :cap FROM (
+    SELECT 1 FROM devices INDEXED BY devices_tag_ring WHERE tag = :tag LIMIT :cap)
+"""
 FLEET_SIZE = "SELECT coalesce(max(id), 0) FROM devices"
+
+# While a wave has selected few devices, a pass over many rows is cheaper
+# without looking every row up in the list of the wave's selections: count or
+# take the devices that match, then take the selected ones away.
+SELECTED_FEW = """
+SELECT count(*) < :cap FROM (
+    SELECT 1 FROM selections
+    WHERE wave_id = (SELECT w.id FROM waves AS w WHERE w.name = :wave) LIMIT :cap)
+"""
+COUNT_MATCHING = "SELECT (SELECT count(*)"
+MINUS_SELECTED = """) - (
+    SELECT count(*) FROM selections AS s CROSS JOIN devices AS d ON d.id = s.device_id
+    WHERE s.wave_id = (SELECT w.id FROM waves AS w WHERE w.name = :wave) AND
+"""
+COUNT_END = ")"
+CHOSEN_UNSELECT = """
+DELETE FROM temp.chosen WHERE id IN (
+    SELECT s.device_id FROM selections AS s
+    WHERE s.wave_id = (SELECT w.id FROM waves AS w WHERE w.name = :wave))
+"""
+
+# A cut walk (select_sorted, large k): the ring positions of eligible devices
+# among every :step-th row id (a sample), then every eligible device between
+# :start and the estimated :cut in one unordered pass, then the walk's exact
+# end: surplus devices removed from the end of the window, or missing ones
+# added after it.
+CUT_SAMPLE = """
+WITH RECURSIVE sample(x) AS (
+    SELECT 1 UNION ALL SELECT x + :step FROM sample WHERE x + :step <= :last)
+SELECT d.ring FROM sample CROSS JOIN devices AS d ON d.id = sample.x WHERE
+"""
+RING_WINDOW = "d.ring >= :start AND d.ring < :cut AND"
+RING_WRAPPED = "(d.ring >= :start OR d.ring < :cut) AND"
+RING_FROM_CUT = "d.ring >= :cut AND"
+RING_BEFORE_CUT = "d.ring < :cut AND"
+RING_CUT_TO_START = "d.ring >= :cut AND d.ring < :start AND"
+CUT_TRIM = (
+    "DELETE FROM temp.chosen WHERE id IN "
+    "(SELECT d.id FROM devices AS d INDEXED BY devices_tag_ring WHERE"
+)
+IS_CHOSEN = "d.tag = :tag AND d.id IN (SELECT c.id FROM temp.chosen AS c)"
+CUT_TRIM_END = ")"
+# Rows sampled for a cut walk: the estimate's error, and so the surplus to
+# remove, shrinks with the square root of the sample.
+CUT_SAMPLE_ROWS = 100_000
 
 # From this many devices on, a ring walk over a large group or tag reads the
 # table once in row order and sorts the eligible rows by ring (same order, same
