@@ -121,16 +121,22 @@ def _device(row: Sequence[Any]) -> Device:
 
 
 def _batches(
-    rows: Iterable[tuple[int, NormalRow]],
+    rows: Iterable[tuple[int, NormalRow]], combinations: set[tuple[str, ...]]
 ) -> Iterator[list[tuple[Any, ...]]]:
     """Rows as staging-table tuples, ``_sql.BATCH`` at a time (groups as JSON text).
 
     Group names cannot contain a quote or a backslash, so joining them is JSON.
+    Every distinct tuple of groups is added to ``combinations``.
     """
     batch: list[tuple[Any, ...]] = []
     append = batch.append
+    combine = combinations.add
     for line, (uuid, ring, hardware_id, tag, groups, version) in rows:
-        groups_json = '["' + '","'.join(groups) + '"]' if groups else None
+        if groups:
+            groups_json: str | None = '["' + '","'.join(groups) + '"]'
+            combine(groups)
+        else:
+            groups_json = None
         append((line, uuid, ring, hardware_id, tag, version, groups_json))
         if len(batch) >= _sql.BATCH:
             yield batch
@@ -175,6 +181,7 @@ class SqliteInventory:
         # What select_sorted chose last: (its list, its length, transaction).
         self._selected: tuple[list[str], int, int] | None = None
         self._unchanged = 0  # rows of the last import that matched a device exactly
+        self._bulk = False  # the last import was a first import (see _bulk_apply)
         self._schema = _sql.SCHEMA_VERSION  # a read-only schema 1 file: 1
 
     # -- lifecycle -------------------------------------------------------
@@ -372,7 +379,8 @@ class SqliteInventory:
         with self.transaction():
             before = self._count_devices()
             rows = self._store(read_device_file(path, fmt, keys), progress, f"{path} ", "line")
-            added = self._count_devices() - before
+            # A first import adds every row (a second count would read them all again).
+            added = rows if before == 0 and self._bulk else self._count_devices() - before
             self._store_keys(keys)
         unchanged = self._unchanged
         return ImportResult(str(path), fmt, rows, added, rows - added - unchanged, unchanged)
@@ -392,19 +400,23 @@ class SqliteInventory:
         """Stage, check and apply numbered rows (``unit`` n of ``source``)."""
         conn = self._conn
         done = 0
+        combinations: set[tuple[str, ...]] = set()
+        self._bulk = False
         with self._atomic():
             conn.execute(_sql.STAGE_DROP)
             conn.execute(_sql.STAGE_CREATE)
             try:
-                for batch in _batches(rows):
+                for batch in _batches(rows, combinations):
                     conn.executemany(_sql.STAGE_ROW, batch)
                     done += len(batch)
                     if progress is not None:
                         progress(done)
                 if conn.execute(_sql.EMPTY_INVENTORY).fetchone()[0]:
                     self._unchanged = 0
-                    if not self._bulk_apply():
+                    names = sorted({name for groups in combinations for name in groups})
+                    if not self._bulk_apply(names):
                         raise self._duplicate(source, unit)
+                    self._bulk = True
                 else:
                     try:
                         conn.execute(_sql.STAGE_INDEX)
@@ -428,16 +440,18 @@ class SqliteInventory:
             "was imported (fix it and import again)"
         )
 
-    def _bulk_apply(self) -> bool:
+    def _bulk_apply(self, group_names: Sequence[str]) -> bool:
         """Apply the staged rows to an empty inventory: load the tables in UUID
         order without their secondary indexes, then build those (the same
         definitions, in the same transaction) with a larger page cache.
+        ``group_names`` are the staged rows' groups, sorted.
 
         False if a UUID was staged twice (the caller refuses the import and
         rolls back); nothing else is checked twice.
         """
         conn = self._conn
-        conn.execute(_sql.IMPORT_CACHE)
+        for pragma in _sql.IMPORT_CACHE:
+            conn.execute(pragma)
         try:
             for statement in _sql.BULK_DROP:
                 conn.execute(statement)
@@ -448,14 +462,15 @@ class SqliteInventory:
                     conn.execute(statement)
             except sqlite3.IntegrityError:
                 return False
-            conn.execute(_sql.BULK_GROUPS)
+            conn.executemany(_sql.BULK_GROUP, [(name,) for name in group_names])
             conn.execute(_sql.BULK_MEMBERSHIPS)
             for statement in _sql.BULK_GROUP_INDEXES:
                 conn.execute(statement)
             return True
         finally:
             conn.execute(_sql.BULK_SORTED_DROP)
-            conn.execute(_sql.NORMAL_CACHE)
+            for pragma in _sql.NORMAL_CACHE:
+                conn.execute(pragma)
 
     @_translated
     def report(self, uuid: str, installed_version: int, at: datetime | None = None) -> Device:
