@@ -59,6 +59,17 @@ REPO_ENV = "TUFWAVES_REPO"
 """The environment variable that gives ``--repo`` its default."""
 
 
+def positive_seconds(text: str) -> float:
+    """A duration option: seconds above 0 and at most a day (a decimal number)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 < value <= 86_400:
+        raise argparse.ArgumentTypeError(f"{text!r} must be above 0 and at most 86400 seconds")
+    return value
+
+
 def add_repo(parser: argparse.ArgumentParser, what: str = "the repository directory") -> None:
     """``--repo REPO``, required unless TUFWAVES_REPO is set (then its default)."""
     default = os.environ.get(REPO_ENV) or None

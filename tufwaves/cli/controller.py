@@ -8,23 +8,12 @@ import sys
 import textwrap
 from datetime import UTC, datetime
 
-from tufwaves.cli._common import add_json_flag, add_repo, example_epilog, info
+from tufwaves.cli._common import add_json_flag, add_repo, example_epilog, info, positive_seconds
 from tufwaves.server.controller import ControllerLoop, Decision
 from tufwaves.server.keys import load_key_ref
 from tufwaves.server.repository import Repository
 
 DEFAULT_INTERVAL = 60.0
-
-
-def positive_seconds(text: str) -> float:
-    """An ``--interval``: seconds above 0 (a decimal number)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not 0 < value <= 86_400:
-        raise argparse.ArgumentTypeError(f"{text!r} must be above 0 and at most 86400 seconds")
-    return value
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

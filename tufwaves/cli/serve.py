@@ -7,8 +7,8 @@ import textwrap
 from collections.abc import Callable
 from pathlib import Path
 
-from tufwaves.cli._common import add_repo, example_epilog
-from tufwaves.cli.controller import DEFAULT_INTERVAL, positive_seconds
+from tufwaves.cli._common import add_repo, example_epilog, positive_seconds
+from tufwaves.cli.controller import DEFAULT_INTERVAL
 from tufwaves.errors import InputError
 
 run_server: Callable[..., None] | None

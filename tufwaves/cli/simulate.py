@@ -7,7 +7,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from tufwaves.cli._common import example_epilog, info
+from tufwaves.cli._common import example_epilog, info, positive_seconds
 from tufwaves.errors import InputError
 from tufwaves.simulator import identities, result_json, simulate, write_fleet
 
@@ -18,16 +18,6 @@ def _positive_int(text: str) -> int:
     if not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
     return int(text)
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not 0 < value <= 86_400:
-        raise argparse.ArgumentTypeError(f"{text!r} must be above 0 and at most 86400 seconds")
-    return value
 
 
 def _rate(text: str) -> float:
@@ -113,13 +103,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument(
         "--duration",
-        type=_seconds,
+        type=positive_seconds,
         metavar="S",
         help="keep polling for S seconds (default: one round per device)",
     )
     p.add_argument(
         "--poll-interval",
-        type=_seconds,
+        type=positive_seconds,
         default=1.0,
         metavar="S",
         help="seconds between polling rounds with --duration (default 1)",
