@@ -215,19 +215,8 @@ WHERE r.groups IS NOT NULL
 ORDER BY g.id, r.rowid
 """
 BULK_GROUP_INDEXES = ("CREATE INDEX device_groups_device ON device_groups (device_id, group_id)",)
-# While a first import loads the tables: 1 GiB page caches (the sorted copy
-# of the staged rows lives in the temporary database) and SQLite's sorter
-# helped by worker threads (for the sorted copy and the index builds).
-IMPORT_CACHE = (
-    "PRAGMA cache_size = -1048576",
-    "PRAGMA temp.cache_size = -1048576",
-    "PRAGMA threads = 2",
-)
-NORMAL_CACHE = (  # as _configure sets them
-    "PRAGMA cache_size = -131072",
-    "PRAGMA temp.cache_size = -131072",
-    "PRAGMA threads = 0",
-)
+IMPORT_CACHE = ("PRAGMA cache_size = -1048576",)  # 1 GiB while a first import loads
+NORMAL_CACHE = ("PRAGMA cache_size = -131072",)  # 128 MiB, as _configure sets
 
 DEVICE = """
 SELECT d.uuid, d.hardware_id, d.tag, d.installed_version, d.last_seen,
