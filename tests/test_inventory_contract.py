@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tests.postgres import pg_dsn  # noqa: F401 - a fixture
 from tufwaves.errors import InputError, RefusedError
@@ -214,6 +216,68 @@ def test_select_ring_is_the_specified_walk(inv: Inventory, start: int, group: st
     within = [d.uuid for d in fleet[:60]]
     walk = reference_ring([d for d in fleet if d.uuid in within], e, 10, start)
     assert inv.select_ring(e, 10, start, within=within) == walk
+
+
+def clustered_fleet(n: int, seed: int = 11) -> list[DeviceRow]:
+    """``n`` devices (tag "crowd") whose eligible ones crowd an eighth of the
+    ring, so that a position estimated from uniform spreading is far off."""
+    rng = random.Random(seed)
+    fleet = []
+    for i in range(n):
+        uuid = str(uuid_mod.UUID(int=rng.getrandbits(128)))
+        ring = ring_position(uuid)
+        crowded = 2**61 <= ring < 2**61 + 2**60
+        fleet.append(
+            DeviceRow(
+                uuid,
+                "rpi4" if crowded or i % 12 == 0 else "x86",
+                "crowd",
+                frozenset({"eu"} if i % 3 else {"us"}),
+                12 if i % 5 == 0 else None,
+            )
+        )
+    return fleet
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(
+    tag=st.sampled_from(["main", "crowd"]),
+    group=st.sampled_from([None, "eu"]),
+    start=st.one_of(
+        st.integers(-(2**63), 2**63 - 1), st.integers(2**61 + 2**60, 2**61 + 2**60 + 2**58)
+    ),
+    share=st.floats(0.0, 1.2),
+    told=st.sampled_from(["exact", "none", "stale"]),
+)
+def test_large_selections_are_the_walk(
+    inv: Inventory,
+    monkeypatch: pytest.MonkeyPatch,
+    tag: str,
+    group: str | None,
+    start: int,
+    share: float,
+    told: str,
+) -> None:
+    """A k near the fleet size takes the cut-at-a-device path on PostgreSQL
+    (uniform and crowded ring stretches, so the estimated cut falls short or
+    beyond): still exactly the first k of the walk, whatever count it is told."""
+    from tufwaves.server.inventory import postgres_sql
+
+    monkeypatch.setattr(postgres_sql, "CUT_WALK_SHARE", 10**9)  # every k > 0
+    fleet = generated_fleet(400, seed=3) + clustered_fleet(1200)
+    if inv.get(fleet[0].uuid) is None:  # the same inventory for every example
+        inv.import_rows(fleet)
+    e = Eligibility("w1", tag, frozenset({"rpi4"}), 10, group)
+    eligible = len(reference_ring(fleet, e, 10**6, 0))
+    k = int(eligible * share)
+    count = {"exact": eligible, "none": None, "stale": eligible // 2 + 1}[told]
+    assert inv.select_sorted(e, k, start, eligible=count) == sorted(
+        reference_ring(fleet, e, k, start)
+    )
 
 
 def test_selection_skips_devices_the_wave_took(inv: Inventory) -> None:

@@ -13,9 +13,10 @@ from __future__ import annotations
 import functools
 import itertools
 import json
+import math
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -67,6 +68,11 @@ _SCHEMA_LOCK = lock_key("inventory-schema", "create")
 
 _INSTALL_STATES = ("installed", "rolled_back")
 """Reports whose installed_version becomes the device's."""
+
+_Position = tuple[int, int, str]
+"""A place in the ring walk: (part, ring, uuid); part 0 is ring >= start,
+part 1 the wrapped-around rest; ordered as the walk is."""
+_MAX_UUID = "ffffffff-ffff-ffff-ffff-ffffffffffff"
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
@@ -489,7 +495,13 @@ class PostgresInventory:
         The same devices, chosen in the database: their ids stay in a temporary
         table so that :meth:`record_ripple`, given this very list in the same
         transaction, records them without sending every UUID back.
-        ``eligible`` is accepted for the protocol and not needed here.
+        ``eligible``, when given, is ``count_eligible(e)`` as the caller just
+        counted it (a stale count costs time, never a different result).
+
+        A large ``k`` (an eighth of the fleet or more) is not walked in ring
+        order: the walk is cut at a device found by short index walks from an
+        estimated position, and every eligible device up to the cut is taken
+        in one unsorted pass (``_choose_to_cut``).
         """
         _check_start(start)
         if k is not None:
@@ -500,19 +512,161 @@ class PostgresInventory:
         conn.execute(_sql.CHOSEN_CLEAR)
         params = _eligibility_params(e) | {"start": start, "k": k}
         head = (_sql.CHOSEN_INSERT, _sql.FROM_DEVICES, _sql.ELIGIBLE, self._in_group(e))
-        if k is None:
-            conn.execute(_sql.query(*head), params)
-        elif k > 0:
-            found = conn.execute(_sql.query(*head, _sql.RING_FROM, _sql.BY_RING), params).rowcount
-            if found < k:
-                params["k"] = k - found
-                conn.execute(_sql.query(*head, _sql.RING_BEFORE, _sql.BY_RING), params)
-        conn.execute(_sql.CHOSEN_ANALYZE)
-        uuids: list[str] = []
-        for (chunk,) in conn.execute(_sql.CHOSEN_UUIDS):
-            uuids.extend(chunk.split("\n"))
+        with self._big_statements():
+            if k is None:
+                conn.execute(_sql.query(*head), params)
+            elif k > 0:
+                cut = k * _sql.CUT_WALK_SHARE >= self._fleet_estimate()
+                if not (cut and self._choose_to_cut(e, params, k, eligible)):
+                    conn.execute(_sql.CHOSEN_CLEAR)
+                    self._choose_walk(e, params, k)
+            conn.execute(_sql.CHOSEN_ANALYZE)
+            uuids: list[str] = []
+            for (chunk,) in conn.execute(_sql.CHOSEN_UUIDS):
+                uuids.extend(chunk.split("\n"))
         self._selected = (uuids, len(uuids), self._txn if self._depth else -1)
         return uuids
+
+    @contextmanager
+    def _big_statements(self, *, maintenance: bool = False) -> Iterator[None]:
+        """Raise work_mem (and maintenance_work_mem) for the statements of the
+        block, in a transaction (the caller's, else one of its own), and put
+        the previous values back after it (a failure rolls them back)."""
+        conn = self._conn
+        names = {"work_mem": _sql.BIG_WORK_MEM}
+        if maintenance:
+            names["maintenance_work_mem"] = _sql.BIG_MAINTENANCE_WORK_MEM
+        idle = conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        with conn.transaction() if idle else nullcontext():
+            before: list[tuple[str, str]] = []
+            for name, value in names.items():
+                row = conn.execute(_sql.CURRENT_SETTING, (name,)).fetchone()
+                if row is not None:
+                    before.append((name, str(row[0])))
+                conn.execute(_sql.SET_LOCAL, (name, value))
+            yield
+            for name, value in before:
+                conn.execute(_sql.SET_LOCAL, (name, value))
+
+    def _choose_walk(self, e: Eligibility, params: dict[str, Any], k: int) -> None:
+        """The first ``k`` of the walk, in ring order (two index walks)."""
+        conn = self._conn
+        head = (_sql.CHOSEN_INSERT, _sql.FROM_DEVICES, _sql.ELIGIBLE, self._in_group(e))
+        walk = dict(params, k=k)
+        found = conn.execute(_sql.query(*head, _sql.RING_FROM, _sql.BY_RING), walk).rowcount
+        if found < k:
+            walk["k"] = k - found
+            conn.execute(_sql.query(*head, _sql.RING_BEFORE, _sql.BY_RING), walk)
+
+    def _fleet_estimate(self) -> int:
+        row = self._conn.execute(_sql.DEVICES_ESTIMATE).fetchone()
+        return int(row[0]) if row else 0
+
+    def _choose_to_cut(
+        self, e: Eligibility, params: dict[str, Any], k: int, eligible: int | None
+    ) -> bool:
+        """Choose the first ``k`` devices of the walk without ordering them.
+
+        Ring positions are uniform, so the walk's ``t``-th device lies near
+        ``start + t / n * 2**64`` (``n`` eligible devices). Every eligible
+        device up to a position a few standard deviations past that estimate
+        is chosen in one pass; the surplus (or shortfall) is then found by a
+        short index walk back (or on) from there. The result is one
+        statement's set "eligible and at most the cut in walk order", which
+        is exactly the walk's first ``k`` when it holds ``k`` devices; False
+        (the caller walks instead) when changes in between left another count.
+        """
+        conn = self._conn
+        n = eligible if eligible is not None else self.count_eligible(e)
+        insert = (_sql.CHOSEN_INSERT, _sql.FROM_DEVICES, _sql.ELIGIBLE, self._in_group(e))
+        if k >= n:
+            return int(conn.execute(_sql.query(*insert), params).rowcount) <= k
+        target = k + 4 * math.isqrt(k) + 16
+        hi: _Position | None = None
+        if target < n:
+            offset = (target << 64) // n
+            ring = (params["start"] + offset) % 2**64
+            ring = ring - 2**64 if ring >= 2**63 else ring
+            hi = (0 if ring >= params["start"] else 1, ring, _MAX_UUID)
+        where, bounds = self._interval(None, hi)
+        if not where:
+            return False
+        sql = _sql.query(*insert, "AND", where)
+        chosen = int(conn.execute(sql, params | bounds).rowcount)
+        if chosen > k:
+            cut = self._nth(e, params, None, hi, chosen - k + 1, backward=True)
+            if cut is None:
+                return False
+            where, bounds = self._interval(cut, hi)
+            sql = _sql.query(_sql.CHOSEN_DROP_INTERVAL, "AND", where, ")")
+            chosen -= int(conn.execute(sql, params | bounds).rowcount)
+        elif chosen < k:
+            cut = self._nth(e, params, hi, None, k - chosen, backward=False)
+            where, bounds = self._interval(hi, cut)
+            if where:
+                sql = _sql.query(*insert, "AND", where)
+                chosen += int(conn.execute(sql, params | bounds).rowcount)
+        return chosen == k
+
+    @staticmethod
+    def _interval(
+        lo: _Position | None, hi: _Position | None, only: int | None = None
+    ) -> tuple[str, dict[str, Any]]:
+        """The condition "walk position in (lo, hi]" (None: the walk's start or
+        end), or "" for an empty interval, and its bound parameters; with
+        ``only``, restricted to that part of the walk (0: ring >= start)."""
+        parts: list[str] = []
+        for part, base in enumerate((_sql.PART_AFTER, _sql.PART_WRAPPED)):
+            if (lo is not None and lo[0] > part) or (hi is not None and hi[0] < part):
+                continue
+            if only is not None and part != only:
+                continue
+            terms = [base]
+            if lo is not None and lo[0] == part:
+                terms.append(_sql.ABOVE_LO)
+            if hi is not None and hi[0] == part:
+                terms.append(_sql.UP_TO_HI)
+            parts.append("(" + " AND ".join(terms) + ")")
+        bounds: dict[str, Any] = {}
+        if lo is not None:
+            bounds |= {"lo_ring": lo[1], "lo_uuid": lo[2]}
+        if hi is not None:
+            bounds |= {"hi_ring": hi[1], "hi_uuid": hi[2]}
+        return ("(" + " OR ".join(parts) + ")" if parts else ""), bounds
+
+    def _nth(
+        self,
+        e: Eligibility,
+        params: dict[str, Any],
+        lo: _Position | None,
+        hi: _Position | None,
+        n: int,
+        *,
+        backward: bool,
+    ) -> _Position | None:
+        """The ``n``-th eligible device of the walk interval (lo, hi], counted
+        from its start (or its end), by index walks; None if there are fewer."""
+        conn = self._conn
+        for part in (1, 0) if backward else (0, 1):
+            where, bounds = self._interval(lo, hi, part)
+            if not where:
+                continue
+            sql = _sql.query(
+                _sql.SELECT_POSITION,
+                _sql.FROM_DEVICES,
+                _sql.ELIGIBLE,
+                self._in_group(e),
+                "AND",
+                where,
+                _sql.BACKWARD if backward else _sql.FORWARD,
+                _sql.WALK_LIMIT,
+            )
+            rows = conn.execute(sql, params | bounds | {"n": n}).fetchall()
+            if len(rows) == n:
+                ring, uuid = rows[-1]
+                return (part, int(ring), str(uuid))
+            n -= len(rows)
+        return None
 
     def _is_kept_selection(self, uuids_sorted: Sequence[str]) -> bool:
         """Is this the very list :meth:`select_sorted` returned in this transaction?"""
@@ -585,14 +739,11 @@ class PostgresInventory:
             try:
                 with conn.transaction():
                     if kept:
-                        set_based = self._set_based_keys(len(uuids))
-                        if set_based:
-                            conn.execute(_sql.SELECTIONS_KEYS_DROP)
-                        inserted = conn.execute(
-                            _sql.CHOSEN_RECORD, {"wave_id": wave_id, "ripple": index}
-                        ).rowcount
-                        if set_based:
-                            conn.execute(_sql.SELECTIONS_KEYS_ADD)
+                        where = {"wave_id": wave_id, "ripple": index}
+                        if self._set_based_keys(len(uuids)):
+                            inserted = self._record_bulk(where)
+                        else:
+                            inserted = conn.execute(_sql.CHOSEN_RECORD, where).rowcount
                         self._selected = None
                         conn.execute(_sql.CHOSEN_CLEAR)
                     else:
@@ -622,6 +773,21 @@ class PostgresInventory:
                 },
                 at,
             )
+
+    def _record_bulk(self, where: dict[str, Any]) -> int:
+        """Insert a large kept selection into ``selections`` bare: its keys,
+        unique constraint and indexes dropped, then built again with the same
+        names and definitions (one sort per index, one join per key)."""
+        conn = self._conn
+        with self._big_statements(maintenance=True):
+            conn.execute(_sql.SELECTIONS_KEYS_DROP)
+            for statement in _sql.SELECTIONS_INDEXES_DROP:
+                conn.execute(statement)
+            inserted = int(conn.execute(_sql.CHOSEN_RECORD_BULK, where).rowcount)
+            for statement in _sql.SELECTIONS_INDEXES_ADD:
+                conn.execute(statement)
+            conn.execute(_sql.SELECTIONS_KEYS_ADD)
+        return inserted
 
     def _set_based_keys(self, rows: int) -> bool:
         """Check the keys of ``rows`` new selections in one pass, not per row?"""

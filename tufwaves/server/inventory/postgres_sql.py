@@ -299,24 +299,63 @@ RING_BEFORE = "AND d.ring < %(start)s::bigint"
 BY_RING = "ORDER BY d.ring, d.uuid LIMIT %(k)s::bigint"
 BY_UUID = "ORDER BY d.uuid"
 SELECT_UUID = "SELECT d.uuid::text"
-# What select_sorted chose, by device id, until record_ripple records it in the
-# same transaction (the temporary table lives as long as the connection).
-CHOSEN_CREATE = "CREATE TEMP TABLE IF NOT EXISTS chosen (id bigint PRIMARY KEY)"
-CHOSEN_CLEAR = "TRUNCATE pg_temp.chosen"
-CHOSEN_INSERT = "INSERT INTO pg_temp.chosen (id) SELECT d.id"
-CHOSEN_ANALYZE = "ANALYZE pg_temp.chosen"
-# The chosen UUIDs in order, 10,000 to a row joined by newlines: one row per
-# UUID costs more to fetch through psycopg than the query costs to run.
+# What select_sorted chose, by device id and UUID, until record_ripple records
+# it in the same transaction (the temporary table lives as long as the
+# connection). No index: rows arrive in whatever order the scan gives them,
+# and a temporary index larger than temp_buffers (8 MB by default) is written
+# out page by page as random insertions land on it.
+CHOSEN_CREATE = (
+    "CREATE TEMP TABLE IF NOT EXISTS chosen_devices (id bigint NOT NULL, uuid uuid NOT NULL)"
+)
+CHOSEN_CLEAR = "TRUNCATE pg_temp.chosen_devices"
+CHOSEN_INSERT = "INSERT INTO pg_temp.chosen_devices (id, uuid) SELECT d.id, d.uuid"
+CHOSEN_ANALYZE = "ANALYZE pg_temp.chosen_devices"
+# The chosen UUIDs in order, a row per leading byte joined by newlines: one
+# row per UUID costs more to fetch through psycopg than the query costs to run
+# (and so does COPY TO, which libpq hands over a row at a time).
 CHOSEN_UUIDS = """
-SELECT string_agg(u.uuid::text, E'\\n' ORDER BY u.uuid) FROM (
-    SELECT d.uuid, (row_number() OVER (ORDER BY d.uuid) - 1) / 10000 AS chunk
-    FROM pg_temp.chosen AS c JOIN devices AS d ON d.id = c.id
-) AS u GROUP BY u.chunk ORDER BY u.chunk
+SELECT string_agg(c.uuid::text, E'\\n' ORDER BY c.uuid) FROM pg_temp.chosen_devices AS c
+GROUP BY substr(c.uuid::text, 1, 2) COLLATE "C" ORDER BY substr(c.uuid::text, 1, 2) COLLATE "C"
 """
 CHOSEN_RECORD = """
 INSERT INTO selections (wave_id, ripple, device_id)
-SELECT %(wave_id)s, %(ripple)s, c.id FROM pg_temp.chosen AS c ORDER BY c.id
+SELECT %(wave_id)s, %(ripple)s, c.id FROM pg_temp.chosen_devices AS c ORDER BY c.id
 """
+# A large kept selection (loaded without its indexes): order is irrelevant.
+CHOSEN_RECORD_BULK = """
+INSERT INTO selections (wave_id, ripple, device_id)
+SELECT %(wave_id)s, %(ripple)s, c.id FROM pg_temp.chosen_devices AS c
+"""
+# Drop the chosen devices of the walk interval DEVICES_IN selects.
+CHOSEN_DROP_INTERVAL = """
+DELETE FROM pg_temp.chosen_devices WHERE id IN (
+    SELECT d.id FROM devices AS d WHERE d.tag = %(tag)s::text
+"""
+# The walk cut at a device (section 5 of specs/inventory.md): walk interval
+# conditions over the two parts of the ring walk, built by postgres.py from
+# these fragments. A position is (ring, uuid); lo is exclusive, hi inclusive.
+PART_AFTER = "d.ring >= %(start)s::bigint"
+PART_WRAPPED = "d.ring < %(start)s::bigint"
+ABOVE_LO = "(d.ring, d.uuid) > (%(lo_ring)s::bigint, %(lo_uuid)s::uuid)"
+UP_TO_HI = "(d.ring, d.uuid) <= (%(hi_ring)s::bigint, %(hi_uuid)s::uuid)"
+SELECT_POSITION = "SELECT d.ring, d.uuid::text"
+WALK_LIMIT = "LIMIT %(n)s::bigint"
+FORWARD = "ORDER BY d.ring, d.uuid"
+BACKWARD = "ORDER BY d.ring DESC, d.uuid DESC"
+# select_sorted cuts the walk at a device (instead of walking k devices in
+# ring order) when k is at least the fleet size (planner estimate) over this.
+CUT_WALK_SHARE = 8
+DEVICES_ESTIMATE = """
+SELECT greatest(reltuples, 0)::bigint FROM pg_class WHERE oid = to_regclass('devices')
+"""
+# Memory for the statements of a large selection or ripple, for the rest of
+# the transaction (set_config(..., true) = SET LOCAL): the default work_mem
+# (4 MB) makes the sorts and hash joins over millions of rows spill to
+# temporary files, and maintenance_work_mem (64 MB) the index builds.
+SET_LOCAL = "SELECT set_config(%s, %s, true)"
+CURRENT_SETTING = "SELECT current_setting(%s)"
+BIG_WORK_MEM = "256MB"
+BIG_MAINTENANCE_WORK_MEM = "512MB"
 SELECT_COUNT = "SELECT count(*)"
 # A large kept selection is recorded without the per-row foreign-key triggers
 # (each one locks its device row FOR KEY SHARE): the two keys of selections
@@ -329,8 +368,16 @@ WHERE oid = to_regclass('selections')
 """
 SELECTIONS_KEYS_DROP = """
 ALTER TABLE selections DROP CONSTRAINT selections_device_id_fkey,
-    DROP CONSTRAINT selections_wave_id_ripple_fkey
+    DROP CONSTRAINT selections_wave_id_ripple_fkey,
+    DROP CONSTRAINT selections_wave_id_device_id_key
 """
+SELECTIONS_INDEXES_DROP = ("DROP INDEX selections_ripple", "DROP INDEX selections_device")
+SELECTIONS_INDEXES_ADD = (
+    "ALTER TABLE selections ADD CONSTRAINT selections_wave_id_device_id_key "
+    "UNIQUE (wave_id, device_id)",
+    "CREATE INDEX selections_ripple ON selections (wave_id, ripple)",
+    "CREATE INDEX selections_device ON selections (device_id)",
+)
 SELECTIONS_KEYS_ADD = """
 ALTER TABLE selections
     ADD CONSTRAINT selections_device_id_fkey FOREIGN KEY (device_id) REFERENCES devices (id),
