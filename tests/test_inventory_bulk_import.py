@@ -11,7 +11,7 @@ import pytest
 
 from tests.postgres import pg_dsn, pg_dsn2  # noqa: F401 - fixtures
 from tufwaves.errors import InputError
-from tufwaves.server.inventory import postgres_sql, sqlite_sql
+from tufwaves.server.inventory import DeviceRow, postgres_sql, sqlite_sql
 from tufwaves.server.inventory.sqlite import SqliteInventory
 
 HEADER = "uuid,hardware_id,tag,groups,installed_version\n"
@@ -35,8 +35,12 @@ def test_bulk_statements_are_the_schema() -> None:
         *sqlite_sql.BULK_GROUP_INDEXES,
     ):
         assert statement in sqlite_sql.SCHEMA
-    for statement in postgres_sql.BULK_CREATE[:3]:
+    for statement in (postgres_sql.BULK_DEVICE_UNIQUE, *postgres_sql.BULK_INDEXES):
         assert statement in postgres_sql.SCHEMA
+    pg_dropped = {s.split()[-1] for s in postgres_sql.BULK_DROP}
+    pg_created = {s.split()[5] for s in postgres_sql.BULK_KEYS}
+    pg_created |= {s.split()[2] for s in postgres_sql.BULK_INDEXES}
+    assert pg_dropped == pg_created | {postgres_sql.BULK_DEVICE_UNIQUE.split()[3]}
     dropped = {s.split()[-1] for s in sqlite_sql.BULK_DROP}
     created = {s.split()[3 if "UNIQUE" in s else 2] for s in sqlite_sql.BULK_DEVICE_INDEXES}
     created |= {s.split()[2] for s in sqlite_sql.BULK_GROUP_INDEXES}
@@ -189,3 +193,61 @@ def test_postgres_large_ripple_keeps_its_keys(
         assert list(inv.ripple_members("w", 2)) == rest
         assert 0 < len(rest) * 4 < len(chosen)
     assert _pg_definitions(pg_dsn) == _pg_definitions(pg_dsn2)
+
+
+def test_postgres_bad_first_import_names_both_lines_and_leaves_the_schema(
+    tmp_path: Path,
+    pg_dsn: str,  # noqa: F811 - the fixture
+    pg_dsn2: str,  # noqa: F811 - the fixture
+) -> None:
+    from tufwaves.server.inventory.backend import open_postgres
+
+    # line 3 holds device 1; the extra line (52) gives its UUID again
+    fleet = _fleet(tmp_path / "fleet.csv", 50, extra="00000001-0000-4000-8000-000000001eef,x,y,,\n")
+    with open_postgres(pg_dsn) as inv:
+        with pytest.raises(InputError, match=r"line 52: uuid 00000001-.* on line 3 "):
+            inv.import_file(fleet)
+        assert list(inv.list_devices()) == []
+        assert inv.import_file(_fleet(tmp_path / "good.csv", 50)).added == 50
+    with open_postgres(pg_dsn2) as fresh:
+        fresh.import_file(_fleet(tmp_path / "good.csv", 50))
+    assert _pg_definitions(pg_dsn) == _pg_definitions(pg_dsn2)
+
+
+def test_postgres_imports_after_a_first_one_take_new_ids(
+    tmp_path: Path,
+    pg_dsn: str,  # noqa: F811 - the fixture
+    pg_dsn2: str,  # noqa: F811 - the fixture
+) -> None:
+    """The first import sets device and group ids itself; later imports (and a
+    new group) draw from the sequences it moved past them."""
+    from tufwaves.server.inventory.backend import open_postgres
+
+    more = tmp_path / "more.csv"
+    more.write_text(
+        HEADER
+        + "".join(
+            f"{i:08x}-1111-4000-8000-000000000000,imx8mm,production,{g},7\n"
+            for i, g in enumerate(["new", "eu;new", "", "us"])
+        )
+    )
+    rows = [
+        DeviceRow(
+            f"{i:08x}-0000-4000-8000-{i * 7919:012x}",
+            "imx8mm",
+            "production",
+            frozenset({"eu" if i % 2 else "us"}),
+        )
+        for i in range(30)
+    ]
+    with open_postgres(pg_dsn) as bulk, open_postgres(pg_dsn2) as one_by_one:
+        assert bulk.import_rows(rows) == 30
+        one_by_one.import_rows(rows[:1])
+        one_by_one.import_rows(rows)
+        for inv in (bulk, one_by_one):
+            result = inv.import_file(more)
+            assert (result.rows, result.added) == (4, 4)
+        assert [d.to_dict() for d in bulk.list_devices()] == [
+            d.to_dict() for d in one_by_one.list_devices()
+        ]
+        assert len(list(bulk.list_devices(group="new"))) == 2

@@ -15,6 +15,7 @@ import itertools
 import json
 import math
 import time
+from array import array
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import replace
@@ -151,6 +152,40 @@ def _copy_text(rows: Iterable[tuple[int, NormalRow]]) -> Iterator[tuple[int, str
     if lines:
         done += len(lines)
         yield done, "".join(lines)
+
+
+def _bulk_copy_text(
+    rows: Iterable[tuple[int, NormalRow]], members: dict[str, array[int]]
+) -> Iterator[tuple[int, str]]:
+    """Numbered rows as COPY text of ``devices`` (id = line number), a chunk at
+    a time; each row's line number is appended to ``members[group]``."""
+    lines: list[str] = []
+    done = 0
+    for line, (uuid, ring, hardware_id, tag, groups, version) in rows:
+        for group in groups:
+            ids = members.get(group)
+            if ids is None:
+                ids = members[group] = array("q")
+            ids.append(line)
+        version_text = "\\N" if version is None else str(version)
+        lines.append(f"{line}\t{uuid}\t{ring}\t{hardware_id}\t{tag}\t{version_text}\n")
+        if len(lines) >= _COPY_CHUNK:
+            done += len(lines)
+            yield done, "".join(lines)
+            lines = []
+    if lines:
+        done += len(lines)
+        yield done, "".join(lines)
+
+
+def _duplicate(row: Sequence[Any], source: str, unit: str) -> InputError:
+    """The error for a UUID given twice: ``row`` is (first line, line, uuid)."""
+    first, second, uuid = row
+    return InputError(
+        f"{source}{unit} {second}: uuid {uuid} was already given "
+        f"on {unit} {first} (a device may appear once); nothing "
+        "was imported (fix it and import again)"
+    )
 
 
 def _check_k(k: object) -> None:
@@ -347,50 +382,86 @@ class PostgresInventory:
         conn = self._conn
         done = 0
         with self._atomic():
-            conn.execute(_sql.STAGE_DROP)
-            conn.execute(_sql.STAGE_CREATE)
-            with conn.cursor().copy(_sql.STAGE_COPY) as copy:
-                for done, text in _copy_text(rows):
-                    copy.write(text)
-                    if progress is not None:
-                        progress(done)
-            conn.execute(_sql.STAGE_ANALYZE)
-            duplicate = conn.execute(_sql.STAGE_DUPLICATE).fetchone()
-            if duplicate is not None:
-                first, second, uuid = duplicate
-                raise InputError(
-                    f"{source}{unit} {second}: uuid {uuid} was already given "
-                    f"on {unit} {first} (a device may appear once); nothing "
-                    "was imported (fix it and import again)"
-                )
             if self._is_empty_inventory():
-                self._bulk_apply()
+                done = self._bulk_load(rows, progress, source, unit)
             else:
-                conn.execute(_sql.STAGE_CLEAR_GROUPS)
-                conn.execute(_sql.STAGE_UPSERT)
-                conn.execute(_sql.STAGE_GROUPS)
-                conn.execute(_sql.STAGE_MEMBERSHIPS)
-            conn.execute(_sql.STAGE_DROP)
+                done = self._stage_and_apply(rows, progress, source, unit)
             conn.execute(_sql.ANALYZE_DEVICES)
+        return done
+
+    def _stage_and_apply(
+        self,
+        rows: Iterable[tuple[int, NormalRow]],
+        progress: ProgressCallback | None,
+        source: str,
+        unit: str,
+    ) -> int:
+        conn = self._conn
+        done = 0
+        conn.execute(_sql.STAGE_DROP)
+        conn.execute(_sql.STAGE_CREATE)
+        with conn.cursor().copy(_sql.STAGE_COPY) as copy:
+            for done, text in _copy_text(rows):
+                copy.write(text)
+                if progress is not None:
+                    progress(done)
+        conn.execute(_sql.STAGE_ANALYZE)
+        duplicate = conn.execute(_sql.STAGE_DUPLICATE).fetchone()
+        if duplicate is not None:
+            raise _duplicate(duplicate, source, unit)
+        conn.execute(_sql.STAGE_CLEAR_GROUPS)
+        conn.execute(_sql.STAGE_UPSERT)
+        conn.execute(_sql.STAGE_GROUPS)
+        conn.execute(_sql.STAGE_MEMBERSHIPS)
+        conn.execute(_sql.STAGE_DROP)
         return done
 
     def _is_empty_inventory(self) -> bool:
         row = self._conn.execute(_sql.EMPTY_INVENTORY).fetchone()
         return bool(row and row[0])
 
-    def _bulk_apply(self) -> None:
-        """Apply the staged rows to an empty inventory: load the tables without
-        their secondary indexes and foreign keys, then rebuild those (same
-        definitions, same transaction). The staged rows hold no UUID twice."""
+    def _bulk_load(
+        self,
+        rows: Iterable[tuple[int, NormalRow]],
+        progress: ProgressCallback | None,
+        source: str,
+        unit: str,
+    ) -> int:
+        """Load the rows into an empty inventory: COPY devices (id = line
+        number), groups and memberships into the bare tables, then build the
+        indexes and keys again (same definitions, same transaction)."""
         conn = self._conn
         conn.execute(_sql.BULK_SETTINGS)
         for statement in _sql.BULK_DROP:
             conn.execute(statement)
-        conn.execute(_sql.BULK_DEVICES)
-        conn.execute(_sql.STAGE_GROUPS)
-        conn.execute(_sql.BULK_MEMBERSHIPS)
-        for statement in _sql.BULK_CREATE:
+        members: dict[str, array[int]] = {}
+        done = 0
+        with conn.cursor().copy(_sql.BULK_DEVICES_COPY) as copy:
+            for done, text in _bulk_copy_text(rows, members):
+                copy.write(text)
+                if progress is not None:
+                    progress(done)
+        names = sorted(members)
+        with conn.cursor().copy(_sql.BULK_GROUPS_COPY) as copy:
+            copy.write("".join(f"{n}\t{name}\n" for n, name in enumerate(names, start=1)))
+        with conn.cursor().copy(_sql.BULK_MEMBERSHIPS_COPY) as copy:
+            for group_id, name in enumerate(names, start=1):
+                ids, first = members[name], f"{group_id}\t"
+                between = "\n" + first
+                for at in range(0, len(ids), _COPY_CHUNK * 10):
+                    copy.write(first + between.join(map(str, ids[at : at + _COPY_CHUNK * 10])))
+                    copy.write("\n")
+        try:
+            with conn.transaction():  # a savepoint: the duplicate query runs after it
+                conn.execute(_sql.BULK_DEVICE_UNIQUE)
+        except pg_errors.UniqueViolation:
+            row = conn.execute(_sql.BULK_DUPLICATE).fetchone()
+            if row is None:  # pragma: no cover - the index build saw one
+                raise
+            raise _duplicate(row, source, unit) from None
+        for statement in (*_sql.BULK_INDEXES, *_sql.BULK_KEYS, *_sql.BULK_SEQUENCES):
             conn.execute(statement)
+        return done
 
     @_translated
     def report(self, uuid: str, installed_version: int, at: datetime | None = None) -> Device:

@@ -202,43 +202,51 @@ ON CONFLICT DO NOTHING
 """
 COUNT_DEVICES = "SELECT count(*) FROM devices"
 
-# The first import into an empty inventory loads the tables bare and builds
-# their secondary indexes and foreign keys afterwards, in the same
-# transaction (one sort per index and one set-based check per key instead of
-# an index insertion and a trigger per row). The definitions are those of
-# SCHEMA; the statements take ACCESS EXCLUSIVE locks on devices and
-# device_groups until the import commits.
+# The first import into an empty inventory skips the staging table: it
+# COPYs the rows straight into `devices` (device id = the row's line number,
+# so ids grow in file order and the primary key only appends), the groups
+# collected while reading, and the memberships in (group, device) order, into
+# tables stripped of their secondary indexes, unique constraints and foreign
+# keys; it then builds those in the same transaction (one sort per index and
+# one set-based check per key instead of an index insertion and a trigger per
+# row) and moves the identity sequences past the loaded ids. The definitions
+# are those of SCHEMA; the statements take ACCESS EXCLUSIVE locks on devices,
+# groups and device_groups until the import commits. A UUID given twice makes
+# the unique index fail; BULK_DUPLICATE then names both lines.
 EMPTY_INVENTORY = "SELECT NOT EXISTS (SELECT 1 FROM devices) AND NOT EXISTS (SELECT 1 FROM groups)"
 BULK_SETTINGS = "SET LOCAL maintenance_work_mem = '512MB'"
 BULK_DROP = (
     "ALTER TABLE device_groups DROP CONSTRAINT device_groups_group_id_fkey",
     "ALTER TABLE device_groups DROP CONSTRAINT device_groups_device_id_fkey",
+    "ALTER TABLE device_groups DROP CONSTRAINT device_groups_pkey",
     "DROP INDEX device_groups_device",
     "DROP INDEX devices_tag_ring",
     "DROP INDEX devices_uuid",
 )
-BULK_DEVICES = """
-INSERT INTO devices (uuid, ring, hardware_id, tag, installed_version)
-SELECT uuid, ring, hardware_id, tag, installed_version
-FROM pg_temp.import_rows ORDER BY uuid
+BULK_DEVICES_COPY = "COPY devices (id, uuid, ring, hardware_id, tag, installed_version) FROM STDIN"
+BULK_GROUPS_COPY = "COPY groups (id, name) FROM STDIN"
+BULK_MEMBERSHIPS_COPY = "COPY device_groups (group_id, device_id) FROM STDIN"
+BULK_DEVICE_UNIQUE = "CREATE UNIQUE INDEX devices_uuid ON devices (uuid)"
+BULK_DUPLICATE = """
+SELECT first, id, uuid::text FROM (
+    SELECT id, uuid, min(id) OVER (PARTITION BY uuid) AS first FROM devices
+) AS r WHERE id <> first ORDER BY id LIMIT 1
 """
-BULK_MEMBERSHIPS = """
-INSERT INTO device_groups (group_id, device_id)
-SELECT g.id, d.id
-FROM pg_temp.import_rows AS r
-CROSS JOIN LATERAL unnest(r.groups) AS j(name)
-JOIN devices AS d ON d.uuid = r.uuid
-JOIN groups AS g ON g.name = j.name
-WHERE r.groups IS NOT NULL
-"""
-BULK_CREATE = (
-    "CREATE UNIQUE INDEX devices_uuid ON devices (uuid)",
+BULK_INDEXES = (  # as in SCHEMA
     "CREATE INDEX devices_tag_ring ON devices (tag, ring, uuid)",
     "CREATE INDEX device_groups_device ON device_groups (device_id, group_id)",
+)
+BULK_KEYS = (
+    "ALTER TABLE device_groups ADD CONSTRAINT device_groups_pkey PRIMARY KEY (group_id, device_id)",
     "ALTER TABLE device_groups ADD CONSTRAINT device_groups_group_id_fkey "
     "FOREIGN KEY (group_id) REFERENCES groups (id)",
     "ALTER TABLE device_groups ADD CONSTRAINT device_groups_device_id_fkey "
     "FOREIGN KEY (device_id) REFERENCES devices (id)",
+)
+BULK_SEQUENCES = tuple(
+    f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "  # noqa: S608 - constants
+    f"(SELECT coalesce(max(id), 0) + 1 FROM {table}), false)"
+    for table in ("devices", "groups")
 )
 # Fresh planner statistics after an import or a ripple: without them a new
 # inventory's tables look empty to the planner, which then picks nested loops
