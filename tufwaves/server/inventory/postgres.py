@@ -55,7 +55,13 @@ from tufwaves.server.inventory import (
 )
 from tufwaves.server.inventory import postgres_sql as _sql
 from tufwaves.server.inventory.dsn import lock_key, redact, scrub
-from tufwaves.server.inventory.readers import detect_format, read_device_file
+from tufwaves.server.inventory.readers import (
+    Chunks,
+    NumberedRows,
+    detect_format,
+    device_file_chunks,
+    row_chunks,
+)
 
 __all__ = ["SCHEMA_VERSION", "PostgresInventory", "repository_lock"]
 
@@ -130,52 +136,37 @@ def _device(row: Sequence[Any]) -> Device:
     )
 
 
-def _copy_text(rows: Iterable[tuple[int, NormalRow]]) -> Iterator[tuple[int, str]]:
-    """Numbered rows as COPY text, a chunk at a time: (rows so far, text).
+def _stage_text(rows: NumberedRows) -> str:
+    """Numbered rows as COPY text of the staging table.
 
     UUIDs, integers and names (``[A-Za-z0-9][A-Za-z0-9_.+-]*``) need no COPY
     escaping; group names are quoted in the array literal so that a group
     called ``NULL`` stays a name.
     """
     lines: list[str] = []
-    done = 0
     for line, (uuid, ring, hardware_id, tag, groups, version) in rows:
         group_text = '{"' + '","'.join(groups) + '"}' if groups else "\\N"
         version_text = "\\N" if version is None else str(version)
         lines.append(
             f"{line}\t{uuid}\t{ring}\t{hardware_id}\t{tag}\t{version_text}\t{group_text}\n"
         )
-        if len(lines) >= _COPY_CHUNK:
-            done += len(lines)
-            yield done, "".join(lines)
-            lines = []
-    if lines:
-        done += len(lines)
-        yield done, "".join(lines)
+    return "".join(lines)
 
 
-def _bulk_copy_text(
-    rows: Iterable[tuple[int, NormalRow]], members: dict[str, array[int]]
-) -> Iterator[tuple[int, str]]:
-    """Numbered rows as COPY text of ``devices`` (id = line number), a chunk at
-    a time; each row's line number is appended to ``members[group]``."""
+def _bulk_text(rows: NumberedRows) -> tuple[str, dict[str, list[int]]]:
+    """Numbered rows as COPY text of ``devices`` (id = line number), and the
+    line numbers of each group's members."""
     lines: list[str] = []
-    done = 0
+    members: dict[str, list[int]] = {}
     for line, (uuid, ring, hardware_id, tag, groups, version) in rows:
         for group in groups:
             ids = members.get(group)
             if ids is None:
-                ids = members[group] = array("q")
+                ids = members[group] = []
             ids.append(line)
         version_text = "\\N" if version is None else str(version)
         lines.append(f"{line}\t{uuid}\t{ring}\t{hardware_id}\t{tag}\t{version_text}\n")
-        if len(lines) >= _COPY_CHUNK:
-            done += len(lines)
-            yield done, "".join(lines)
-            lines = []
-    if lines:
-        done += len(lines)
-        yield done, "".join(lines)
+    return "".join(lines), members
 
 
 def _duplicate(row: Sequence[Any], source: str, unit: str) -> InputError:
@@ -351,7 +342,7 @@ class PostgresInventory:
                 except InputError as e:
                     raise InputError(f"row {number}: {e}; nothing was imported") from e
 
-        return self._store(validated(), progress, "", "row")
+        return self._store(row_chunks(validated()), progress, "", "row")
 
     def import_file(self, path: Path, progress: ProgressCallback | None = None) -> ImportResult:
         path = Path(path)
@@ -361,7 +352,8 @@ class PostgresInventory:
         keys: list[tuple[str, str]] = []
         with self.transaction():
             before = self._count_devices()
-            rows = self._store(read_device_file(path, fmt, keys), progress, f"{path} ", "line")
+            chunks = device_file_chunks(path, fmt, keys)
+            rows = self._store(chunks, progress, f"{path} ", "line")
             added = self._count_devices() - before
             self._store_keys(keys)
         return ImportResult(str(path), fmt, rows, added, rows - added)
@@ -372,36 +364,27 @@ class PostgresInventory:
 
     @_translated
     def _store(
-        self,
-        rows: Iterable[tuple[int, NormalRow]],
-        progress: ProgressCallback | None,
-        source: str,
-        unit: str,
+        self, chunks: Chunks, progress: ProgressCallback | None, source: str, unit: str
     ) -> int:
         """COPY, check and apply numbered rows (``unit`` n of ``source``)."""
         conn = self._conn
-        done = 0
         with self._atomic():
             if self._is_empty_inventory():
-                done = self._bulk_load(rows, progress, source, unit)
+                done = self._bulk_load(chunks, progress, source, unit)
             else:
-                done = self._stage_and_apply(rows, progress, source, unit)
+                done = self._stage_and_apply(chunks, progress, source, unit)
             conn.execute(_sql.ANALYZE_DEVICES)
         return done
 
     def _stage_and_apply(
-        self,
-        rows: Iterable[tuple[int, NormalRow]],
-        progress: ProgressCallback | None,
-        source: str,
-        unit: str,
+        self, chunks: Chunks, progress: ProgressCallback | None, source: str, unit: str
     ) -> int:
         conn = self._conn
         done = 0
         conn.execute(_sql.STAGE_DROP)
         conn.execute(_sql.STAGE_CREATE)
         with conn.cursor().copy(_sql.STAGE_COPY) as copy:
-            for done, text in _copy_text(rows):
+            for done, text in chunks(_stage_text):
                 copy.write(text)
                 if progress is not None:
                     progress(done)
@@ -421,11 +404,7 @@ class PostgresInventory:
         return bool(row and row[0])
 
     def _bulk_load(
-        self,
-        rows: Iterable[tuple[int, NormalRow]],
-        progress: ProgressCallback | None,
-        source: str,
-        unit: str,
+        self, chunks: Chunks, progress: ProgressCallback | None, source: str, unit: str
     ) -> int:
         """Load the rows into an empty inventory: COPY devices (id = line
         number), groups and memberships into the bare tables, then build the
@@ -437,8 +416,13 @@ class PostgresInventory:
         members: dict[str, array[int]] = {}
         done = 0
         with conn.cursor().copy(_sql.BULK_DEVICES_COPY) as copy:
-            for done, text in _bulk_copy_text(rows, members):
+            for done, (text, groups) in chunks(_bulk_text):
                 copy.write(text)
+                for group, ids in groups.items():
+                    into = members.get(group)
+                    if into is None:
+                        into = members[group] = array("q")
+                    into.extend(ids)
                 if progress is not None:
                     progress(done)
         names = sorted(members)
@@ -446,10 +430,11 @@ class PostgresInventory:
             copy.write("".join(f"{n}\t{name}\n" for n, name in enumerate(names, start=1)))
         with conn.cursor().copy(_sql.BULK_MEMBERSHIPS_COPY) as copy:
             for group_id, name in enumerate(names, start=1):
-                ids, first = members[name], f"{group_id}\t"
+                member_ids, first = members[name], f"{group_id}\t"
                 between = "\n" + first
-                for at in range(0, len(ids), _COPY_CHUNK * 10):
-                    copy.write(first + between.join(map(str, ids[at : at + _COPY_CHUNK * 10])))
+                for at in range(0, len(member_ids), _COPY_CHUNK * 10):
+                    part = member_ids[at : at + _COPY_CHUNK * 10]
+                    copy.write(first + between.join(map(str, part)))
                     copy.write("\n")
         try:
             with conn.transaction():  # a savepoint: the duplicate query runs after it

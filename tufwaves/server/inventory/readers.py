@@ -7,11 +7,17 @@ before an inventory stores it; a bad row names its file and line.
 from __future__ import annotations
 
 import csv
+import io
+import itertools
 import json
+import multiprocessing
+import os
 import re
-from collections.abc import Iterable, Iterator
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Protocol, TextIO, TypeVar
 
 from tufwaves.device.profile import (
     LABEL_PATTERN,
@@ -31,9 +37,10 @@ from tufwaves.server.inventory import (
     canonical_uuid,
     normalise_row,
     ring_of_canonical,
+    rings_of_canonical,
 )
 
-__all__ = ["detect_format", "read_device_file"]
+__all__ = ["Chunks", "detect_format", "device_file_chunks", "read_device_file", "row_chunks"]
 
 
 _JSON_KEYS = frozenset(CSV_HEADER_KEYS)
@@ -41,6 +48,19 @@ _HEADERS = (",".join(CSV_HEADER), ",".join(CSV_HEADER_KEYS))
 Keys = list[tuple[str, str]]
 """Where a reader puts the (uuid, public key) of rows that give a key."""
 _REQUIRED_JSON_KEYS = ("uuid", "hardware_id", "tag")
+T = TypeVar("T")
+Row = tuple[str, int, str, str, tuple[str, ...], int | None]
+"""The fields of a :class:`NormalRow` (a plain tuple where a million are built)."""
+NumberedRows = Sequence[tuple[int, Row]]
+
+CHUNK_ROWS = 5_000
+"""Rows per chunk when a file is parsed in this process."""
+PARALLEL_MIN_BYTES = 32 << 20
+"""A 5-column CSV file at least this large is parsed by worker processes."""
+BLOCK_BYTES = 1 << 20
+"""Bytes (whole lines) a worker parses at a time."""
+PARALLEL_WORKERS: int | None = None
+"""Worker processes for a large file; None: one per CPU this process may use (at most 16)."""
 
 
 def detect_format(path: Path) -> Literal["csv", "jsonl"]:
@@ -70,7 +90,7 @@ def detect_format(path: Path) -> Literal["csv", "jsonl"]:
 
 def read_device_file(
     path: Path, fmt: Literal["csv", "jsonl"], keys: Keys | None = None
-) -> Iterator[tuple[int, NormalRow]]:
+) -> Iterator[tuple[int, Row]]:
     """Validated rows of a device file with their line numbers.
 
     Raises InputError naming the file and line at the first bad row; the
@@ -99,19 +119,23 @@ def _bad(path: Path, line: int, what: str) -> InputError:
 # A well-formed CSV data line in one match: no valid field can contain a
 # quote, comma or newline, so every line of a good file matches this and only
 # lines that do not are handed to the csv module (quoted fields) or rejected.
-_CSV_LINE_RE = re.compile(
+_CSV_FIELDS = (
     rf"(?P<uuid>{UUID_PATTERN}),"
     rf"(?P<hw>{LABEL_PATTERN}),"
     rf"(?P<tag>{LABEL_PATTERN}),"
     rf"(?P<groups>(?:{LABEL_PATTERN})(?:;{LABEL_PATTERN})*)?,"
     rf"(?P<version>{VERSION_PATTERN})?"
-    r"\r?\n?"
 )
+_CSV_LINE_RE = re.compile(_CSV_FIELDS + r"\r?\n?")
+# The same, for every line of a block of text at once (``findall``): no field
+# can hold a line break, so each match is one whole line, and a block of n
+# lines with n matches is a block of n good lines. Any other block (a bad,
+# quoted or blank line, a lone CR) is read line by line instead.
+_CSV_BLOCK_RE = re.compile("^" + _CSV_FIELDS + r"\r?$", re.MULTILINE)
 
 
-def _read_csv(path: Path, f: Iterable[str], keys: Keys | None) -> Iterator[tuple[int, NormalRow]]:
-    lines = iter(f)
-    first = next(lines, "")
+def _check_header(path: Path, first: str) -> bool:
+    """Whether the header line ``first`` is the 6-column one (InputError if neither)."""
     header = first.rstrip("\r\n")
     if header not in _HEADERS:
         raise _bad(
@@ -119,29 +143,51 @@ def _read_csv(path: Path, f: Iterable[str], keys: Keys | None) -> Iterator[tuple
             1,
             f"the header must be exactly {_HEADERS[0]} or {_HEADERS[1]} (found {header!r})",
         )
-    if header == _HEADERS[1]:
-        yield from _read_csv_keys(path, lines, keys)
+    return header == _HEADERS[1]
+
+
+def _read_csv(path: Path, f: TextIO, keys: Keys | None) -> Iterator[tuple[int, Row]]:
+    if _check_header(path, f.readline()):
+        yield from _read_csv_keys(path, iter(f), keys)
         return
-    match = _CSV_LINE_RE.fullmatch
-    ring = ring_of_canonical
-    row = NormalRow
-    for line, text in enumerate(lines, start=2):
-        m = match(text)
-        if m is not None:
-            uuid, hardware_id, tag, groups_text, version_text = m.groups()
-            uuid = uuid.lower()
-            if groups_text is None:
-                groups: tuple[str, ...] = ()
-            elif ";" in groups_text:
-                groups = tuple(sorted(set(groups_text.split(";"))))
-            else:
-                groups = (groups_text,)
-            version = None if version_text is None else int(version_text)
-            if version is not None and version > MAX_VERSION:
+    line = 2
+    while lines := f.readlines(BLOCK_BYTES):
+        yield from _csv_block(path, line, "".join(lines), len(lines))
+        line += len(lines)
+
+
+def _csv_block(path: Path, first: int, text: str, count: int) -> list[tuple[int, Row]]:
+    """The rows of ``count`` data lines (``text``; the first is line ``first``)."""
+    found = _CSV_BLOCK_RE.findall(text)
+    if len(found) != count:
+        return list(_csv_lines(path, enumerate(io.StringIO(text, newline=""), start=first)))
+    uuids = [fields[0].lower() for fields in found]
+    rings = rings_of_canonical(uuids)
+    rows: list[tuple[int, Row]] = []
+    append = rows.append
+    numbered = zip(itertools.count(first), found, uuids, rings, strict=False)
+    for line, (_, hardware_id, tag, groups_text, version_text), uuid, ring in numbered:
+        if not groups_text:
+            groups: tuple[str, ...] = ()
+        elif ";" in groups_text:
+            groups = tuple(sorted(set(groups_text.split(";"))))
+        else:
+            groups = (groups_text,)
+        if version_text:
+            version: int | None = int(version_text)
+            if version > MAX_VERSION:  # type: ignore[operator]
                 raise _bad(path, line, _version_problem(version_text))
-            yield line, row(uuid, ring(uuid), hardware_id, tag, groups, version)
-        elif text.strip():
-            yield line, _slow_csv_row(path, line, text)
+        else:
+            version = None
+        append((line, (uuid, ring, hardware_id, tag, groups, version)))
+    return rows
+
+
+def _csv_lines(path: Path, lines: Iterable[tuple[int, str]]) -> Iterator[tuple[int, NormalRow]]:
+    """Numbered data lines of the 5-column format as rows (blank lines skipped)."""
+    for line, text in lines:
+        if text.strip():
+            yield line, _csv_row(path, line, text)
 
 
 def _read_csv_keys(
@@ -272,3 +318,119 @@ def _read_jsonl(path: Path, f: Iterable[str], keys: Keys | None) -> Iterator[tup
             if keys is not None:
                 keys.append((row.uuid, public_key))
         yield line, row
+
+
+# -- chunks of rows, parsed in parallel where that pays ----------------------
+
+
+class Chunks(Protocol):
+    """Rows of one import, a chunk at a time: ``chunks(transform)`` yields
+    (rows so far, ``transform(chunk)``) in row order."""
+
+    def __call__(self, transform: Callable[[NumberedRows], T]) -> Iterator[tuple[int, T]]: ...
+
+
+def row_chunks(rows: Iterable[tuple[int, Row]]) -> Chunks:
+    """Numbered rows as :class:`Chunks`, transformed in this process."""
+
+    def chunks(transform: Callable[[NumberedRows], T]) -> Iterator[tuple[int, T]]:
+        done = 0
+        chunk: list[tuple[int, Row]] = []
+        for numbered in rows:
+            chunk.append(numbered)
+            if len(chunk) >= CHUNK_ROWS:
+                done += len(chunk)
+                yield done, transform(chunk)
+                chunk = []
+        if chunk:
+            done += len(chunk)
+            yield done, transform(chunk)
+
+    return chunks
+
+
+def device_file_chunks(path: Path, fmt: Literal["csv", "jsonl"], keys: Keys | None) -> Chunks:
+    """The rows of a device file as :class:`Chunks` (validated as by
+    :func:`read_device_file`; the first bad line in file order raises).
+
+    A 5-column CSV file of at least :data:`PARALLEL_MIN_BYTES` on a machine
+    with several CPUs is parsed by forked worker processes, a block of whole
+    lines each, which apply ``transform`` too (so it must be a module-level
+    function with a picklable result); the blocks come back in file order.
+    """
+
+    def chunks(transform: Callable[[NumberedRows], T]) -> Iterator[tuple[int, T]]:
+        workers = _workers()
+        if fmt == "csv" and workers > 1 and _size(path) >= PARALLEL_MIN_BYTES:
+            try:
+                with path.open("rb") as f:
+                    first = f.readline().removeprefix(b"\xef\xbb\xbf").decode("utf-8")
+                    # (a lone CR in the header line: text mode splits there, so read it so)
+                    lone_cr = "\r" in first.rstrip("\r\n")
+                    if not lone_cr and not _check_header(path, first):
+                        yield from _parallel_chunks(path, f, workers, transform)
+                        return
+            except UnicodeDecodeError as e:
+                raise InputError(f"{path}: not UTF-8 text ({e})") from e
+            except OSError as e:
+                raise InputError(f"cannot read {path}: {e}") from e
+        yield from row_chunks(read_device_file(path, fmt, keys))(transform)
+
+    return chunks
+
+
+def _workers() -> int:
+    if "fork" not in multiprocessing.get_all_start_methods():  # pragma: no cover - Windows
+        return 1
+    return PARALLEL_WORKERS or min(len(os.sched_getaffinity(0)), 16)
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0  # read_device_file says what is wrong
+
+
+def _lines_in(block: bytes) -> int:
+    """Lines a block of whole lines holds, counted as text mode with
+    ``newline=""`` splits them: at ``\\n``, ``\\r\\n`` and a lone ``\\r``."""
+    return block.count(b"\n") + block.count(b"\r") - block.count(b"\r\n")
+
+
+def _parallel_chunks(
+    path: Path, f: io.BufferedReader, workers: int, transform: Callable[[NumberedRows], T]
+) -> Iterator[tuple[int, T]]:
+    context = multiprocessing.get_context("fork")
+    pool = ProcessPoolExecutor(workers, mp_context=context)
+    pending: deque[Future[tuple[int, T]]] = deque()
+    done = 0
+    try:
+        line = 2
+        while block := f.read(BLOCK_BYTES):
+            if not block.endswith(b"\n"):
+                block += f.readline()
+            pending.append(pool.submit(_parse_block, path, line, block, transform))
+            line += _lines_in(block)
+            while len(pending) > 2 * workers:
+                count, result = pending.popleft().result()
+                done += count
+                yield done, result
+        while pending:
+            count, result = pending.popleft().result()
+            done += count
+            yield done, result
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _parse_block(
+    path: Path, line: int, block: bytes, transform: Callable[[NumberedRows], T]
+) -> tuple[int, T]:
+    """In a worker: the rows of ``block`` (its first line is ``line``), transformed."""
+    try:
+        text = block.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise InputError(f"{path}: not UTF-8 text ({e})") from None
+    rows = _csv_block(path, line, text, _lines_in(block) + (not block.endswith((b"\n", b"\r"))))
+    return len(rows), transform(rows)

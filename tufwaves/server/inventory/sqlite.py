@@ -48,7 +48,13 @@ from tufwaves.server.inventory import (
     stored_report,
 )
 from tufwaves.server.inventory import sqlite_sql as _sql
-from tufwaves.server.inventory.readers import detect_format, read_device_file
+from tufwaves.server.inventory.readers import (
+    Chunks,
+    NumberedRows,
+    detect_format,
+    device_file_chunks,
+    row_chunks,
+)
 
 __all__ = ["FILENAME", "SCHEMA_VERSION", "SqliteInventory"]
 
@@ -120,16 +126,15 @@ def _device(row: Sequence[Any]) -> Device:
     )
 
 
-def _batches(
-    rows: Iterable[tuple[int, NormalRow]], combinations: set[tuple[str, ...]]
-) -> Iterator[list[tuple[Any, ...]]]:
-    """Rows as staging-table tuples, ``_sql.BATCH`` at a time (groups as JSON text).
+def _stage_rows(rows: NumberedRows) -> tuple[list[tuple[Any, ...]], set[tuple[str, ...]]]:
+    """Numbered rows as staging-table tuples (groups as JSON text), and every
+    distinct tuple of groups among them.
 
     Group names cannot contain a quote or a backslash, so joining them is JSON.
-    Every distinct tuple of groups is added to ``combinations``.
     """
     batch: list[tuple[Any, ...]] = []
     append = batch.append
+    combinations: set[tuple[str, ...]] = set()
     combine = combinations.add
     for line, (uuid, ring, hardware_id, tag, groups, version) in rows:
         if groups:
@@ -138,12 +143,7 @@ def _batches(
         else:
             groups_json = None
         append((line, uuid, ring, hardware_id, tag, version, groups_json))
-        if len(batch) >= _sql.BATCH:
-            yield batch
-            batch = []
-            append = batch.append
-    if batch:
-        yield batch
+    return batch, combinations
 
 
 def _check_k(k: object) -> None:
@@ -368,7 +368,7 @@ class SqliteInventory:
                 except InputError as e:
                     raise InputError(f"row {number}: {e}; nothing was imported") from e
 
-        return self._store(validated(), progress, "", "row")
+        return self._store(row_chunks(validated()), progress, "", "row")
 
     def import_file(self, path: Path, progress: ProgressCallback | None = None) -> ImportResult:
         path = Path(path)
@@ -378,7 +378,8 @@ class SqliteInventory:
         keys: list[tuple[str, str]] = []
         with self.transaction():
             before = self._count_devices()
-            rows = self._store(read_device_file(path, fmt, keys), progress, f"{path} ", "line")
+            chunks = device_file_chunks(path, fmt, keys)
+            rows = self._store(chunks, progress, f"{path} ", "line")
             # A first import adds every row (a second count would read them all again).
             added = rows if before == 0 and self._bulk else self._count_devices() - before
             self._store_keys(keys)
@@ -391,11 +392,7 @@ class SqliteInventory:
 
     @_translated
     def _store(
-        self,
-        rows: Iterable[tuple[int, NormalRow]],
-        progress: ProgressCallback | None,
-        source: str,
-        unit: str,
+        self, chunks: Chunks, progress: ProgressCallback | None, source: str, unit: str
     ) -> int:
         """Stage, check and apply numbered rows (``unit`` n of ``source``)."""
         conn = self._conn
@@ -406,9 +403,9 @@ class SqliteInventory:
             conn.execute(_sql.STAGE_DROP)
             conn.execute(_sql.STAGE_CREATE)
             try:
-                for batch in _batches(rows, combinations):
+                for done, (batch, combined) in chunks(_stage_rows):
                     conn.executemany(_sql.STAGE_ROW, batch)
-                    done += len(batch)
+                    combinations |= combined
                     if progress is not None:
                         progress(done)
                 if conn.execute(_sql.EMPTY_INVENTORY).fetchone()[0]:

@@ -13,8 +13,6 @@ Schema 2 added ``device_keys`` and ``reports`` (``UPGRADE_2``); a schema 1
 file is upgraded in place when it is opened for writing.
 """
 
-BATCH = 50_000
-
 SCHEMA = (
     """CREATE TABLE devices (
         id INTEGER PRIMARY KEY,
