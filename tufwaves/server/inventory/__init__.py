@@ -543,7 +543,8 @@ def ring_of_canonical(uuid: str) -> int:
 
 def rings_of_canonical(uuids: Iterable[str]) -> list[int]:
     """:func:`ring_position` of each already canonical UUID, without re-checking
-    them (imports call this for a block of lines at a time)."""
+    them (imports call this for a block of lines at a time). Hex digits in
+    upper case give the same positions (the 16 raw bytes are the same)."""
     unpack, sha256, from_hex = _RING.unpack_from, _sha256, bytes.fromhex
     return [unpack(sha256(from_hex(uuid.replace("-", ""))).digest())[0] for uuid in uuids]
 

@@ -17,7 +17,7 @@ import math
 import time
 from array import array
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager, nullcontext, suppress
+from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -51,12 +51,14 @@ from tufwaves.server.inventory import (
     ineligible_reason,
     list_filters,
     normalise_row,
+    rings_of_canonical,
     stored_report,
 )
 from tufwaves.server.inventory import postgres_sql as _sql
 from tufwaves.server.inventory.dsn import lock_key, redact, scrub
 from tufwaves.server.inventory.readers import (
     Chunks,
+    Match,
     NumberedRows,
     detect_format,
     device_file_chunks,
@@ -71,6 +73,8 @@ LOCK_TIMEOUT = "30s"
 """How long a write waits for another process's transaction (``lock_timeout``)."""
 
 _COPY_CHUNK = 5_000
+_NULL = "\\N"
+"""NULL in COPY text."""
 _SCHEMA_LOCK = lock_key("inventory-schema", "create")
 
 _INSTALL_STATES = ("installed", "rolled_back")
@@ -145,8 +149,8 @@ def _stage_text(rows: NumberedRows) -> str:
     """
     lines: list[str] = []
     for line, (uuid, ring, hardware_id, tag, groups, version) in rows:
-        group_text = '{"' + '","'.join(groups) + '"}' if groups else "\\N"
-        version_text = "\\N" if version is None else str(version)
+        group_text = '{"' + '","'.join(groups) + '"}' if groups else _NULL
+        version_text = _NULL if version is None else str(version)
         lines.append(
             f"{line}\t{uuid}\t{ring}\t{hardware_id}\t{tag}\t{version_text}\t{group_text}\n"
         )
@@ -164,8 +168,28 @@ def _bulk_text(rows: NumberedRows) -> tuple[str, dict[str, list[int]]]:
             if ids is None:
                 ids = members[group] = []
             ids.append(line)
-        version_text = "\\N" if version is None else str(version)
+        version_text = _NULL if version is None else str(version)
         lines.append(f"{line}\t{uuid}\t{ring}\t{hardware_id}\t{tag}\t{version_text}\n")
+    return "".join(lines), members
+
+
+def _bulk_matches(first: int, found: Sequence[Match]) -> tuple[str, dict[str, list[int]]]:
+    """:func:`_bulk_text` of a block of good CSV lines, without a row per line
+    (PostgreSQL reads a UUID in either case)."""
+    lines: list[str] = []
+    append = lines.append
+    members: dict[str, list[int]] = {}
+    rings = rings_of_canonical([fields[0] for fields in found])
+    for line, (uuid, hardware_id, tag, groups, version), ring in zip(
+        itertools.count(first), found, rings, strict=False
+    ):
+        if groups:
+            for group in set(groups.split(";")) if ";" in groups else (groups,):
+                ids = members.get(group)
+                if ids is None:
+                    ids = members[group] = []
+                ids.append(line)
+        append(f"{line}\t{uuid}\t{ring}\t{hardware_id}\t{tag}\t{version or _NULL}\n")
     return "".join(lines), members
 
 
@@ -410,13 +434,12 @@ class PostgresInventory:
         number), groups and memberships into the bare tables, then build the
         indexes and keys again (same definitions, same transaction)."""
         conn = self._conn
-        conn.execute(_sql.BULK_SETTINGS)
-        for statement in _sql.BULK_DROP:
+        for statement in (_sql.BULK_SETTINGS, _sql.BULK_TRUNCATE, *_sql.BULK_DROP):
             conn.execute(statement)
         members: dict[str, array[int]] = {}
         done = 0
         with conn.cursor().copy(_sql.BULK_DEVICES_COPY) as copy:
-            for done, (text, groups) in chunks(_bulk_text):
+            for done, (text, groups) in chunks(_bulk_text, _bulk_matches):
                 copy.write(text)
                 for group, ids in groups.items():
                     into = members.get(group)
@@ -444,7 +467,12 @@ class PostgresInventory:
             if row is None:  # pragma: no cover - the index build saw one
                 raise
             raise _duplicate(row, source, unit) from None
-        for statement in (*_sql.BULK_INDEXES, *_sql.BULK_KEYS, *_sql.BULK_SEQUENCES):
+        for statement in _sql.BULK_INDEXES:
+            conn.execute(statement)
+        with self._settings(_sql.BULK_KEYS_SETTINGS):
+            for statement in _sql.BULK_KEYS:
+                conn.execute(statement)
+        for statement in _sql.BULK_SEQUENCES:
             conn.execute(statement)
         return done
 
@@ -583,15 +611,20 @@ class PostgresInventory:
         self._selected = (uuids, len(uuids), self._txn if self._depth else -1)
         return uuids
 
-    @contextmanager
-    def _big_statements(self, *, maintenance: bool = False) -> Iterator[None]:
+    def _big_statements(self, *, maintenance: bool = False) -> AbstractContextManager[None]:
         """Raise work_mem (and maintenance_work_mem) for the statements of the
-        block, in a transaction (the caller's, else one of its own), and put
-        the previous values back after it (a failure rolls them back)."""
-        conn = self._conn
+        block (see :meth:`_settings`)."""
         names = {"work_mem": _sql.BIG_WORK_MEM}
         if maintenance:
             names["maintenance_work_mem"] = _sql.BIG_MAINTENANCE_WORK_MEM
+        return self._settings(names)
+
+    @contextmanager
+    def _settings(self, names: Mapping[str, str]) -> Iterator[None]:
+        """Set server settings for the statements of the block, in a
+        transaction (the caller's, else one of its own), and put the previous
+        values back after it (a failure rolls them back)."""
+        conn = self._conn
         idle = conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
         with conn.transaction() if idle else nullcontext():
             before: list[tuple[str, str]] = []

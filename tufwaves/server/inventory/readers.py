@@ -7,6 +7,7 @@ before an inventory stores it; a bad row names its file and line.
 from __future__ import annotations
 
 import csv
+import gc
 import io
 import itertools
 import json
@@ -40,7 +41,15 @@ from tufwaves.server.inventory import (
     rings_of_canonical,
 )
 
-__all__ = ["Chunks", "detect_format", "device_file_chunks", "read_device_file", "row_chunks"]
+__all__ = [
+    "Chunks",
+    "Match",
+    "MatchTransform",
+    "detect_format",
+    "device_file_chunks",
+    "read_device_file",
+    "row_chunks",
+]
 
 
 _JSON_KEYS = frozenset(CSV_HEADER_KEYS)
@@ -52,6 +61,12 @@ T = TypeVar("T")
 Row = tuple[str, int, str, str, tuple[str, ...], int | None]
 """The fields of a :class:`NormalRow` (a plain tuple where a million are built)."""
 NumberedRows = Sequence[tuple[int, Row]]
+Match = tuple[str, str, str, str, str]
+"""A good 5-column CSV line's fields as the line gives them: the UUID (either
+case), hardware id, tag, groups text (``;``-separated, may repeat a name, or
+empty) and version text (checked to be at most ``MAX_VERSION``, or empty)."""
+MatchTransform = Callable[[int, Sequence[Match]], T]
+"""``fast`` of :class:`Chunks`."""
 
 CHUNK_ROWS = 5_000
 """Rows per chunk when a file is parsed in this process."""
@@ -156,10 +171,26 @@ def _read_csv(path: Path, f: TextIO, keys: Keys | None) -> Iterator[tuple[int, R
         line += len(lines)
 
 
+_VERSION_DIGITS = len(str(MAX_VERSION))
+
+
+def _good_lines(path: Path, first: int, text: str, count: int) -> list[Match] | None:
+    """The fields of ``count`` data lines (``text``; the first is line
+    ``first``) when every one is a good line, else None (read them one by one)."""
+    found: list[Match] = _CSV_BLOCK_RE.findall(text)
+    if len(found) != count:
+        return None
+    for line, fields in enumerate(found, start=first):
+        version_text = fields[4]
+        if len(version_text) == _VERSION_DIGITS and int(version_text) > MAX_VERSION:
+            raise _bad(path, line, _version_problem(version_text))
+    return found
+
+
 def _csv_block(path: Path, first: int, text: str, count: int) -> list[tuple[int, Row]]:
     """The rows of ``count`` data lines (``text``; the first is line ``first``)."""
-    found = _CSV_BLOCK_RE.findall(text)
-    if len(found) != count:
+    found = _good_lines(path, first, text, count)
+    if found is None:
         return list(_csv_lines(path, enumerate(io.StringIO(text, newline=""), start=first)))
     uuids = [fields[0].lower() for fields in found]
     rings = rings_of_canonical(uuids)
@@ -173,12 +204,7 @@ def _csv_block(path: Path, first: int, text: str, count: int) -> list[tuple[int,
             groups = tuple(sorted(set(groups_text.split(";"))))
         else:
             groups = (groups_text,)
-        if version_text:
-            version: int | None = int(version_text)
-            if version > MAX_VERSION:  # type: ignore[operator]
-                raise _bad(path, line, _version_problem(version_text))
-        else:
-            version = None
+        version = int(version_text) if version_text else None
         append((line, (uuid, ring, hardware_id, tag, groups, version)))
     return rows
 
@@ -324,16 +350,26 @@ def _read_jsonl(path: Path, f: Iterable[str], keys: Keys | None) -> Iterator[tup
 
 
 class Chunks(Protocol):
-    """Rows of one import, a chunk at a time: ``chunks(transform)`` yields
-    (rows so far, ``transform(chunk)``) in row order."""
+    """Rows of one import, a chunk at a time: ``chunks(transform, fast)`` yields
+    (rows so far, ``transform(chunk)``) in row order.
 
-    def __call__(self, transform: Callable[[NumberedRows], T]) -> Iterator[tuple[int, T]]: ...
+    ``fast``, when given, must return what ``transform`` would for the same
+    lines: ``fast(first, matches)`` gets the fields of a block of good CSV
+    lines (the first is line ``first``, the next ``first + 1`` and so on; see
+    :data:`Match`) and may be used instead, without building a row per line.
+    """
+
+    def __call__(
+        self, transform: Callable[[NumberedRows], T], fast: MatchTransform[T] | None = None
+    ) -> Iterator[tuple[int, T]]: ...
 
 
 def row_chunks(rows: Iterable[tuple[int, Row]]) -> Chunks:
     """Numbered rows as :class:`Chunks`, transformed in this process."""
 
-    def chunks(transform: Callable[[NumberedRows], T]) -> Iterator[tuple[int, T]]:
+    def chunks(
+        transform: Callable[[NumberedRows], T], fast: MatchTransform[T] | None = None
+    ) -> Iterator[tuple[int, T]]:
         done = 0
         chunk: list[tuple[int, Row]] = []
         for numbered in rows:
@@ -355,11 +391,14 @@ def device_file_chunks(path: Path, fmt: Literal["csv", "jsonl"], keys: Keys | No
 
     A 5-column CSV file of at least :data:`PARALLEL_MIN_BYTES` on a machine
     with several CPUs is parsed by forked worker processes, a block of whole
-    lines each, which apply ``transform`` too (so it must be a module-level
-    function with a picklable result); the blocks come back in file order.
+    lines each, which apply ``transform`` (or ``fast`` to a block of good
+    lines) too, so both must be module-level functions with picklable
+    results; the blocks come back in file order.
     """
 
-    def chunks(transform: Callable[[NumberedRows], T]) -> Iterator[tuple[int, T]]:
+    def chunks(
+        transform: Callable[[NumberedRows], T], fast: MatchTransform[T] | None = None
+    ) -> Iterator[tuple[int, T]]:
         workers = _workers()
         if fmt == "csv" and workers > 1 and _size(path) >= PARALLEL_MIN_BYTES:
             try:
@@ -368,7 +407,7 @@ def device_file_chunks(path: Path, fmt: Literal["csv", "jsonl"], keys: Keys | No
                     # (a lone CR in the header line: text mode splits there, so read it so)
                     lone_cr = "\r" in first.rstrip("\r\n")
                     if not lone_cr and not _check_header(path, first):
-                        yield from _parallel_chunks(path, f, workers, transform)
+                        yield from _parallel_chunks(path, f, workers, transform, fast)
                         return
             except UnicodeDecodeError as e:
                 raise InputError(f"{path}: not UTF-8 text ({e})") from e
@@ -399,10 +438,16 @@ def _lines_in(block: bytes) -> int:
 
 
 def _parallel_chunks(
-    path: Path, f: io.BufferedReader, workers: int, transform: Callable[[NumberedRows], T]
+    path: Path,
+    f: io.BufferedReader,
+    workers: int,
+    transform: Callable[[NumberedRows], T],
+    fast: MatchTransform[T] | None,
 ) -> Iterator[tuple[int, T]]:
     context = multiprocessing.get_context("fork")
-    pool = ProcessPoolExecutor(workers, mp_context=context)
+    # A worker builds rows that all live until its block is sent back: the
+    # cyclic garbage collector would only walk them again and again.
+    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=gc.disable)
     pending: deque[Future[tuple[int, T]]] = deque()
     done = 0
     try:
@@ -410,7 +455,7 @@ def _parallel_chunks(
         while block := f.read(BLOCK_BYTES):
             if not block.endswith(b"\n"):
                 block += f.readline()
-            pending.append(pool.submit(_parse_block, path, line, block, transform))
+            pending.append(pool.submit(_parse_block, path, line, block, transform, fast))
             line += _lines_in(block)
             while len(pending) > 2 * workers:
                 count, result = pending.popleft().result()
@@ -425,12 +470,21 @@ def _parallel_chunks(
 
 
 def _parse_block(
-    path: Path, line: int, block: bytes, transform: Callable[[NumberedRows], T]
+    path: Path,
+    line: int,
+    block: bytes,
+    transform: Callable[[NumberedRows], T],
+    fast: MatchTransform[T] | None,
 ) -> tuple[int, T]:
     """In a worker: the rows of ``block`` (its first line is ``line``), transformed."""
     try:
         text = block.decode("utf-8")
     except UnicodeDecodeError as e:
         raise InputError(f"{path}: not UTF-8 text ({e})") from None
-    rows = _csv_block(path, line, text, _lines_in(block) + (not block.endswith((b"\n", b"\r"))))
+    count = _lines_in(block) + (not block.endswith((b"\n", b"\r")))
+    if fast is not None:
+        found = _good_lines(path, line, text, count)
+        if found is not None:
+            return count, fast(line, found)
+    rows = _csv_block(path, line, text, count)
     return len(rows), transform(rows)

@@ -45,11 +45,13 @@ from tufwaves.server.inventory import (
     ineligible_reason,
     list_filters,
     normalise_row,
+    rings_of_canonical,
     stored_report,
 )
 from tufwaves.server.inventory import sqlite_sql as _sql
 from tufwaves.server.inventory.readers import (
     Chunks,
+    Match,
     NumberedRows,
     detect_format,
     device_file_chunks,
@@ -143,6 +145,32 @@ def _stage_rows(rows: NumberedRows) -> tuple[list[tuple[Any, ...]], set[tuple[st
         else:
             groups_json = None
         append((line, uuid, ring, hardware_id, tag, version, groups_json))
+    return batch, combinations
+
+
+def _stage_matches(
+    first: int, found: Sequence[Match]
+) -> tuple[list[tuple[Any, ...]], set[tuple[str, ...]]]:
+    """:func:`_stage_rows` of a block of good CSV lines, without a row per line."""
+    batch: list[tuple[Any, ...]] = []
+    append = batch.append
+    combinations: set[tuple[str, ...]] = set()
+    combine = combinations.add
+    uuids = [fields[0].lower() for fields in found]
+    rings = rings_of_canonical(uuids)
+    for line, (_, hardware_id, tag, groups_text, version), uuid, ring in zip(
+        itertools.count(first), found, uuids, rings, strict=False
+    ):
+        if not groups_text:
+            groups_json = None
+        else:
+            if ";" in groups_text:
+                groups = tuple(sorted(set(groups_text.split(";"))))
+            else:
+                groups = (groups_text,)
+            groups_json = '["' + '","'.join(groups) + '"]'
+            combine(groups)
+        append((line, uuid, ring, hardware_id, tag, int(version) if version else None, groups_json))
     return batch, combinations
 
 
@@ -403,7 +431,7 @@ class SqliteInventory:
             conn.execute(_sql.STAGE_DROP)
             conn.execute(_sql.STAGE_CREATE)
             try:
-                for done, (batch, combined) in chunks(_stage_rows):
+                for done, (batch, combined) in chunks(_stage_rows, _stage_matches):
                     conn.executemany(_sql.STAGE_ROW, batch)
                     combinations |= combined
                     if progress is not None:
