@@ -22,7 +22,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.postgres import pg_dsn  # noqa: F401 - a fixture
+from tests.postgres import pg_dsn, pg_dsn2  # noqa: F401 - fixtures
 from tufwaves.errors import InputError, RefusedError
 from tufwaves.server.inventory import (
     DeviceRow,
@@ -694,42 +694,95 @@ def test_a_thousand_concurrent_reports_are_all_stored_once(inv: Inventory, locat
     assert len({(r.device, r.counter) for r in stored}) == 1000
 
 
-def test_schema_1_is_upgraded_in_place(location: str) -> None:
+def _old_schema(sql: Any, version: int) -> list[str]:
+    """The statements that created a schema ``version`` (1 or 2) inventory:
+    today's, with the old ``selections`` and without what came later."""
+    later = {*sql.UPGRADE_3, sql.SELECTIONS_RIPPLE} | ({*sql.UPGRADE_2} if version == 1 else set())
+    statements: list[str] = []
+    for statement in sql.SCHEMA:
+        if statement == sql.SELECTIONS:
+            statements.extend(sql.SELECTIONS_2)
+        elif statement not in later and "user_version" not in statement:
+            statements.append(statement)
+    return statements
+
+
+def _schema_of(location: str) -> list[Any]:
+    """Tables, columns, keys and indexes as the database describes them."""
+    if is_postgres(location):
+        import psycopg
+
+        with psycopg.connect(location) as conn:
+            return conn.execute(
+                "SELECT 'index', indexname, replace(indexdef, current_schema() || '.', '') "
+                "FROM pg_indexes WHERE schemaname = current_schema() UNION ALL "
+                "SELECT 'constraint', conname, pg_get_constraintdef(oid) FROM pg_constraint "
+                "WHERE connamespace = current_schema()::regnamespace UNION ALL "
+                "SELECT 'column', table_name || '.' || column_name, data_type "
+                "FROM information_schema.columns WHERE table_schema = current_schema() "
+                "ORDER BY 1, 2"
+            ).fetchall()
+    import sqlite3
+
+    with sqlite3.connect(location) as conn:
+        return sorted(conn.execute("SELECT type, name, sql FROM sqlite_schema").fetchall())
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_an_older_schema_is_upgraded_in_place(
+    location: str, tmp_path: Path, version: int, request: pytest.FixtureRequest
+) -> None:
     from tufwaves.server.inventory import postgres_sql, sqlite_sql
 
     device = (u(1), ring_position(u(1)), "rpi4", "main", 3)
+    selection = (
+        "INSERT INTO waves (name) VALUES ('w1')",
+        "INSERT INTO ripples (wave_id, idx, created, selector, devices, encoding) "
+        "VALUES (1, 1, 0, '{}', 1, 'list')",
+        "INSERT INTO selections (wave_id, ripple, device_id) VALUES (1, 1, 1)",
+    )
     if is_postgres(location):
         import psycopg
 
         with psycopg.connect(location, autocommit=True) as conn:
-            for statement in postgres_sql.SCHEMA[: -len(postgres_sql.UPGRADE_2)]:
+            for statement in _old_schema(postgres_sql, version):
                 conn.execute(statement)
             conn.execute(
                 "INSERT INTO devices (uuid, ring, hardware_id, tag, installed_version) "
                 "VALUES (%s, %s, %s, %s, %s)",
                 device,
             )
+            for statement in selection:
+                conn.execute(statement)
     else:
         import sqlite3
 
         with sqlite3.connect(location) as conn:
-            for statement in sqlite_sql.SCHEMA[: -len(sqlite_sql.UPGRADE_2)]:
+            for statement in _old_schema(sqlite_sql, version):
                 conn.execute(statement)
-            conn.execute("PRAGMA user_version = 1")
+            conn.execute(f"PRAGMA user_version = {version}")
             conn.execute(
                 "INSERT INTO devices (uuid, ring, hardware_id, tag, installed_version) "
                 "VALUES (?, ?, ?, ?, ?)",
                 device,
             )
+            for statement in selection:
+                conn.execute(statement)
         with SqliteInventory.open(location, read_only=True) as old:  # readable as it is
-            assert old.get(u(1)) is not None and old.public_key(u(1)) is None
-            assert old.report_counts("w1") == []
+            assert old.get(u(1)) is not None and old.selected_ripple("w1", u(1)) == 1
+            if version == 1:
+                assert old.public_key(u(1)) is None and old.report_counts("w1") == []
     with open_location(location) as inv:
         got = inv.get(u(1))
         assert got is not None and got.installed_version == 3
+        assert inv.selected_ripple("w1", u(1)) == 1
         inv.set_public_key(u(1), "ab" * 32)
         report = signed(1, 1, "downloading")
         assert inv.store_report(report, 1, report.to_bytes())
     with open_location(location) as inv:  # the upgrade was committed, once
         assert inv.public_key(u(1)) == "ab" * 32
         assert len(inv.device_reports(u(1))) == 1
+        assert inv.device_selections(u(1)) == [("w1", 1)]
+    fresh = request.getfixturevalue("pg_dsn2") if is_postgres(location) else str(tmp_path / "new")
+    open_location(fresh).close()
+    assert _schema_of(location) == _schema_of(fresh)  # the schema a new inventory gets

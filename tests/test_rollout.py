@@ -16,6 +16,7 @@ import pytest
 from tests.conftest import PASSPHRASE, KeyStore, RepoFactory, publish_wave, tree_digest
 from tufwaves.demo.ngcheck import ngclient_fetch
 from tufwaves.errors import InputError, RefusedError
+from tufwaves.server import merkle_file
 from tufwaves.server.bundler import build_bundle
 from tufwaves.server.inventory import DeviceRow
 from tufwaves.server.inventory.sqlite import SqliteInventory
@@ -356,8 +357,11 @@ def test_progress_reports_each_phase(world: World) -> None:
     rollout(world.repo, world.inv, "w1", Selector(limit=300), progress=said.append)
     assert said[0].startswith("selecting devices for ripple 1")
     assert "selected 300 devices" in said
-    assert any(s.startswith("building the Merkle tree") for s in said)
-    assert said[-1] == "signing, recording and publishing ripple 1"
+    assert said[-3:] == [
+        "building the Merkle tree over 300 devices",
+        "recording ripple 1",
+        "signing and publishing ripple 1",
+    ]
 
 
 def test_cancel_discards_a_pending_production_ceremony(
@@ -433,3 +437,31 @@ def test_bundle_skips_a_wave_without_a_rollout_role(
             build_bundle(repo, inv, dev(1)), DeviceIdentity(dev(1), "hw1", "prod", 5)
         )
         assert decision.allowed and decision.ripple == 1
+
+
+def test_a_tree_hashed_while_the_inventory_records_is_removed_when_recording_fails(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Merkle tree is hashed in a forked process while the inventory records
+    the ripple: a refused record leaves no tree file, nothing published and
+    nothing recorded; a good one publishes the same ripple as hashing here."""
+    monkeypatch.setattr(merkle_file, "PARALLEL_MIN_LEAVES", 1)
+    world.inv.import_rows(
+        DeviceRow(dev(3000 + i), "hw1", "prod", frozenset(), 1) for i in range(300)
+    )
+    before = tree_digest(world.repo.path)
+
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise RefusedError("the inventory refused the ripple")
+
+    with monkeypatch.context() as m:
+        m.setattr(world.inv, "record_ripple", refuse)
+        with pytest.raises(RefusedError, match="refused the ripple"):
+            rollout(world.repo, world.inv, "w1", Selector(limit=300))
+    assert tree_digest(world.repo.path) == before and world.inv.ripples("w1") == []
+    assert not list((world.repo.ripples_dir / "w1").glob("*"))
+    same = Selector(limit=300, seed="same")
+    preview = rollout(world.repo, world.inv, "w1", same, dry_run=True)
+    done = rollout(world.repo, world.inv, "w1", same)
+    assert done.membership == preview.membership and done.encoding == "merkle-sha256"
+    assert world.decide(done.uuids[7], installed=5).allowed

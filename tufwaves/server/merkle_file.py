@@ -14,9 +14,10 @@ import os
 import struct
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
+from multiprocessing.connection import Connection
 from pathlib import Path
 from types import TracebackType
-from typing import Final
+from typing import Final, Self
 
 from tufwaves._files import atomic_writer
 from tufwaves.device import merkle as _merkle
@@ -31,7 +32,7 @@ from tufwaves.device.membership import (
 )
 from tufwaves.errors import InputError, StorageError
 
-__all__ = ["MerkleTreeFile", "merkle_commitment"]
+__all__ = ["MerkleTreeFile", "TreeBuild", "merkle_commitment"]
 
 
 _MAGIC: Final = b"TWMERKL1"
@@ -292,3 +293,98 @@ class MerkleTreeFile:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def _build_and_report(send: Connection, path: Path, leaves: bytes, level: int) -> None:
+    """In the forked process of a :class:`TreeBuild`: build, then send the
+    commitment or the error (its class name and message)."""
+    try:
+        built = MerkleTreeFile.build(path, leaves, level=level)
+        send.send(("ok", built.size, built.root))
+    except (InputError, StorageError) as e:
+        send.send((type(e).__name__, str(e)))
+    finally:
+        send.close()
+
+
+class TreeBuild:
+    """:meth:`MerkleTreeFile.build` going on in a forked process (which hashes
+    on every core), while this process does other work, such as waiting for
+    the database to record the same ripple; :meth:`result` waits for it.
+
+    A tree of fewer than :data:`PARALLEL_MIN_LEAVES` leaves (or a platform
+    without ``fork``) is built at once, in this process. Use as a context
+    manager: leaving the block, even with an exception, waits for the forked
+    process, so that the tree file is complete or absent afterwards.
+    """
+
+    def __init__(self, path: Path, leaves: bytes, *, level: int = CHUNK_LEVEL) -> None:
+        """Start building the tree file of ``leaves`` at ``path``.
+
+        Raises:
+            InputError: As :meth:`MerkleTreeFile.build`, for a tree built at once.
+            StorageError: Likewise.
+        """
+        self.path = Path(path)
+        self._done: MerkleMembership | None = None
+        self._child: multiprocessing.process.BaseProcess | None = None
+        self._receive: Connection | None = None
+        forked = "fork" in multiprocessing.get_all_start_methods()
+        if len(leaves) < PARALLEL_MIN_LEAVES * _merkle.LEAF_LEN or not forked:
+            self._done = MerkleTreeFile.build(self.path, leaves, level=level)
+            return
+        context = multiprocessing.get_context("fork")
+        receive, send = context.Pipe(duplex=False)
+        child = context.Process(
+            target=_build_and_report, args=(send, self.path, leaves, level), name="merkle-tree"
+        )
+        child.start()
+        send.close()  # the child holds the only writer: its exit ends the pipe
+        self._child, self._receive = child, receive
+
+    def result(self) -> MerkleMembership:
+        """The commitment of the tree file, once it is written.
+
+        Raises:
+            InputError: ``leaves`` is not a multiple of 16 bytes or not strictly
+                ascending, or ``level`` is outside 0..20.
+            StorageError: the file cannot be written, or the forked process died.
+        """
+        if self._done is not None:
+            return self._done
+        assert self._receive is not None  # noqa: S101 - set with _child
+        try:
+            message = self._receive.recv()
+        except EOFError:
+            message = None
+        exit_code = self._wait()
+        if message is None:
+            raise StorageError(
+                f"building Merkle tree file {self.path} failed (the process building "
+                f"it ended with exit code {exit_code}); nothing was published"
+            )
+        if message[0] == "ok":
+            self._done = MerkleMembership(message[1], message[2])
+            return self._done
+        raise (InputError if message[0] == "InputError" else StorageError)(message[1])
+
+    def _wait(self) -> int | None:
+        child, self._child = self._child, None
+        if self._receive is not None:
+            self._receive.close()
+            self._receive = None
+        if child is None:
+            return None
+        child.join()
+        return child.exitcode
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._wait()

@@ -39,7 +39,7 @@ from tufwaves.errors import InputError, RefusedError
 from tufwaves.server.inventory import Eligibility, GroupStatus, Inventory
 from tufwaves.server.inventory.backend import configured_dsn, open_configured
 from tufwaves.server.keys import KeyRef
-from tufwaves.server.merkle_file import MerkleTreeFile, merkle_commitment
+from tufwaves.server.merkle_file import MerkleTreeFile, TreeBuild, merkle_commitment
 from tufwaves.server.metadata import (
     Policy,
     WaveInfo,
@@ -609,30 +609,37 @@ def rollout(
                 leaves = _uuid_bytes(chosen)
                 if dry_run:
                     membership = merkle_commitment(leaves).to_dict()
-                else:  # hash once: the tree file the server keeps gives the root
-                    say(f"building the Merkle tree over {len(chosen):,} devices")
-                    tree.parent.mkdir(parents=True, exist_ok=True)
-                    with _removed_unless_published(repo, wave_name, index, tree):
-                        membership = MerkleTreeFile.build(tree, leaves).to_dict()
-        result = RolloutResult(
-            wave_name, index, tuple(chosen), encoding, membership, selector, dry_run, at
-        )
         if dry_run:
-            return result
-        say(f"signing, recording and publishing ripple {index}")
+            return RolloutResult(
+                wave_name, index, tuple(chosen), encoding, membership, selector, dry_run, at
+            )
+        accounting = None
+        recorded = selector.to_dict()
+        if stage_no is not None:
+            size = selector.fraction_ppm if selector.fraction_ppm is not None else len(chosen)
+            accounting = (*wave.accounting, (stage_no, size))
+            recorded["stage"] = stage_no
+        # The ripple's signatures will be these keys' (a Signature's keyid is
+        # its signer's): the record, made while the tree is hashed, names them.
+        keyids = sorted({signer.public_key.keyid for signer in signers})
         with _removed_unless_published(repo, wave_name, index, tree):
+            if encoding == "merkle-sha256":
+                # Hash once (the tree file the server keeps gives the root), in
+                # a forked process while the inventory records the ripple.
+                say(f"building the Merkle tree over {len(chosen):,} devices")
+                tree.parent.mkdir(parents=True, exist_ok=True)
+                with TreeBuild(tree, leaves) as building:
+                    say(f"recording ripple {index}")
+                    inv.record_ripple(wave_name, index, chosen, recorded, encoding, keyids, at)
+                    membership = building.result().to_dict()
+            else:
+                say(f"recording ripple {index}")
+                inv.record_ripple(wave_name, index, chosen, recorded, encoding, keyids, at)
+            say(f"signing and publishing ripple {index}")
             ripple = build_ripple(wave_name, index, membership, wave.expires, stage_no)
             for signer in signers:
                 ripple.sign(signer, append=True)
-            accounting = None
-            recorded = selector.to_dict()
-            if stage_no is not None:
-                size = selector.fraction_ppm if selector.fraction_ppm is not None else len(chosen)
-                accounting = (*wave.accounting, (stage_no, size))
-                recorded["stage"] = stage_no
             roll = _signed_rollout(wave, "active", index, signers, accounting)
-            keyids = sorted(ripple.signatures)
-            inv.record_ripple(wave_name, index, chosen, recorded, encoding, keyids, at)
             if stage_no is not None and stage_no not in {s for s, _ in wave.accounting}:
                 inv.audit(
                     "stage",
@@ -641,7 +648,9 @@ def rollout(
                     at,
                 )
             repo.publish({ripple_role(wave_name, index): ripple, rollout_role(wave_name): roll})
-    return result
+    return RolloutResult(
+        wave_name, index, tuple(chosen), encoding, membership, selector, dry_run, at
+    )
 
 
 def stage_starts(inv: Inventory, wave: WaveContext) -> dict[int, datetime]:

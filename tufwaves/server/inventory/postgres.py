@@ -286,8 +286,9 @@ class PostgresInventory:
             if "tufwaves_meta" in tables:
                 row = conn.execute(_sql.STORED_VERSION).fetchone()
                 version = row[0] if row else None
-                if version == "1":  # in place: schema 2 only adds tables
-                    for statement in _sql.UPGRADE_2:
+                if version in ("1", "2"):  # in place, in this transaction
+                    upgrade = _sql.UPGRADE_3 if version == "2" else _sql.UPGRADE_2 + _sql.UPGRADE_3
+                    for statement in upgrade:
                         conn.execute(statement)
                     version = str(_sql.SCHEMA_VERSION)
                 if version != str(_sql.SCHEMA_VERSION):

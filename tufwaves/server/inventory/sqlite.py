@@ -210,7 +210,7 @@ class SqliteInventory:
         self._selected: tuple[list[str], int, int] | None = None
         self._unchanged = 0  # rows of the last import that matched a device exactly
         self._bulk = False  # the last import was a first import (see _bulk_apply)
-        self._schema = _sql.SCHEMA_VERSION  # a read-only schema 1 file: 1
+        self._schema = _sql.SCHEMA_VERSION  # a read-only older file: its schema
 
     # -- lifecycle -------------------------------------------------------
 
@@ -299,8 +299,8 @@ class SqliteInventory:
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         if version == _sql.SCHEMA_VERSION:
             return
-        if self.read_only and version == 1:
-            self._schema = 1  # readable; it has no device keys or reports yet
+        if self.read_only and version in (1, 2):
+            self._schema = version  # readable as it is (1: no device keys or reports yet)
             return
         if self.read_only:
             raise StorageError(
@@ -318,8 +318,9 @@ class SqliteInventory:
                     )
                 for statement in _sql.SCHEMA:
                     conn.execute(statement)
-            elif version == 1:  # in place: schema 2 only adds tables
-                for statement in _sql.UPGRADE_2:
+            elif version in (1, 2):  # in place, in this transaction
+                upgrade = (*_sql.UPGRADE_2, *_sql.UPGRADE_3) if version == 1 else _sql.UPGRADE_3
+                for statement in (*upgrade, _sql.SET_VERSION):
                     conn.execute(statement)
             elif version != _sql.SCHEMA_VERSION:
                 raise StorageError(

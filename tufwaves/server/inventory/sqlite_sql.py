@@ -6,12 +6,28 @@ text. ``specs/inventory.md`` describes the schema.
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """Stored in ``PRAGMA user_version``; 0 means a new, empty file.
 
-Schema 2 added ``device_keys`` and ``reports`` (``UPGRADE_2``); a schema 1
+Schema 2 added ``device_keys`` and ``reports`` (``UPGRADE_2``); schema 3 keys
+``selections`` by (device, wave) without a row id (``UPGRADE_3``). An older
 file is upgraded in place when it is opened for writing.
 """
+
+# Schema 3: a selection is keyed by (device, wave), without a row id: two
+# b-trees to write per selected device (the table and the ripple index) where
+# schemas 1 and 2 wrote four (SELECTIONS_2). The key also finds a device's
+# selections and answers "did this wave select this device?".
+SELECTIONS = """CREATE TABLE selections (
+        wave_id INTEGER NOT NULL,
+        ripple INTEGER NOT NULL,
+        device_id INTEGER NOT NULL REFERENCES devices (id),
+        PRIMARY KEY (device_id, wave_id),
+        FOREIGN KEY (wave_id, ripple) REFERENCES ripples (wave_id, idx)
+    ) STRICT, WITHOUT ROWID"""
+SELECTIONS_RIPPLE = "CREATE INDEX selections_ripple ON selections (wave_id, ripple)"
+
+SET_VERSION = f"PRAGMA user_version = {SCHEMA_VERSION:d}"
 
 SCHEMA = (
     """CREATE TABLE devices (
@@ -48,15 +64,8 @@ SCHEMA = (
         encoding TEXT NOT NULL,
         PRIMARY KEY (wave_id, idx)
     ) STRICT, WITHOUT ROWID""",
-    """CREATE TABLE selections (
-        wave_id INTEGER NOT NULL,
-        ripple INTEGER NOT NULL,
-        device_id INTEGER NOT NULL REFERENCES devices (id),
-        UNIQUE (wave_id, device_id),
-        FOREIGN KEY (wave_id, ripple) REFERENCES ripples (wave_id, idx)
-    ) STRICT""",
-    "CREATE INDEX selections_ripple ON selections (wave_id, ripple)",
-    "CREATE INDEX selections_device ON selections (device_id)",
+    SELECTIONS,  # schema 3 (UPGRADE_3)
+    SELECTIONS_RIPPLE,
     """CREATE TABLE audit (
         id INTEGER PRIMARY KEY AUTOINCREMENT,
         at INTEGER NOT NULL,
@@ -88,11 +97,37 @@ SCHEMA = (
         UNIQUE (device_id, counter)
     ) STRICT""",
     "CREATE INDEX reports_wave ON reports (wave, device_id, counter)",
-    f"PRAGMA user_version = {SCHEMA_VERSION:d}",
+    SET_VERSION,
 )
 
-UPGRADE_2 = SCHEMA[-4:]
+UPGRADE_2 = SCHEMA[-4:-1]
 """From schema 1 to 2: the device keys and reports tables (additive)."""
+
+SELECTIONS_2 = (
+    """CREATE TABLE selections (
+        wave_id INTEGER NOT NULL,
+        ripple INTEGER NOT NULL,
+        device_id INTEGER NOT NULL REFERENCES devices (id),
+        UNIQUE (wave_id, device_id),
+        FOREIGN KEY (wave_id, ripple) REFERENCES ripples (wave_id, idx)
+    ) STRICT""",
+    "CREATE INDEX selections_ripple ON selections (wave_id, ripple)",
+    "CREATE INDEX selections_device ON selections (device_id)",
+)
+"""``selections`` in schemas 1 and 2."""
+
+UPGRADE_3 = (
+    "ALTER TABLE selections RENAME TO selections_2",
+    "DROP INDEX selections_ripple",
+    "DROP INDEX selections_device",
+    SELECTIONS,
+    "INSERT INTO selections (wave_id, ripple, device_id) "
+    "SELECT wave_id, ripple, device_id FROM selections_2 ORDER BY device_id, wave_id",
+    "DROP TABLE selections_2",
+    SELECTIONS_RIPPLE,
+)
+"""From schema 2 to 3: ``selections`` rebuilt with its rows (same names, same
+rows; ``SELECTIONS_2`` was the old definition)."""
 
 
 def query(*fragments: str) -> str:
