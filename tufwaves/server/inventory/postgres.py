@@ -672,6 +672,13 @@ class PostgresInventory:
         if k >= n:
             return int(conn.execute(_sql.query(*insert), params).rowcount) <= k
         target = k + 4 * math.isqrt(k) + 16
+        if target >= n:  # the estimate is past the walk's end: find the k-th device first
+            kth = self._nth(e, params, None, None, n - k + 1, backward=True)
+            where, bounds = self._interval(None, kth)
+            if kth is None or not where:
+                return False
+            sql = _sql.query(*insert, "AND", where)
+            return int(conn.execute(sql, params | bounds).rowcount) == k
         hi: _Position | None = None
         if target < n:
             offset = (target << 64) // n
@@ -876,7 +883,8 @@ class PostgresInventory:
             inserted = int(conn.execute(_sql.CHOSEN_RECORD_BULK, where).rowcount)
             for statement in _sql.SELECTIONS_INDEXES_ADD:
                 conn.execute(statement)
-            conn.execute(_sql.SELECTIONS_KEYS_ADD)
+            with self._settings(_sql.BULK_KEYS_SETTINGS):
+                conn.execute(_sql.SELECTIONS_KEYS_ADD)
         return inserted
 
     def _set_based_keys(self, rows: int) -> bool:
