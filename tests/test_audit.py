@@ -65,7 +65,11 @@ from tufwaves.server.metadata import (
 from tufwaves.server.repository import Repository
 from tufwaves.server.roots import create_repository
 
-T0 = datetime(2026, 12, 7, 8, 0, tzinfo=UTC)
+# The injected clock starts at 08:00 UTC of tomorrow (8 to 32 hours from now):
+# the repository is created by the real clock before the injected one takes
+# over, so a fixed date would make every history "go back in time" once the
+# real clock passes it.
+T0 = (datetime.now(UTC) + timedelta(days=1)).replace(hour=8, minute=0, second=0, microsecond=0)
 W = "w1"
 ROLLOUT = rollout_role(W)
 
