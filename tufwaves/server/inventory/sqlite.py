@@ -128,6 +128,12 @@ def _device(row: Sequence[Any]) -> Device:
     )
 
 
+def _groups_json(groups: tuple[str, ...]) -> str:
+    """A sorted tuple of group names as the JSON array text staged rows hold
+    (names cannot contain a quote or a backslash, so joining them is JSON)."""
+    return '["' + '","'.join(groups) + '"]'
+
+
 def _stage_rows(rows: NumberedRows) -> tuple[list[tuple[Any, ...]], set[tuple[str, ...]]]:
     """Numbered rows as staging-table tuples (groups as JSON text), and every
     distinct tuple of groups among them.
@@ -140,7 +146,7 @@ def _stage_rows(rows: NumberedRows) -> tuple[list[tuple[Any, ...]], set[tuple[st
     combine = combinations.add
     for line, (uuid, ring, hardware_id, tag, groups, version) in rows:
         if groups:
-            groups_json: str | None = '["' + '","'.join(groups) + '"]'
+            groups_json: str | None = _groups_json(groups)
             combine(groups)
         else:
             groups_json = None
@@ -168,7 +174,7 @@ def _stage_matches(
                 groups = tuple(sorted(set(groups_text.split(";"))))
             else:
                 groups = (groups_text,)
-            groups_json = '["' + '","'.join(groups) + '"]'
+            groups_json = _groups_json(groups)
             combine(groups)
         append((line, uuid, ring, hardware_id, tag, int(version) if version else None, groups_json))
     return batch, combinations
@@ -439,8 +445,7 @@ class SqliteInventory:
                         progress(done)
                 if conn.execute(_sql.EMPTY_INVENTORY).fetchone()[0]:
                     self._unchanged = 0
-                    names = sorted({name for groups in combinations for name in groups})
-                    if not self._bulk_apply(names):
+                    if not self._bulk_apply(combinations):
                         raise self._duplicate(source, unit)
                     self._bulk = True
                 else:
@@ -466,11 +471,12 @@ class SqliteInventory:
             "was imported (fix it and import again)"
         )
 
-    def _bulk_apply(self, group_names: Sequence[str]) -> bool:
+    def _bulk_apply(self, combinations: set[tuple[str, ...]]) -> bool:
         """Apply the staged rows to an empty inventory: load the tables in UUID
         order without their secondary indexes, then build those (the same
-        definitions, in the same transaction) with a larger page cache.
-        ``group_names`` are the staged rows' groups, sorted.
+        definitions, in the same transaction) with a larger page cache and
+        the sorter's worker threads. ``combinations`` are the staged rows'
+        distinct tuples of groups.
 
         False if a UUID was staged twice (the caller refuses the import and
         rolls back); nothing else is checked twice.
@@ -488,13 +494,21 @@ class SqliteInventory:
                     conn.execute(statement)
             except sqlite3.IntegrityError:
                 return False
-            conn.executemany(_sql.BULK_GROUP, [(name,) for name in group_names])
+            names = sorted({name for groups in combinations for name in groups})
+            conn.executemany(_sql.BULK_GROUP, [(name,) for name in names])
+            ids = {name: n for n, name in enumerate(names, start=1)}  # in an empty table
+            conn.execute(_sql.COMBOS_CREATE)
+            conn.executemany(
+                _sql.COMBOS_ROW,
+                [(_groups_json(groups), ids[name]) for groups in combinations for name in groups],
+            )
             conn.execute(_sql.BULK_MEMBERSHIPS)
             for statement in _sql.BULK_GROUP_INDEXES:
                 conn.execute(statement)
             return True
         finally:
             conn.execute(_sql.BULK_SORTED_DROP)
+            conn.execute(_sql.COMBOS_DROP)
             for pragma in _sql.NORMAL_CACHE:
                 conn.execute(pragma)
 

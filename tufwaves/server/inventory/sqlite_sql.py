@@ -238,18 +238,33 @@ BULK_DEVICE_INDEXES = (  # the unique one first: it finds a UUID given twice
 )
 # The distinct group names, collected while the rows were read, in name order.
 BULK_GROUP = "INSERT INTO groups (name) VALUES (?)"
+# The memberships: every staged row's groups (the JSON text of a sorted tuple
+# of names) looked up in the few distinct combinations, each expanded to its
+# group ids. Rows come in device order, so each group's part of the key only
+# grows: a handful of b-tree insertion points, no sort.
+COMBOS_CREATE = """
+CREATE TEMP TABLE import_combos (
+    groups TEXT NOT NULL,
+    group_id INTEGER NOT NULL,
+    PRIMARY KEY (groups, group_id)
+) WITHOUT ROWID
+"""
+COMBOS_ROW = "INSERT INTO temp.import_combos (groups, group_id) VALUES (?, ?)"
+COMBOS_DROP = "DROP TABLE IF EXISTS temp.import_combos"
 BULK_MEMBERSHIPS = """
 INSERT INTO device_groups (group_id, device_id)
-SELECT g.id, r.rowid
-FROM temp.import_sorted AS r
-JOIN json_each(r.groups) AS j
-JOIN groups AS g ON g.name = j.value
-WHERE r.groups IS NOT NULL
-ORDER BY g.id, r.rowid
+SELECT c.group_id, r.rowid
+FROM temp.import_sorted AS r CROSS JOIN temp.import_combos AS c ON c.groups = r.groups
 """
 BULK_GROUP_INDEXES = ("CREATE INDEX device_groups_device ON device_groups (device_id, group_id)",)
-IMPORT_CACHE = ("PRAGMA cache_size = -1048576",)  # 1 GiB while a first import loads
-NORMAL_CACHE = ("PRAGMA cache_size = -131072",)  # 128 MiB, as _configure sets
+# While a first import loads: two worker threads for the sorter, and a small
+# page cache, because the cache size is also the size of the runs the sorter
+# cuts its input into: runs of 4 MiB are sorted by the worker threads while
+# the main thread reads on, each in the processor's cache, then merged. At
+# 10^7 devices this took the copy in UUID order from 17.9 s to 6.3 s and the
+# (tag, ring) index from 16.4 s to 6.0 s against 1 GiB of cache and no threads.
+IMPORT_CACHE = ("PRAGMA cache_size = -4096", "PRAGMA threads = 2")
+NORMAL_CACHE = ("PRAGMA cache_size = -131072", "PRAGMA threads = 0")  # as _configure sets
 
 DEVICE = """
 SELECT d.uuid, d.hardware_id, d.tag, d.installed_version, d.last_seen,
