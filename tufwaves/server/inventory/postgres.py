@@ -530,7 +530,8 @@ class PostgresInventory:
     @_translated
     def count_eligible(self, e: Eligibility) -> int:
         sql = _sql.query(_sql.SELECT_COUNT, _sql.FROM_DEVICES, _sql.ELIGIBLE, self._in_group(e))
-        row = self._conn.execute(sql, _eligibility_params(e)).fetchone()
+        with self._settings(_sql.PASS_SETTINGS):
+            row = self._conn.execute(sql, _eligibility_params(e)).fetchone()
         return int(row[0]) if row else 0
 
     @staticmethod
@@ -597,7 +598,7 @@ class PostgresInventory:
         conn.execute(_sql.CHOSEN_CLEAR)
         params = _eligibility_params(e) | {"start": start, "k": k}
         head = (_sql.CHOSEN_INSERT, _sql.FROM_DEVICES, _sql.ELIGIBLE, self._in_group(e))
-        with self._big_statements():
+        with self._big_statements(pass_over=True):
             if k is None:
                 conn.execute(_sql.query(*head), params)
             elif k > 0:
@@ -612,12 +613,17 @@ class PostgresInventory:
         self._selected = (uuids, len(uuids), self._txn if self._depth else -1)
         return uuids
 
-    def _big_statements(self, *, maintenance: bool = False) -> AbstractContextManager[None]:
+    def _big_statements(
+        self, *, maintenance: bool = False, pass_over: bool = False
+    ) -> AbstractContextManager[None]:
         """Raise work_mem (and maintenance_work_mem) for the statements of the
-        block (see :meth:`_settings`)."""
+        block, and with ``pass_over`` take :data:`~postgres_sql.PASS_SETTINGS`
+        (see :meth:`_settings`)."""
         names = {"work_mem": _sql.BIG_WORK_MEM}
         if maintenance:
             names["maintenance_work_mem"] = _sql.BIG_MAINTENANCE_WORK_MEM
+        if pass_over:
+            names |= _sql.PASS_SETTINGS
         return self._settings(names)
 
     @contextmanager

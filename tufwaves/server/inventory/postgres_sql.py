@@ -410,6 +410,13 @@ SELECT greatest(reltuples, 0)::bigint FROM pg_class WHERE oid = to_regclass('dev
 SET_LOCAL = "SELECT set_config(%s, %s, true)"
 CURRENT_SETTING = "SELECT current_setting(%s)"
 BIG_WORK_MEM = "256MB"
+# Planner settings for the passes over many devices (counting the eligible
+# devices, choosing a large selection): devices, a group's memberships (its
+# part of the device_groups key) and the wave's selections (the selections
+# key) all come in device id order, so merge joins stream them; hash joins
+# would first build a table of every member of the group (5 million rows at
+# 10^7 devices: 6.1 s -> 2.3 s for the count, 7.8 s -> 3.2 s for the pass).
+PASS_SETTINGS = {"enable_hashjoin": "off"}
 BIG_MAINTENANCE_WORK_MEM = "512MB"
 SELECT_COUNT = "SELECT count(*)"
 # A large kept selection is recorded without the per-row foreign-key triggers
