@@ -702,6 +702,8 @@ def _old_schema(sql: Any, version: int) -> list[str]:
     for statement in sql.SCHEMA:
         if statement == sql.SELECTIONS:
             statements.extend(sql.SELECTIONS_2)
+        elif statement == getattr(sql, "TAG_RING_INDEX", None):  # PostgreSQL's
+            statements.append(sql.TAG_RING_INDEX_2)
         elif statement not in later and "user_version" not in statement:
             statements.append(statement)
     return statements

@@ -759,6 +759,7 @@ class PostgresInventory:
                 _sql.FROM_DEVICES,
                 _sql.ELIGIBLE,
                 self._in_group(e),
+                _sql.TAG_KEY,
                 "AND",
                 where,
                 _sql.BACKWARD if backward else _sql.FORWARD,
