@@ -41,7 +41,7 @@ def test_parallel_chunk_roots_find_the_first_bad_leaf(monkeypatch: pytest.Monkey
         bad[pos * 16 : (pos + 1) * 16] = bad[(pos - 1) * 16 : pos * 16]
         want = merkle.chunk_roots(bytes(bad), n, 4)[1]
         assert want == pos
-        assert merkle_file._chunk_roots(bytes(bad), n, 4)[1] == pos
+        assert merkle_file._chunk_roots(bytes(bad), n, 4, parallel=True)[1] == pos
     with pytest.raises(InputError):
         MerkleTreeFile.build(Path("/nonexistent/never-written"), bytes(bad), level=4)
 

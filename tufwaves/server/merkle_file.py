@@ -52,13 +52,13 @@ def _part_roots(start: int, end: int, level: int) -> tuple[bytes, int]:
     return bytes(roots), bad
 
 
-def _chunk_roots(data: bytes, n: int, level: int) -> tuple[bytearray, int]:
+def _chunk_roots(data: bytes, n: int, level: int, *, parallel: bool) -> tuple[bytearray, int]:
     """:func:`tufwaves.device.merkle.chunk_roots` over every core: the leaves
     are cut into one run of whole ``2**level`` chunks per worker; the same
     hashes and the same first out-of-order index come back."""
     workers = min(os.cpu_count() or 1, 16)
     methods = multiprocessing.get_all_start_methods()
-    if n < PARALLEL_MIN_LEAVES or workers < 2 or "fork" not in methods:
+    if not parallel or n < PARALLEL_MIN_LEAVES or workers < 2 or "fork" not in methods:
         return _merkle.chunk_roots(data, n, level)
     width = 1 << level
     chunks = (n + width - 1) // width
@@ -86,7 +86,7 @@ def _chunk_roots(data: bytes, n: int, level: int) -> tuple[bytearray, int]:
     return out, bad
 
 
-def _stored_levels(data: bytes, n: int, level: int) -> list[bytes]:
+def _stored_levels(data: bytes, n: int, level: int, *, parallel: bool = True) -> list[bytes]:
     """The tree's levels ``level .. root`` over ``n`` leaves, hashed on every core.
 
     Raises:
@@ -94,7 +94,7 @@ def _stored_levels(data: bytes, n: int, level: int) -> list[bytes]:
     """
     if not n:
         return []
-    base, bad = _chunk_roots(data, n, level)
+    base, bad = _chunk_roots(data, n, level, parallel=parallel)
     if bad >= 0:
         raise not_sorted(bad)
     return _merkle.levels_above(base)
@@ -185,13 +185,16 @@ class MerkleTreeFile:
             self._root = _merkle.EMPTY_ROOT
 
     @classmethod
-    def build(cls, path: Path, leaves: bytes, *, level: int = CHUNK_LEVEL) -> MerkleMembership:
+    def build(
+        cls, path: Path, leaves: bytes, *, level: int = CHUNK_LEVEL, parallel: bool = True
+    ) -> MerkleMembership:
         """Write the tree file for ``leaves`` atomically and return its commitment.
 
         ``leaves`` is the concatenation of the sorted, de-duplicated 16-byte
         UUIDs. The file is written to a temporary file in the same directory,
         fsynced and renamed over ``path``. ``level`` is the lowest stored level
-        (subtrees of ``2**level`` leaves are recomputed per proof).
+        (subtrees of ``2**level`` leaves are recomputed per proof). With
+        ``parallel`` (the default) a large tree is hashed on every core.
 
         Raises:
             InputError: ``leaves`` is not a multiple of 16 bytes or not strictly
@@ -202,7 +205,7 @@ class MerkleTreeFile:
             raise InputError("stored level must be an integer 0..20")
         data = join_sorted(leaves)
         n = len(data) // _merkle.LEAF_LEN
-        levels = _stored_levels(data, n, level)
+        levels = _stored_levels(data, n, level, parallel=parallel)
         root = levels[-1] if levels else _merkle.EMPTY_ROOT
         path = Path(path)
         try:
@@ -295,11 +298,18 @@ class MerkleTreeFile:
         self.close()
 
 
+BACKGROUND_PARALLEL = False
+"""Whether a :class:`TreeBuild` hashes on every core. It overlaps the
+inventory's record of the ripple, which keeps a core busy (and PostgreSQL's
+index builds both): one hashing process beside it finished sooner at 10^7
+devices than two competing with it."""
+
+
 def _build_and_report(send: Connection, path: Path, leaves: bytes, level: int) -> None:
     """In the forked process of a :class:`TreeBuild`: build, then send the
     commitment or the error (its class name and message)."""
     try:
-        built = MerkleTreeFile.build(path, leaves, level=level)
+        built = MerkleTreeFile.build(path, leaves, level=level, parallel=BACKGROUND_PARALLEL)
         send.send(("ok", built.size, built.root))
     except (InputError, StorageError) as e:
         send.send((type(e).__name__, str(e)))
@@ -308,8 +318,8 @@ def _build_and_report(send: Connection, path: Path, leaves: bytes, level: int) -
 
 
 class TreeBuild:
-    """:meth:`MerkleTreeFile.build` going on in a forked process (which hashes
-    on every core), while this process does other work, such as waiting for
+    """:meth:`MerkleTreeFile.build` going on in a forked process, while this
+    process does other work, such as waiting for
     the database to record the same ripple; :meth:`result` waits for it.
 
     A tree of fewer than :data:`PARALLEL_MIN_LEAVES` leaves (or a platform
