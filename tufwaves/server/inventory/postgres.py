@@ -62,6 +62,7 @@ from tufwaves.server.inventory.readers import (
     NumberedRows,
     detect_format,
     device_file_chunks,
+    group_names,
     row_chunks,
 )
 
@@ -184,7 +185,7 @@ def _bulk_matches(first: int, found: Sequence[Match]) -> tuple[str, dict[str, li
         itertools.count(first), found, rings, strict=False
     ):
         if groups:
-            for group in set(groups.split(";")) if ";" in groups else (groups,):
+            for group in group_names(groups):
                 ids = members.get(group)
                 if ids is None:
                     ids = members[group] = []

@@ -47,6 +47,7 @@ __all__ = [
     "MatchTransform",
     "detect_format",
     "device_file_chunks",
+    "group_names",
     "read_device_file",
     "row_chunks",
 ]
@@ -174,6 +175,16 @@ def _read_csv(path: Path, f: TextIO, keys: Keys | None) -> Iterator[tuple[int, R
 _VERSION_DIGITS = len(str(MAX_VERSION))
 
 
+def group_names(text: str | None) -> tuple[str, ...]:
+    """The distinct group names of a checked ``groups`` field (names joined by
+    ``;``, possibly repeated, or empty), sorted."""
+    if not text:
+        return ()
+    if ";" not in text:
+        return (text,)
+    return tuple(sorted(set(text.split(";"))))
+
+
 def _good_lines(path: Path, first: int, text: str, count: int) -> list[Match] | None:
     """The fields of ``count`` data lines (``text``; the first is line
     ``first``) when every one is a good line, else None (read them one by one)."""
@@ -198,14 +209,8 @@ def _csv_block(path: Path, first: int, text: str, count: int) -> list[tuple[int,
     append = rows.append
     numbered = zip(itertools.count(first), found, uuids, rings, strict=False)
     for line, (_, hardware_id, tag, groups_text, version_text), uuid, ring in numbered:
-        if not groups_text:
-            groups: tuple[str, ...] = ()
-        elif ";" in groups_text:
-            groups = tuple(sorted(set(groups_text.split(";"))))
-        else:
-            groups = (groups_text,)
         version = int(version_text) if version_text else None
-        append((line, (uuid, ring, hardware_id, tag, groups, version)))
+        append((line, (uuid, ring, hardware_id, tag, group_names(groups_text), version)))
     return rows
 
 
@@ -247,7 +252,7 @@ def _csv_row(path: Path, line: int, text: str) -> NormalRow:
         return _slow_csv_row(path, line, text)
     uuid, hardware_id, tag, groups_text, version_text = m.groups()
     uuid = uuid.lower()
-    groups = tuple(sorted(set(groups_text.split(";")))) if groups_text else ()
+    groups = group_names(groups_text)
     version = None if version_text is None else int(version_text)
     if version is not None and version > MAX_VERSION:
         raise _bad(path, line, _version_problem(version_text))

@@ -55,6 +55,7 @@ from tufwaves.server.inventory.readers import (
     NumberedRows,
     detect_format,
     device_file_chunks,
+    group_names,
     row_chunks,
 )
 
@@ -170,10 +171,7 @@ def _stage_matches(
         if not groups_text:
             groups_json = None
         else:
-            if ";" in groups_text:
-                groups = tuple(sorted(set(groups_text.split(";"))))
-            else:
-                groups = (groups_text,)
+            groups = group_names(groups_text)
             groups_json = _groups_json(groups)
             combine(groups)
         append((line, uuid, ring, hardware_id, tag, int(version) if version else None, groups_json))
